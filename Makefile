@@ -1,0 +1,46 @@
+# flowops — `make demo` runs the pipeline on generated data; `make test` runs the test suite.
+# Both build .venv first when it is missing or older than pyproject.toml / constraints.txt.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-fast bench lint lock check-java clean
+
+setup: check-java $(STAMP)
+
+check-java:
+	@scripts/check_java.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "flowops needs Python 3.11 ($(PYTHON) not found); set PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/flowops demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python -m tests.benchmarks.run
+
+lint: setup
+	$(BIN)/ruff check lib tests jobs
+
+# Re-resolve the pinned set from pyproject.toml in a scratch venv and write constraints.txt.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --disable-pip-version-check -q '.[dev]'
+	.lock-venv/bin/pip freeze --exclude flowops | grep -v '^-e ' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) lakehouse demo mlruns.db spark-warehouse

@@ -1,0 +1,107 @@
+"""Subcommands of `flowops`: each registers its parser and a handler that calls into the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from flowops.context import Context
+from flowops.errors import FlowopsError, LakeError
+
+log = logging.getLogger("flowops")
+Sub = Any  # argparse's private _SubParsersAction
+
+
+def add_generate(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("generate", parents=[common], help="write synthetic landing data with planted truth",
+                       description="Write a synthetic operator's landing data (xDR, CRM, billing, orders) and "
+                                   "the planted truth under RAW/_truth/.")
+    p.add_argument("--out", required=True, metavar="RAW", help="landing folder to write")
+    p.add_argument("--subscribers", type=int, default=2000, metavar="N")
+    p.add_argument("--start-month", required=True, metavar="YYYY-MM")
+    p.add_argument("--months", type=int, default=1, metavar="K")
+    p.add_argument("--seed", type=int, default=7, metavar="S")
+    p.add_argument("--bad-rate", type=float, default=0.0, metavar="R",
+                   help="share of xDR lines that are dirty, of every kind (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.set_defaults(handler=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from flowops.synth import generate
+
+    try:
+        result = generate(args.out, subscribers=args.subscribers, start_month=args.start_month,
+                          months=args.months, seed=args.seed, bad_rate=args.bad_rate, workers=args.workers)
+    except ValueError as exc:
+        raise FlowopsError(str(exc)) from None
+    print(result.summary())
+    return 0
+
+
+def add_show(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("show", parents=[common], help="print a lake table",
+                       description="Print rows of a lake table (layer/name, e.g. ops/runs), or its history.")
+    p.add_argument("table", help="layer/name, e.g. silver/usage_daily")
+    p.add_argument("--where", metavar="SQL", help="a Spark SQL filter, e.g. \"dt = '2026-01-05'\"")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--columns", metavar="A,B,...", help="only these columns")
+    p.add_argument("--version", type=int, dest="table_version", metavar="V", help="time travel to version V")
+    p.add_argument("--history", action="store_true", help="print the table's commits instead of rows")
+    p.add_argument("--vertical", action="store_true", help="one field per line")
+    p.set_defaults(handler=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args, app_name="flowops-show")
+    lake = ctx.lake
+    if args.history:
+        for entry in lake.history(args.table, args.limit):
+            extra = {k: v for k, v in entry.items() if k.startswith("flowops.")}
+            print(f"v{entry['version']:<4} {entry.get('operation', ''):<13} "
+                  f"{entry.get('operationParameters', {})} {extra}")
+        return 0
+    df = lake.read(args.table, version=args.table_version)
+    try:
+        if args.where:
+            df = df.where(args.where)
+        if args.columns:
+            df = df.select(*[c.strip() for c in args.columns.split(",")])
+        total = df.count()
+    except Exception as exc:  # noqa: BLE001 - Spark's AnalysisException is not importable without a JVM
+        if type(exc).__name__ in ("AnalysisException", "ParseException"):
+            raise LakeError(f"cannot apply --where/--columns to {args.table}: "
+                            f"{str(exc).strip().splitlines()[0]}") from None
+        raise
+    df.show(args.limit, truncate=60, vertical=args.vertical)
+    print(f"{args.table}: {total:,} rows{' matching' if args.where else ''}, showing up to {args.limit}")
+    return 0
+
+
+def add_demo(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[common], help="generate a small dataset and run the pipeline on it",
+                       description="Generate a small synthetic month and run every pipeline step that exists, "
+                                   "then print a summary of what landed where.")
+    p.add_argument("--out", default="demo", metavar="DIR", help="demo folder: DIR/raw and DIR/lakehouse")
+    p.add_argument("--subscribers", type=int, default=1000, metavar="N")
+    p.add_argument("--month", default="2026-03", metavar="YYYY-MM", help="the month the pipeline runs for")
+    p.add_argument("--seed", type=int, default=7, metavar="S")
+    p.add_argument("--bad-rate", type=float, default=0.01, metavar="R")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from flowops.demo import run_demo as demo
+
+    out = Path(args.out)
+    if not args.lake:
+        args.lake = str(out / "lakehouse")
+    ctx = Context.from_args(args, app_name="flowops-demo")
+    print(demo(ctx, out=out, subscribers=args.subscribers, month=args.month, seed=args.seed,
+               bad_rate=args.bad_rate))
+    return 0
+
+
+REGISTRARS = [add_generate, add_demo, add_show]

@@ -1,0 +1,37 @@
+"""What every job needs, built once at the edge: settings, a SparkSession and the lake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from flowops.config import Settings, load_settings
+from flowops.lake import Lake
+
+
+@dataclass
+class Context:
+    """Settings plus the lazily started Spark session and lake."""
+
+    settings: Settings
+    app_name: str = "flowops"
+
+    @classmethod
+    def from_args(cls, args: Any, app_name: str = "flowops") -> Context:
+        """Build from parsed CLI/job arguments carrying conf, lake, master and engine."""
+        settings = load_settings(args.conf, lake_root=getattr(args, "lake", None),
+                                 master=getattr(args, "master", None), engine=getattr(args, "engine", None))
+        return cls(settings=settings, app_name=app_name)
+
+    @cached_property
+    def spark(self) -> SparkSession:
+        from flowops.spark import build_session
+
+        return build_session(self.settings, app_name=self.app_name)
+
+    @cached_property
+    def lake(self) -> Lake:
+        return Lake(self.spark, self.settings.lake.root, self.settings.lake.engine)

@@ -1,0 +1,93 @@
+"""The landing area (RAW): where the operator's systems drop files, and the checks that they are there.
+
+Layout (DESIGN.md "Landing data"):
+    RAW/usage/dt=YYYY-MM-DD/hour=HH/*.txt.gz
+    RAW/crm/month=YYYY-MM/subscribers.csv
+    RAW/billing/month=YYYY-MM/billing.csv
+    RAW/orders/month=YYYY-MM/orders.csv
+    RAW/feedback/month=YYYY-MM/<channel>.csv
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from pathlib import Path
+
+from flowops.errors import LandingError
+
+MONTHLY_FILES = {"crm": "subscribers.csv", "billing": "billing.csv", "orders": "orders.csv"}
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def parse_month(value: str) -> str:
+    """Validate `YYYY-MM`."""
+    if not _MONTH.match(value or ""):
+        raise LandingError(f"month must be YYYY-MM, got {value!r}")
+    return value
+
+
+def parse_date(value: str) -> dt.date:
+    """Validate `YYYY-MM-DD`."""
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise LandingError(f"date must be YYYY-MM-DD, got {value!r}") from None
+
+
+def month_days(month: str) -> list[str]:
+    """Every date of `month` as `YYYY-MM-DD`."""
+    year, mon = (int(part) for part in parse_month(month).split("-"))
+    return [f"{month}-{day:02d}" for day in range(1, calendar.monthrange(year, mon)[1] + 1)]
+
+
+def previous_months(month: str, count: int) -> list[str]:
+    """The `count` months before `month`, oldest first."""
+    year, mon = (int(part) for part in parse_month(month).split("-"))
+    out = []
+    for back in range(count, 0, -1):
+        index = year * 12 + (mon - 1) - back
+        out.append(f"{index // 12:04d}-{index % 12 + 1:02d}")
+    return out
+
+
+def require_raw(raw: str | Path) -> Path:
+    """The landing root, or a clear error when the path is wrong."""
+    root = Path(raw)
+    if not root.is_dir():
+        raise LandingError(f"landing folder {root} not found (pass --raw RAW, the folder holding usage/, crm/...)")
+    return root
+
+
+def usage_files(raw: str | Path, day: str) -> list[Path]:
+    """The day's xDR files, sorted; a clear error when the day has landed nothing."""
+    root = require_raw(raw)
+    folder = root / "usage" / f"dt={parse_date(day).isoformat()}"
+    files = sorted(folder.glob("hour=*/*.txt.gz"))
+    if not files:
+        landed = available_days(root)
+        hint = f"landed days run {landed[0]} .. {landed[-1]}" if landed else "no usage has landed at all"
+        raise LandingError(f"no usage files for {day} under {root / 'usage'} ({hint})")
+    return files
+
+
+def available_days(raw: str | Path) -> list[str]:
+    """Days that have a usage folder, sorted."""
+    return sorted(p.name.split("=", 1)[1] for p in (Path(raw) / "usage").glob("dt=*") if p.is_dir())
+
+
+def available_months(raw: str | Path, source: str) -> list[str]:
+    """Months that have a folder for a monthly source (`crm`, `billing`, `orders`, `feedback`)."""
+    return sorted(p.name.split("=", 1)[1] for p in (Path(raw) / source).glob("month=*") if p.is_dir())
+
+
+def monthly_file(raw: str | Path, source: str, month: str) -> Path:
+    """The month's file for `source`, or a clear error naming what has landed."""
+    root = require_raw(raw)
+    path = root / source / f"month={parse_month(month)}" / MONTHLY_FILES[source]
+    if not path.is_file():
+        landed = available_months(root, source)
+        hint = f"landed months: {', '.join(landed)}" if landed else f"nothing has landed under {root / source}"
+        raise LandingError(f"missing {source} file for {month}: {path} ({hint})")
+    return path

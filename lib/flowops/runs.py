@@ -1,0 +1,90 @@
+"""Run records: every job writes one `ops/runs` row, whether it succeeds or fails."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import flowops
+from flowops.lake import Lake
+from flowops.tables import RUNS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """What a job reports about itself while it runs; written to ops/runs when it ends."""
+
+    job: str
+    params: dict[str, str]
+    run_id: str = field(default_factory=lambda: new_run_id())
+    rows_in: int = 0
+    rows_out: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, value: int) -> None:
+        """Record a named count (e.g. `quarantined`); repeated names add up."""
+        self.counts[name] = self.counts.get(name, 0) + int(value)
+
+    def wrote(self, table: str, version: int) -> None:
+        """Record the table version this run committed."""
+        self.table_versions[table] = version
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict[str, int]]:
+        """Time a step and log one line with its counts: `with run.step("parse") as counts: ...`."""
+        started = time.perf_counter()
+        counts: dict[str, int] = {}
+        yield counts
+        shown = " ".join(f"{key}={value:,}" for key, value in counts.items())
+        log.info("%s %s: %s(%.1fs)", self.job, name, f"{shown} " if shown else "", time.perf_counter() - started)
+
+
+def new_run_id() -> str:
+    """Sortable, unique: `20260105T031500-1a2b3c4d`."""
+    return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator[Run]:
+    """Run a job body and append its ops/runs row at the end, with status `ok` or `failed`.
+
+    The failure is re-raised after it is recorded; a failure to record never hides the job's own error.
+    """
+    run = Run(job=job, params={key: str(value) for key, value in params.items() if value is not None})
+    started = dt.datetime.now(dt.UTC)
+    clock = time.perf_counter()
+    log.info("%s started (run %s)", job, run.run_id)
+    status, error = "ok", None
+    try:
+        yield run
+    except BaseException as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        seconds = time.perf_counter() - clock
+        try:
+            write_run_row(lake, run, started, seconds, status, error)
+        except Exception as exc:  # noqa: BLE001 - the job's own outcome matters more than its record
+            if status == "ok":
+                raise
+            log.error("could not record the failed run %s in ops/runs: %s", run.run_id, exc)
+        log.info("%s %s in %.1fs (run %s)", job, "finished" if status == "ok" else "FAILED", seconds, run.run_id)
+
+
+def write_run_row(lake: Lake, run: Run, started: dt.datetime, seconds: float, status: str,
+                  error: str | None) -> int:
+    """Append one row to ops/runs."""
+    row = (run.run_id, run.job, run.params, started, started + dt.timedelta(seconds=seconds), seconds, status,
+           error, run.rows_in, run.rows_out, run.counts, run.table_versions, lake.engine_name,
+           flowops.__version__, lake.spark.sparkContext.master)
+    df = lake.spark.createDataFrame([row], RUNS.schema)
+    return lake.write(df, RUNS, mode="append", metadata={"flowops.runId": run.run_id})
+

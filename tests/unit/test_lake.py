@@ -1,0 +1,260 @@
+"""Lake round trips: what lake.write commits, independent readers (delta-rs, DuckDB, Polars) read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from flowops import lake as lake_module
+from flowops.errors import LakeError
+from flowops.tables import TableSpec, register
+
+EVENTS = TableSpec(
+    name="test/events",
+    schema=T.StructType([
+        T.StructField("dt", T.StringType()),
+        T.StructField("sub_id", T.StringType()),
+        T.StructField("bytes", T.LongType()),
+        T.StructField("share", T.DoubleType()),
+        T.StructField("seen_at", T.TimestampType()),
+        T.StructField("day", T.DateType()),
+        T.StructField("apps", T.ArrayType(T.StringType())),
+    ]),
+    partition_by=("dt",),
+)
+register(EVENTS)
+
+ROWS = [
+    ("2026-01-01", "a", 10, 0.5, dt.datetime(2026, 1, 1, 8, 0, 0, 123456), dt.date(2026, 1, 1), ["wechat"]),
+    ("2026-01-01", "b", None, None, None, None, None),
+    ("2026-01-02", "a", 30, 1.0, dt.datetime(2026, 1, 2, 23, 59, 59, 999999), dt.date(2026, 1, 2), []),
+    ("2026-01-03", "c", 7, 0.25, dt.datetime(2026, 1, 3, 0, 0, 0), dt.date(2026, 1, 3), ["douyin", "qq"]),
+]
+
+
+def events_df(spark, rows=ROWS):
+    return spark.createDataFrame(rows, EVENTS.schema)
+
+
+def duckdb_rows(path: str, query: str) -> list[tuple]:
+    import duckdb
+    import duckdb_extension_delta
+
+    extension = next(Path(duckdb_extension_delta.__file__).parent.glob("extensions/*/delta.duckdb_extension"))
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{extension}'")
+    return con.execute(query.format(table=f"delta_scan('{path}')")).fetchall()
+
+
+def test_write_then_read_back_with_spark(spark, lake):
+    version = lake.write(events_df(spark), "test/events", mode="overwrite")
+
+    assert version == 0
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))
+    assert lake.read("test/events").schema == EVENTS.schema
+
+
+def test_independent_readers_see_the_same_rows(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    path = lake.path("test/events")
+
+    import polars as pl
+    from deltalake import DeltaTable
+
+    polars_rows = pl.read_delta(path).sort(["dt", "sub_id"]).select("dt", "sub_id", "bytes").rows()
+    duck_rows = duckdb_rows(path, "select dt, sub_id, bytes from {table} order by dt, sub_id")
+    rs_rows = DeltaTable(path).to_pyarrow_table().sort_by([("dt", "ascending"), ("sub_id", "ascending")])
+    expected = [(r[0], r[1], r[2]) for r in ROWS]
+    assert polars_rows == expected
+    assert duck_rows == expected
+    assert list(zip(*[rs_rows.column(c).to_pylist() for c in ("dt", "sub_id", "bytes")])) == expected
+    # dt stays a string for every reader: no partition-type inference.
+    assert pl.read_delta(path).schema["dt"] == pl.String
+    # Timestamps keep microseconds and mean the same instant everywhere.
+    micro = duckdb_rows(path, "select epoch_us(seen_at) from {table} where sub_id = 'a' and dt = '2026-01-02'")
+    spark_micro = (lake.read("test/events").where("sub_id = 'a' and dt = '2026-01-02'")
+                   .select(F.unix_micros("seen_at")).first()[0])
+    assert micro == [(spark_micro,)]
+
+
+def test_stats_bound_the_data_so_skipping_readers_lose_nothing(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    path = lake.path("test/events")
+
+    assert duckdb_rows(path, "select count(*) from {table} where bytes = 30") == [(1,)]
+    assert duckdb_rows(path, "select count(*) from {table} where seen_at >= '2026-01-02 15:59:59.999999+00'"
+                       ) == [(2,)]  # the 23:59:59.999999 Shanghai row is 15:59:59.999999 UTC
+    log = Path(path, "_delta_log", "00000000000000000000.json").read_text().splitlines()
+    stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log if '"add"' in line]
+    assert sum(s["numRecords"] for s in stats) == len(ROWS)
+    assert all("apps" not in s["minValues"] for s in stats)
+
+
+def test_partition_overwrite_replaces_only_that_partition(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    replacement = [("2026-01-01", "z", 99, 0.1, None, None, None)]
+
+    lake.write(events_df(spark, replacement), "test/events", mode="overwrite", partitions={"dt": ["2026-01-01"]})
+
+    expected = events_df(spark, replacement + [r for r in ROWS if r[0] != "2026-01-01"])
+    assertDataFrameEqual(lake.read("test/events"), expected)
+    assert duckdb_rows(lake.path("test/events"), "select count(*) from {table}") == [(3,)]
+    assert lake.read("test/events", partitions={"dt": ["2026-01-01"]}).count() == 1
+    # the old version is still there for time travel
+    assertDataFrameEqual(lake.read("test/events", version=0), events_df(spark))
+
+
+def test_overwrite_refuses_rows_outside_the_named_partitions(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+
+    with pytest.raises(LakeError, match=r"other partitions \['dt=2026-01-02'"):
+        lake.write(events_df(spark), "test/events", mode="overwrite", partitions={"dt": ["2026-01-01"]})
+
+    assert lake.version("test/events") == 0
+    assert not Path(lake.path("test/events"), "_staging").exists()
+
+
+def test_rerunning_the_same_overwrite_gives_the_same_content(spark, lake):
+    for _ in range(2):
+        lake.write(events_df(spark), "test/events", mode="overwrite", partitions={"dt": ["2026-01-01",
+                                                                                        "2026-01-02",
+                                                                                        "2026-01-03"]})
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))
+    assert lake.version("test/events") == 1
+
+
+def test_wrong_columns_fail_before_writing(spark, lake):
+    bad = events_df(spark).drop("share").withColumn("bytes", F.col("bytes").cast("int")).withColumn("x", F.lit(1))
+
+    with pytest.raises(LakeError) as err:
+        lake.write(bad, "test/events")
+
+    message = str(err.value)
+    assert "missing ['share']" in message
+    assert "unexpected ['x']" in message
+    assert "bytes (int, expected bigint)" in message
+    assert not lake.exists("test/events")
+
+
+def test_a_write_that_fails_before_commit_leaves_the_previous_version(spark, lake, monkeypatch):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    placed: list[str] = []
+    real_place = lake_module.DeltaRsEngine._place
+
+    def place_then_remember(*args, **kwargs):
+        action = real_place(*args, **kwargs)
+        placed.append(action.path)
+        return action
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed between placing files and committing")
+
+    monkeypatch.setattr(lake_module.DeltaRsEngine, "_place", staticmethod(place_then_remember))
+    monkeypatch.setattr("deltalake.DeltaTable.create_write_transaction", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        lake.write(events_df(spark, ROWS[:1]), "test/events", mode="overwrite")
+    monkeypatch.undo()
+
+    path = Path(lake.path("test/events"))
+    assert placed and all((path / rel).exists() for rel in placed)   # the crash left files behind
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))  # ...but readers do not see them
+    assert lake.version("test/events") == 0
+
+    lake.write(events_df(spark, ROWS[:1]), "test/events", mode="overwrite")
+
+    assert not any((path / rel).exists() for rel in placed)          # orphans cleaned by the rerun
+    assert not (path / "_staging").exists()
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark, ROWS[:1]))
+    _assert_no_orphans(path)
+
+
+def test_a_killed_writer_process_leaves_a_readable_table_and_the_rerun_succeeds(spark, lake, tmp_path):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    script = tmp_path / "killed_writer.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from tests.conftest import make_settings
+        from tests.unit.test_lake import events_df, ROWS
+        from flowops.spark import build_session
+        from flowops import lake as lake_module
+        spark = build_session(make_settings(), ui=False)
+        lake = lake_module.Lake(spark, {lake.root!r}, "delta-rs")
+        real = lake_module.DeltaRsEngine._place
+        count = []
+        def place_and_die(*args, **kwargs):
+            action = real(*args, **kwargs)
+            count.append(action)
+            if len(count) == 2:
+                os._exit(9)   # SIGKILL-like: no cleanup, no finally blocks
+            return action
+        lake_module.DeltaRsEngine._place = staticmethod(place_and_die)
+        lake.write(events_df(spark, ROWS * 3), "test/events", mode="overwrite")
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+
+    path = Path(lake.path("test/events"))
+    assert (path / "_staging").exists()
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))
+
+    lake.write(events_df(spark, ROWS[2:]), "test/events", mode="append")
+
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark, ROWS + ROWS[2:]))
+    _assert_no_orphans(path)
+
+
+def _assert_no_orphans(path: Path) -> None:
+    from deltalake import DeltaTable
+
+    active = {Path(uri).resolve() for uri in DeltaTable(str(path)).file_uris()}
+    on_disk = {p.resolve() for p in path.rglob("*.parquet") if "_delta_log" not in p.parts}
+    history_files = set()
+    for entry in (path / "_delta_log").glob("*.json"):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                history_files.add((path / action["add"]["path"]).resolve())
+    assert active <= on_disk
+    assert on_disk <= history_files, f"files no commit ever added: {sorted(on_disk - history_files)}"
+
+
+def test_a_lake_written_by_a_newer_schema_is_refused(spark, lake):
+    newer = TableSpec(EVENTS.name, EVENTS.schema, EVENTS.partition_by, version=EVENTS.version + 1)
+    lake.write(events_df(spark), newer, mode="overwrite")
+
+    with pytest.raises(LakeError, match="written with schema v2 by a newer flowops"):
+        lake.write(events_df(spark), EVENTS, mode="append")
+
+
+def test_history_lists_commits_newest_first_with_flowops_metadata(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite", metadata={"flowops.runId": "r1"})
+    lake.write(events_df(spark, ROWS[:1]), "test/events", mode="append", metadata={"flowops.runId": "r2"})
+
+    history = lake.history("test/events")
+
+    assert [h["version"] for h in history] == [1, 0]
+    assert [h["flowops.runId"] for h in history] == ["r2", "r1"]
+
+
+def test_reading_a_missing_table_says_what_to_do(lake):
+    with pytest.raises(LakeError, match="does not exist .* run the job that writes it first"):
+        lake.read("test/events")
+
+
+def test_empty_overwrite_of_a_partition_removes_it(spark, lake):
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+
+    lake.write(events_df(spark, []), "test/events", mode="overwrite", partitions={"dt": ["2026-01-03"]})
+
+    assert sorted(r.dt for r in lake.read("test/events").select("dt").distinct().collect()) == [
+        "2026-01-01", "2026-01-02"]
