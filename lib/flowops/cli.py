@@ -51,10 +51,25 @@ def describe_exception(exc: BaseException) -> str:
 def setup_logging(verbose: int = 0) -> None:
     """One line per step on stderr; Spark's and py4j's chatter stays at warnings."""
     level = logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("py4j", "pyspark", "urllib3", "great_expectations", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # PySpark logs every failed query as JSON before raising it; the CLI reports the error itself.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (notebooks and test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,121 @@
+"""The flowops command: help, show, and one clear line for each kind of failure."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowops.cli import main
+from flowops.runs import recorded_run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def flowops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "flowops.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=300)
+
+
+def test_help_lists_the_commands():
+    result = flowops("--help")
+
+    assert result.returncode == 0
+    for command in ("generate", "demo", "show"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["generate", "demo", "show"])
+def test_every_command_has_its_own_help(command):
+    result = flowops(command, "--help")
+
+    assert result.returncode == 0
+    assert f"usage: flowops {command}" in result.stdout
+    assert "--conf DIR" in result.stdout
+
+
+def test_missing_java_is_one_line_that_says_what_to_do(tmp_path):
+    result = flowops("show", "ops/runs", "--lake", str(tmp_path),
+                     env={"JAVA_HOME": str(tmp_path / "no-jdk"), "PATH": "/usr/bin/false-dir"})
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "flowops show: error: Java 17 is required by Spark 4 and no 'java' was found: install "
+        "openjdk-17-jre-headless or set JAVA_HOME to a JDK 17"]
+
+
+def test_bad_config_value_is_one_line(tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "pipeline.yml").write_text("lake:\n  engine: fast\n")
+
+    result = flowops("show", "ops/runs", "--conf", str(conf))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"flowops show: error: {conf}/pipeline.yml: lake.engine: expected 'auto', "
+                                     "'delta-rs' or 'spark-delta'; got 'fast'")
+
+
+def test_show_prints_rows_and_a_count(lake, capsys):
+    with recorded_run(lake, "unit-test", {"month": "2026-01"}) as run:
+        run.count("lines", 12)
+
+    code = main(["show", "ops/runs", "--lake", lake.root, "--columns", "job,status,counts"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "unit-test" in out and "{lines -> 12}" in out
+    assert "ops/runs: 1 rows, showing up to 20" in out
+
+
+def test_show_where_filters_and_bad_sql_is_one_line(lake, capsys):
+    for job in ("a", "b"):
+        with recorded_run(lake, job, {}):
+            pass
+
+    assert main(["show", "ops/runs", "--lake", lake.root, "--where", "job = 'b'"]) == 0
+    assert "ops/runs: 1 rows matching" in capsys.readouterr().out
+
+    assert main(["show", "ops/runs", "--lake", lake.root, "--where", "no_such_column = 1"]) == 1
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if " INFO " not in line]
+    assert len(err) == 1
+    assert err[0].startswith("flowops show: error: cannot apply --where/--columns to ops/runs: "
+                             "[UNRESOLVED_COLUMN")
+
+
+def test_show_history_lists_versions(lake, capsys):
+    for job in ("a", "b"):
+        with recorded_run(lake, job, {}):
+            pass
+
+    assert main(["show", "ops/runs", "--lake", lake.root, "--history"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["v1", "v0"]
+
+
+def test_show_of_a_missing_table_says_which_and_where(tmp_path, spark, capsys):
+    assert main(["show", "gold/flow_stages", "--lake", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"flowops show: error: table gold/flow_stages does not exist at {tmp_path}/gold/flow_stages; "
+        "run the job that writes it first")
+
+
+def test_unexpected_failures_print_a_located_line_then_details(monkeypatch, capsys):
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    import flowops.commands as commands
+
+    monkeypatch.setattr(commands, "run_show", boom)
+    monkeypatch.setattr(commands, "REGISTRARS", [commands.add_show])
+
+    assert main(["show", "x/y"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"flowops show failed: ZeroDivisionError: division by zero \(at cli\.py:\d+\)", err[0])
+    assert err[1] == "details:"
+    assert any("Traceback" in line for line in err[2:])
