@@ -8,13 +8,29 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import flowops
 from flowops.lake import Lake
 from flowops.tables import RUNS
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileReconciliation:
+    """One landed file's accounting: lines in = accepted + quarantined + duplicates."""
+
+    source_file: str
+    status: str
+    lines_in: int
+    accepted: int
+    quarantined: int
+    duplicates: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.lines_in == self.accepted + self.quarantined + self.duplicates
 
 
 @dataclass
@@ -28,6 +44,7 @@ class Run:
     rows_out: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     table_versions: dict[str, int] = field(default_factory=dict)
+    files: list[FileReconciliation] = field(default_factory=list)
 
     def count(self, name: str, value: int) -> None:
         """Record a named count (e.g. `quarantined`); repeated names add up."""
@@ -83,7 +100,8 @@ def write_run_row(lake: Lake, run: Run, started: dt.datetime, seconds: float, st
                   error: str | None) -> int:
     """Append one row to ops/runs."""
     row = (run.run_id, run.job, run.params, started, started + dt.timedelta(seconds=seconds), seconds, status,
-           error, run.rows_in, run.rows_out, run.counts, run.table_versions, lake.engine_name,
+           error, run.rows_in, run.rows_out, run.counts, run.table_versions,
+           [astuple(f) for f in run.files], lake.engine_name,
            flowops.__version__, lake.spark.sparkContext.master)
     df = lake.spark.createDataFrame([row], RUNS.schema)
     return lake.write(df, RUNS, mode="append", metadata={"flowops.runId": run.run_id})
