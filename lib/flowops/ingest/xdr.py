@@ -1,0 +1,135 @@
+"""xDR lines -> typed records, each with a named reject reason when it is bad.
+
+Rules run in a fixed order and the first failing one names the reason, so every rejected line has
+exactly one. All of it is Spark built-ins: no Python runs per line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from flowops.ingest.pii import mask_digits, normalise_msisdn
+
+XDR_FIELDS = (
+    "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
+    "server_ip", "server_port", "host", "sni", "uri", "user_agent", "ul_bytes", "dl_bytes",
+)
+TIME_FORMAT = "yyyy-MM-dd HH:mm:ss[.SSSSSS]"
+MAX_TEXT = 512
+
+# Reject reasons, in the order they are checked.
+BAD_ENCODING = "bad_encoding"
+WRONG_FIELD_COUNT = "wrong_field_count"
+MISSING_RECORD_ID = "missing_record_id"
+INVALID_MSISDN = "invalid_msisdn"
+INVALID_IMEI = "invalid_imei"
+BAD_NUMBER = "bad_number"
+NEGATIVE_BYTES = "negative_bytes"
+BAD_TIMESTAMP = "bad_timestamp"
+END_BEFORE_START = "end_before_start"
+OUT_OF_WINDOW = "timestamp_out_of_window"
+LINE_REASONS = (BAD_ENCODING, WRONG_FIELD_COUNT, MISSING_RECORD_ID, INVALID_MSISDN, INVALID_IMEI, BAD_NUMBER,
+                NEGATIVE_BYTES, BAD_TIMESTAMP, END_BEFORE_START, OUT_OF_WINDOW)
+
+
+def is_valid_imei(imei: Column) -> Column:
+    """Empty (not captured) is fine; so are 14 digits (no check digit) and 16 (IMEISV). 15 digits must pass
+    the Luhn check. A single repeated digit (000000000000000) is a placeholder, not an IMEI."""
+    luhn_terms = F.transform(
+        F.sequence(F.lit(0), F.lit(14)),
+        lambda i: F.when(i % 2 == 1, (F.substring(imei, i + 1, 1).try_cast("int") * 2) % 9
+                         + F.when(F.substring(imei, i + 1, 1) == "9", 9).otherwise(0))
+        .otherwise(F.substring(imei, i + 1, 1).try_cast("int")),
+    )
+    luhn_ok = F.aggregate(luhn_terms, F.lit(0), lambda acc, x: acc + x) % 10 == 0
+    digits_only = imei.rlike(r"^[0-9]{14,16}$") & ~imei.rlike(r"^([0-9])\1*$")
+    return (imei == "") | (digits_only & ((F.length(imei) != 15) | luhn_ok))
+
+
+def _whole_number(text: Column) -> Column:
+    return text.rlike(r"^[0-9]{1,18}$")
+
+
+def _negative_number(text: Column) -> Column:
+    return text.rlike(r"^-[0-9]{1,18}$")
+
+
+def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_hours: tuple[int, int]) -> DataFrame:
+    """Split, type and judge every line.
+
+    Args:
+        lines_df: `source_file`, `line_no`, `value`.
+        landing_day: the day whose folder the files came from.
+        late_days: records up to this many days before `landing_day` are late arrivals, accepted into their
+            own day; anything else outside the landing day is out of the accepted window.
+        idle_hours: `(start, end)` local hours of idle time, e.g. `(23, 7)`.
+
+    Returns:
+        One row per line: `source_file`, `line_no`, `value`, `reason` (null when accepted) and the typed
+        fields (null for lines rejected before typing).
+    """
+    # lineSep is '\n', so a CRLF file leaves '\r' at the end of each line: not part of the last field.
+    parts = F.split(F.regexp_replace("value", r"\r$", ""), r"\|", -1)
+    field = {name: F.trim(F.get(F.col("_parts"), i)) for i, name in enumerate(XDR_FIELDS)}
+    start = F.try_to_timestamp(field["start_time"], F.lit(TIME_FORMAT))
+    end = F.try_to_timestamp(field["end_time"], F.lit(TIME_FORMAT))
+    first_day = landing_day - dt.timedelta(days=late_days)
+    day_after = landing_day + dt.timedelta(days=1)
+    start_day = F.to_date("_start")
+    bytes_fields = (field["ul_bytes"], field["dl_bytes"])
+    port = field["server_port"]
+    reason = (
+        F.when(~F.is_valid_utf8("value"), BAD_ENCODING)
+        .when(F.col("_n") != len(XDR_FIELDS), WRONG_FIELD_COUNT)
+        .when(field["record_id"] == "", MISSING_RECORD_ID)
+        .when(F.col("_msisdn").isNull(), INVALID_MSISDN)
+        .when(~is_valid_imei(field["imei"]), INVALID_IMEI)
+        .when(~(_whole_number(bytes_fields[0]) | _negative_number(bytes_fields[0]))
+              | ~(_whole_number(bytes_fields[1]) | _negative_number(bytes_fields[1]))
+              | ((port != "") & ~(_whole_number(port) & (port.try_cast("long") <= 65535))), BAD_NUMBER)
+        .when(_negative_number(bytes_fields[0]) | _negative_number(bytes_fields[1]), NEGATIVE_BYTES)
+        .when(F.col("_start").isNull() | F.col("_end").isNull(), BAD_TIMESTAMP)
+        .when(F.col("_end") < F.col("_start"), END_BEFORE_START)
+        .when((start_day < F.lit(first_day)) | (start_day >= F.lit(day_after)), OUT_OF_WINDOW)
+    )
+    idle_start, idle_end = idle_hours
+    hour = F.hour("start_time")
+    in_idle = (hour >= idle_start) | (hour < idle_end) if idle_start > idle_end else \
+        (hour >= idle_start) & (hour < idle_end)
+    host = F.regexp_replace(F.lower(field["host"]), r"(:\d+)?\.?$", "")
+    sni = F.regexp_replace(F.lower(field["sni"]), r"\.$", "")
+    return (
+        lines_df
+        .withColumn("_parts", parts)
+        .withColumn("_n", F.size("_parts"))
+        .withColumn("_msisdn", normalise_msisdn(field["msisdn"]))
+        .withColumn("_start", start)
+        .withColumn("_end", end)
+        .withColumn("reason", reason)
+        .select(
+            "source_file", "line_no", "value", "reason",
+            F.date_format("_start", "yyyy-MM-dd").alias("dt"),
+            field["record_id"].alias("record_id"),
+            F.col("_msisdn").alias("msisdn"),
+            F.when(field["imei"] != "", F.substring(field["imei"], 1, 8)).alias("tac"),
+            F.col("_start").alias("start_time"),
+            F.col("_end").alias("end_time"),
+            F.upper(field["rat"]).alias("rat"),
+            F.lower(field["apn"]).alias("apn"),
+            field["cell_id"].alias("cell_id"),
+            F.upper(field["protocol"]).alias("protocol"),
+            field["server_ip"].alias("server_ip"),
+            port.try_cast("int").alias("server_port"),
+            F.nullif(host, F.lit("")).alias("host"),
+            F.nullif(sni, F.lit("")).alias("sni"),
+            F.nullif(F.substring(mask_digits(field["uri"]), 1, MAX_TEXT), F.lit("")).alias("uri"),
+            F.nullif(F.substring(mask_digits(field["user_agent"]), 1, MAX_TEXT), F.lit("")).alias("user_agent"),
+            bytes_fields[0].try_cast("long").alias("ul_bytes"),
+            bytes_fields[1].try_cast("long").alias("dl_bytes"),
+        )
+        .withColumn("duration_ms", F.unix_millis("end_time") - F.unix_millis("start_time"))
+        .withColumn("is_idle", in_idle)
+    )
