@@ -11,6 +11,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from flowops.ingest.hosts import normalise_host_column
 from flowops.ingest.pii import mask_digits, normalise_msisdn
 
 XDR_FIELDS = (
@@ -99,8 +100,6 @@ def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_ho
     hour = F.hour("start_time")
     in_idle = (hour >= idle_start) | (hour < idle_end) if idle_start > idle_end else \
         (hour >= idle_start) & (hour < idle_end)
-    host = F.regexp_replace(F.lower(field["host"]), r"(:\d+)?\.?$", "")
-    sni = F.regexp_replace(F.lower(field["sni"]), r"\.$", "")
     return (
         lines_df
         .withColumn("_parts", parts)
@@ -123,8 +122,8 @@ def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_ho
             F.upper(field["protocol"]).alias("protocol"),
             field["server_ip"].alias("server_ip"),
             port.try_cast("int").alias("server_port"),
-            F.nullif(host, F.lit("")).alias("host"),
-            F.nullif(sni, F.lit("")).alias("sni"),
+            normalise_host_column(field["host"]).alias("host"),
+            normalise_host_column(field["sni"]).alias("sni"),
             F.nullif(F.substring(mask_digits(field["uri"]), 1, MAX_TEXT), F.lit("")).alias("uri"),
             F.nullif(F.substring(mask_digits(field["user_agent"]), 1, MAX_TEXT), F.lit("")).alias("user_agent"),
             bytes_fields[0].try_cast("long").alias("ul_bytes"),
