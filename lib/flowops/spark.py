@@ -79,6 +79,8 @@ def build_session(settings: Settings, *, app_name: str | None = None, ui: bool |
             "spark.ui.enabled": str(interactive if ui is None else ui).lower(),
             "spark.ui.showConsoleProgress": str(interactive).lower(),
         })
+        # Python workers must be this interpreter (the venv's), not whatever `python3` PATH finds first.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if spark_settings.master.startswith("local"):
             # Spark warns about the loopback hostname on every start; local mode needs no other address.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -1,0 +1,151 @@
+"""Terminal insight: which handset is behind an IMEI.
+
+First the TAC (the IMEI's first 8 digits) in the operator's reference table `conf/terminals/*.csv`; for
+TACs it lacks, the user agent parsed by `ua-parser` (brand, model, OS; smart or not from the OS). Each
+answer records its source: `tac`, `user_agent` or `unknown`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from flowops.errors import ConfigError
+
+COLUMNS = ("tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier")
+GENERATIONS = ("2G", "3G", "4G", "5G")
+PRICE_TIERS = ("low", "mid", "high", "flagship")
+SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
+UA_SCHEMA = "brand string, model string, os string, is_smart boolean"
+# Android and HarmonyOS agents name the model code before " Build/" or after "HarmonyOS;"; ua-parser's
+# generic rules sometimes take a browser name for the model instead ("HuaweiBrowser" -> "Browser").
+_MODEL_CODE = (re.compile(r";\s*([^;()]+?)\s+Build/"), re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"))
+
+
+@dataclass(frozen=True)
+class Terminal:
+    tac: str | None
+    brand: str | None
+    model: str | None
+    os: str | None
+    network_gen: str | None
+    is_smart: bool | None
+    price_tier: str | None
+    source: str  # tac | user_agent | unknown
+
+
+def load_reference(conf_dir: str | Path) -> dict[str, Terminal]:
+    """Read `conf/terminals/*.csv`; errors name the file, the line and the bad value."""
+    folder = Path(conf_dir) / "terminals"
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        raise ConfigError(f"no TAC reference files (*.csv) in {folder}")
+    table: dict[str, Terminal] = {}
+    for path in files:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise ConfigError(f"{path}: header must be {','.join(COLUMNS)}, got {','.join(reader.fieldnames or [])}")
+            for number, row in enumerate(reader, start=2):
+                terminal = _terminal(row, f"{path}:{number}")
+                if terminal.tac in table:
+                    raise ConfigError(f"{path}:{number}: TAC {terminal.tac} is listed twice")
+                table[terminal.tac] = terminal  # type: ignore[index]
+    return table
+
+
+def _terminal(row: dict[str, str], where: str) -> Terminal:
+    def fail(column: str, expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {column} must be {expected}, got {row[column]!r}")
+
+    if not re.fullmatch(r"\d{8}", row["tac"]):
+        raise fail("tac", "8 digits")
+    if row["network_gen"] not in GENERATIONS:
+        raise fail("network_gen", f"one of {', '.join(GENERATIONS)}")
+    if row["is_smart"] not in ("true", "false"):
+        raise fail("is_smart", "true or false")
+    if row["price_tier"] not in PRICE_TIERS:
+        raise fail("price_tier", f"one of {', '.join(PRICE_TIERS)}")
+    for column in ("brand", "model", "os"):
+        if not row[column].strip():
+            raise fail(column, "non-empty")
+    return Terminal(row["tac"], row["brand"], row["model"], row["os"], row["network_gen"],
+                    row["is_smart"] == "true", row["price_tier"], "tac")
+
+
+@lru_cache(maxsize=65536)
+def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | None, bool | None]:
+    """(brand, model, os, is_smart) from a user agent; Nones when it says nothing about the handset."""
+    from ua_parser import parse
+
+    result = parse(user_agent)
+    os_name = result.os.family if result.os else None
+    if re.search(r"HarmonyOS|OpenHarmony", user_agent):
+        os_name = "HarmonyOS"
+    brand = model = None
+    if result.device and result.device.brand and not result.device.brand.startswith("Generic"):
+        brand, model = result.device.brand, result.device.model
+    elif result.device and result.device.family and not result.device.family.startswith(("Generic", "Other")):
+        model = result.device.family
+    for pattern in _MODEL_CODE:
+        if found := pattern.search(user_agent):
+            model = found.group(1)
+            break
+    if os_name is None and brand is None and model is None:
+        return None, None, None, None
+    is_smart = os_name in SMART_OS if os_name else False
+    return brand, model, os_name, is_smart
+
+
+def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None) -> Terminal:
+    """Identify one handset exactly as `identify_terminals` does in Spark."""
+    if tac and tac in reference:
+        return reference[tac]
+    if user_agent:
+        brand, model, os_name, is_smart = parse_user_agent(user_agent)
+        if os_name or brand or model:
+            return Terminal(tac, brand, model, os_name, None, is_smart, None, "user_agent")
+    return Terminal(tac, None, None, None, None, None, None, "unknown")
+
+
+def reference_df(spark: SparkSession, reference: dict[str, Terminal]) -> DataFrame:
+    """The reference table as a (small, broadcastable) DataFrame."""
+    rows = [(t.tac, t.brand, t.model, t.os, t.network_gen, t.is_smart, t.price_tier) for t in reference.values()]
+    return spark.createDataFrame(rows, "tac string, brand string, model string, os string, network_gen string, "
+                                       "is_smart boolean, price_tier string")
+
+
+def _parse_user_agents(user_agents: pd.Series) -> pd.DataFrame:
+    rows = [parse_user_agent(ua) if isinstance(ua, str) and ua else (None, None, None, None) for ua in user_agents]
+    return pd.DataFrame(rows, columns=["brand", "model", "os", "is_smart"])
+
+
+def identify_terminals(devices_df: DataFrame, reference: DataFrame) -> DataFrame:
+    """Add terminal attributes and `terminal_source` to rows carrying `tac` and `user_agent`."""
+    # A vectorised UDF because Spark has no user-agent parser; it only sees the distinct agents of handsets
+    # the TAC table does not know.
+    parse_udf = F.pandas_udf(_parse_user_agents, UA_SCHEMA)
+    known = F.broadcast(reference.withColumnRenamed("tac", "_ref_tac"))
+    joined = devices_df.join(known, devices_df["tac"] == F.col("_ref_tac"), how="left")
+    unknown_agents = (joined.where(F.col("_ref_tac").isNull() & F.col("user_agent").isNotNull())
+                      .select("user_agent").distinct()
+                      .select("user_agent", parse_udf("user_agent").alias("_ua")))
+    out = joined.join(unknown_agents, on="user_agent", how="left")
+    from_ua = F.col("_ref_tac").isNull() & (F.col("_ua.os").isNotNull() | F.col("_ua.brand").isNotNull()
+                                            | F.col("_ua.model").isNotNull())
+    source = F.when(F.col("_ref_tac").isNotNull(), "tac").when(from_ua, "user_agent").otherwise("unknown")
+    return (
+        out.withColumn("terminal_source", source)
+        .withColumn("brand", F.when(from_ua, F.col("_ua.brand")).otherwise(F.col("brand")))
+        .withColumn("model", F.when(from_ua, F.col("_ua.model")).otherwise(F.col("model")))
+        .withColumn("os", F.when(from_ua, F.col("_ua.os")).otherwise(F.col("os")))
+        .withColumn("is_smart", F.when(from_ua, F.col("_ua.is_smart")).otherwise(F.col("is_smart")))
+        .drop("_ref_tac", "_ua")
+    )

@@ -1,0 +1,84 @@
+"""Terminal identification: TAC table first, real user agents as the fallback, Spark equal to the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowops.errors import ConfigError
+from flowops.ingest.terminals import identify_terminals, load_reference, lookup, reference_df
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Real user agents of handsets, with what a person reading them would say.
+AGENTS = [
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+     "Version/17.0 Mobile/15E148 Safari/604.1", ("Apple", "iPhone", "iOS", True)),
+    ("Mozilla/5.0 (Linux; Android 14; SM-S9180 Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+     "Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36", ("Samsung", "SM-S9180", "Android", True)),
+    ("Mozilla/5.0 (Linux; Android 12; HarmonyOS; NOH-AN00; HMSCore 6.13.0.302) AppleWebKit/537.36 (KHTML, like "
+     "Gecko) Chrome/99.0.4844.88 HuaweiBrowser/14.0.5.302 Mobile Safari/537.36", ("Huawei", "NOH-AN00", "HarmonyOS", True)),
+    ("Mozilla/5.0 (Linux; Android 13; 22081212C Build/TKQ1.220829.002; wv) AppleWebKit/537.36 (KHTML, like "
+     "Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36", (None, "22081212C", "Android", True)),
+    ("Mozilla/5.0 (Mobile; Nokia 8110 4G; rv:48.0) Gecko/48.0 Firefox/48.0 KAIOS/2.5",
+     ("Nokia", "8110", "KaiOS", False)),
+    ("Nokia105/2.0 (14.0.1) Profile/MIDP-2.1 Configuration/CLDC-1.1", ("Nokia", "105", None, False)),
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_reference(ROOT / "conf")
+
+
+def test_tac_table_answers_first(reference):
+    tac, known = next(iter(reference.items()))
+
+    found = lookup(reference, tac, AGENTS[0][0])
+
+    assert found == known and found.source == "tac"
+
+
+@pytest.mark.parametrize(("agent", "expected"), AGENTS)
+def test_user_agent_fallback_on_real_agents(reference, agent, expected):
+    found = lookup(reference, "99999999", agent)
+
+    assert (found.brand, found.model, found.os, found.is_smart) == expected
+    assert found.source == "user_agent" and found.network_gen is None
+
+
+def test_nothing_to_go_on_is_unknown(reference):
+    assert lookup(reference, "99999999", "okhttp/4.9.3").source == "unknown"
+    assert lookup(reference, None, None).source == "unknown"
+
+
+def test_spark_agrees_with_the_python_lookup(spark, reference):
+    tacs = list(reference)[:5] + ["99999999", None]
+    rows = [(tac, agent) for tac in tacs for agent, _ in AGENTS] + [("99999999", None), ("12345678", "curl/8.0")]
+    df = spark.createDataFrame(rows, "tac string, user_agent string")
+
+    out = identify_terminals(df, reference_df(spark, reference)).collect()
+
+    got = sorted((r.tac or "", r.user_agent or "", r.brand, r.model, r.os, r.network_gen, r.is_smart,
+                  r.price_tier, r.terminal_source) for r in out)
+    want = []
+    for tac, agent in rows:
+        t = lookup(reference, tac, agent)
+        want.append((tac or "", agent or "", t.brand, t.model, t.os, t.network_gen, t.is_smart, t.price_tier,
+                     t.source))
+    assert got == sorted(want)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("1234567,A,B,Android,4G,true,mid", "tac must be 8 digits, got '1234567'"),
+    ("12345678,A,B,Android,6G,true,mid", "network_gen must be one of 2G, 3G, 4G, 5G, got '6G'"),
+    ("12345678,A,B,Android,4G,yes,mid", "is_smart must be true or false, got 'yes'"),
+])
+def test_reference_mistakes_name_file_and_line(tmp_path, line, message):
+    folder = tmp_path / "terminals"
+    folder.mkdir()
+    (folder / "tacs.csv").write_text("tac,brand,model,os,network_gen,is_smart,price_tier\n" + line + "\n")
+
+    with pytest.raises(ConfigError, match=f"tacs.csv:2: {message}"):
+        load_reference(tmp_path)
