@@ -104,4 +104,81 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS = [add_generate, add_demo, add_show]
+def add_ingest(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("ingest", parents=[common], help="clean, identify and compress a day (or month) of xDR",
+                       description="Parse and validate landed xDR files, quarantine bad lines and files, dedupe, "
+                                   "pseudonymise, identify apps and handsets, and roll up into silver.")
+    p.add_argument("--raw", required=True, metavar="RAW", help="landing folder")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", metavar="YYYY-MM-DD", help="one landing day")
+    when.add_argument("--month", metavar="YYYY-MM", help="every landed day of the month")
+    p.set_defaults(handler=run_ingest)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from flowops.ingest.usage import ingest
+
+    ctx = Context.from_args(args, app_name="flowops-ingest")
+    run = ingest(ctx, args.raw, date=args.date, month=args.month)
+    counts = run.counts
+    print(f"{args.date or args.month}: {run.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
+          f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates "
+          f"in {len(run.files):,} files (run {run.run_id})")
+    return 0
+
+
+def add_apps(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("apps", parents=[common], help="check app fingerprint rules",
+                       description="Check conf/apps rules: which app a host (or user agent) resolves to.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    match = verbs.add_parser("match", parents=[common], help="resolve hosts to apps")
+    match.add_argument("hosts", nargs="*", metavar="HOST", help="HTTP hosts or TLS SNIs")
+    match.add_argument("--ua", metavar="USER_AGENT", help="also match this user agent")
+    match.set_defaults(handler=run_apps_match)
+
+
+def run_apps_match(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.ingest.apps import AppRules
+
+    rules = AppRules.load(load_settings(args.conf).conf_dir)
+    queries = [(host, args.ua) for host in args.hosts] or [(None, args.ua)]
+    if not args.hosts and not args.ua:
+        raise FlowopsError("give at least one HOST or --ua USER_AGENT")
+    for host, agent in queries:
+        match = rules.match(host, user_agent=agent)
+        shown = host if host is not None else f"ua={agent!r}"
+        if match.app_id == "unknown":
+            print(f"{shown}	unknown")
+        else:
+            print(f"{shown}	{match.app_id}	{match.app_name}	{match.category}	rule={match.rule_id}	"
+                  f"confidence={match.confidence:.2f}")
+    return 0
+
+
+def add_terminals(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("terminals", parents=[common], help="check the TAC reference and user-agent fallback",
+                       description="Check conf/terminals: which handset a TAC or a user agent is.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    match = verbs.add_parser("match", parents=[common], help="identify a handset")
+    match.add_argument("--tac", metavar="TAC", help="8-digit TAC (or a full IMEI)")
+    match.add_argument("--ua", metavar="USER_AGENT", help="user agent, used when the TAC is unknown")
+    match.set_defaults(handler=run_terminals_match)
+
+
+def run_terminals_match(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.ingest.terminals import load_reference, lookup
+
+    if not args.tac and not args.ua:
+        raise FlowopsError("give --tac TAC and/or --ua USER_AGENT")
+    reference = load_reference(load_settings(args.conf).conf_dir)
+    found = lookup(reference, (args.tac or "")[:8] or None, args.ua)
+    for label, value in (("brand", found.brand), ("model", found.model), ("os", found.os),
+                         ("network_gen", found.network_gen), ("smart", found.is_smart),
+                         ("price_tier", found.price_tier), ("source", found.source)):
+        print(f"{label:<12}{'-' if value is None else value}")
+    return 0
+
+
+REGISTRARS = [add_generate, add_ingest, add_demo, add_show, add_apps, add_terminals]

@@ -63,6 +63,7 @@ class SparkSettings(_Strict):
 class PipelineSettings(_Strict):
     timezone: str = "Asia/Shanghai"
     idle_hours: tuple[int, int] = (23, 7)
+    late_arrival_days: int = Field(3, ge=0, le=31)
 
     @field_validator("idle_hours")
     @classmethod

@@ -106,6 +106,9 @@ class Lake:
         if partitions is not None:
             _check_partitions(spec, mode, partitions)
         conformed = conform(df, spec)
+        if spec.partition_by:
+            # One task per partition value: a few files per partition instead of one per input split.
+            conformed = conformed.repartition(*[F.col(col) for col in spec.partition_by])
         path = self.path(spec.name)
         self._engine.check_schema_version(path, spec)
         commit_meta = {"flowops.schemaVersion": str(spec.version), **(metadata or {})}

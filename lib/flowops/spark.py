@@ -28,6 +28,9 @@ STORAGE_CONF = {
     "spark.sql.parquet.int96RebaseModeInWrite": "CORRECTED",
     "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.files.maxRecordsPerFile": "5000000",
+    # Landing files are listed explicitly; stat them on the driver rather than in a Spark job per read.
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "10000",
 }
 
 

@@ -68,6 +68,62 @@ RUNS = TableSpec(
     description="One row per job run: params, status, counts, table versions written, timings.",
 )
 
+BOOL, INT = T.BooleanType(), T.IntegerType()
+
+USAGE_EVENTS = TableSpec(
+    name="bronze/usage_events",
+    schema=_fields(
+        ("dt", STRING), ("record_id", STRING), ("sub_id", STRING), ("tac", STRING),
+        ("start_time", TIMESTAMP), ("end_time", TIMESTAMP), ("duration_ms", LONG), ("is_idle", BOOL),
+        ("rat", STRING), ("apn", STRING), ("cell_id", STRING), ("protocol", STRING), ("server_ip", STRING),
+        ("server_port", INT), ("host", STRING), ("sni", STRING), ("uri", STRING), ("user_agent", STRING),
+        ("ul_bytes", LONG), ("dl_bytes", LONG),
+        ("app_id", STRING), ("app_category", STRING), ("app_confidence", DOUBLE), ("app_rule", STRING),
+        ("source_file", STRING), ("line_no", LONG), ("landing_day", STRING), ("run_id", STRING),
+    ),
+    partition_by=("dt",),
+    description="One clean xDR record, pseudonymised (sub_id, TAC only), app identified; dt = local start date.",
+)
+
+QUARANTINE = TableSpec(
+    name="bronze/quarantine",
+    schema=_fields(
+        ("dt", STRING), ("source", STRING), ("source_file", STRING), ("line_no", LONG), ("reason", STRING),
+        ("detail", STRING), ("raw", STRING), ("line_count", LONG), ("run_id", STRING),
+    ),
+    partition_by=("dt",),
+    description="One rejected line (line_count 1) or file (line_count = its readable lines), with the reason; "
+                "dt = landing day; raw is masked.",
+)
+
+USAGE_DAILY = TableSpec(
+    name="silver/usage_daily",
+    schema=_fields(
+        ("dt", STRING), ("sub_id", STRING), ("app_id", STRING), ("app_category", STRING), ("rat", STRING),
+        ("is_idle", BOOL), ("ul_bytes", LONG), ("dl_bytes", LONG), ("total_bytes", LONG), ("records", LONG),
+        ("duration_s", DOUBLE),
+    ),
+    partition_by=("dt",),
+    description="subscriber x day x app x RAT x idle/busy: bytes, records, duration - the compressed usage.",
+)
+
+DEVICE_DAILY = TableSpec(
+    name="silver/device_daily",
+    schema=_fields(
+        ("dt", STRING), ("sub_id", STRING), ("tac", STRING), ("brand", STRING), ("model", STRING), ("os", STRING),
+        ("network_gen", STRING), ("is_smart", BOOL), ("price_tier", STRING), ("terminal_source", STRING),
+        ("records", LONG), ("total_bytes", LONG),
+    ),
+    partition_by=("dt",),
+    description="subscriber x day x handset (TAC): the terminal and which source identified it.",
+)
+
+SUBSCRIBER_KEYS = TableSpec(
+    name="restricted/subscriber_keys",
+    schema=_fields(("sub_id", STRING), ("msisdn", STRING), ("first_seen", STRING), ("source", STRING)),
+    description="sub_id <-> msisdn: the only table holding phone numbers.",
+)
+
 REGISTRY: dict[str, TableSpec] = {}
 
 
@@ -86,4 +142,4 @@ def spec_for(name: str) -> TableSpec:
         raise LakeError(f"unknown table {name!r}; known tables: {known}") from None
 
 
-register(RUNS)
+register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBER_KEYS)

@@ -24,9 +24,9 @@ def line(**changes: str) -> str:
 
 
 def parse(spark, values):
-    rows = [("usage/dt=2026-01-05/hour=10/f.txt.gz", i + 1, v) for i, v in enumerate(values)]
+    rows = [(f"usage/dt={DAY.isoformat()}/hour=10/f.txt.gz", i + 1, v) for i, v in enumerate(values)]
     df = spark.createDataFrame(rows, "source_file string, line_no long, value string")
-    return parse_xdr(df, DAY, late_days=3, idle_hours=(23, 7)).orderBy("line_no")
+    return parse_xdr(df, late_days=3, idle_hours=(23, 7)).orderBy("line_no")
 
 
 def test_each_bad_line_gets_its_reason(spark):
@@ -50,10 +50,11 @@ def test_each_bad_line_gets_its_reason(spark):
 
 
 def test_bad_encoding_is_detected_on_the_raw_bytes(spark):
-    df = spark.createDataFrame([("f", 1, line())], "source_file string, line_no long, value string")
+    df = spark.createDataFrame([("usage/dt=2026-01-05/hour=10/f.txt.gz", 1, line())],
+                               "source_file string, line_no long, value string")
     broken = df.withColumn("value", F.concat(F.col("value"), F.unhex(F.lit("FF")).cast("string")))
 
-    out = parse_xdr(broken, DAY, 3, (23, 7)).select("reason").first()
+    out = parse_xdr(broken, 3, (23, 7)).select("reason").first()
 
     assert out.reason == "bad_encoding"
 

@@ -6,8 +6,6 @@ exactly one. All of it is Spark built-ins: no Python runs per line.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -39,13 +37,13 @@ LINE_REASONS = (BAD_ENCODING, WRONG_FIELD_COUNT, MISSING_RECORD_ID, INVALID_MSIS
 def is_valid_imei(imei: Column) -> Column:
     """Empty (not captured) is fine; so are 14 digits (no check digit) and 16 (IMEISV). 15 digits must pass
     the Luhn check. A single repeated digit (000000000000000) is a placeholder, not an IMEI."""
-    luhn_terms = F.transform(
-        F.sequence(F.lit(0), F.lit(14)),
-        lambda i: F.when(i % 2 == 1, (F.substring(imei, i + 1, 1).try_cast("int") * 2) % 9
-                         + F.when(F.substring(imei, i + 1, 1) == "9", 9).otherwise(0))
-        .otherwise(F.substring(imei, i + 1, 1).try_cast("int")),
-    )
-    luhn_ok = F.aggregate(luhn_terms, F.lit(0), lambda acc, x: acc + x) % 10 == 0
+    def digit(position: int) -> Column:
+        return F.substring(imei, position + 1, 1).try_cast("int")
+
+    # Luhn over 15 digits, unrolled (a lambda would run interpreted for every row): double every second
+    # digit from the right, excluding the check digit; doubling d gives d*2 - 9 when that exceeds 9.
+    terms = [digit(i) if i % 2 == 0 else (digit(i) * 2) - F.when(digit(i) >= 5, 9).otherwise(0) for i in range(15)]
+    luhn_ok = sum(terms[1:], terms[0]) % 10 == 0
     digits_only = imei.rlike(r"^[0-9]{14,16}$") & ~imei.rlike(r"^([0-9])\1*$")
     return (imei == "") | (digits_only & ((F.length(imei) != 15) | luhn_ok))
 
@@ -58,14 +56,18 @@ def _negative_number(text: Column) -> Column:
     return text.rlike(r"^-[0-9]{1,18}$")
 
 
-def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_hours: tuple[int, int]) -> DataFrame:
+def landing_day_of(source_file: Column) -> Column:
+    """The landing day of a file at `usage/dt=YYYY-MM-DD/hour=HH/name`."""
+    return F.to_date(F.regexp_extract(source_file, r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})/", 1))
+
+
+def parse_xdr(lines_df: DataFrame, late_days: int, idle_hours: tuple[int, int]) -> DataFrame:
     """Split, type and judge every line.
 
     Args:
-        lines_df: `source_file`, `line_no`, `value`.
-        landing_day: the day whose folder the files came from.
-        late_days: records up to this many days before `landing_day` are late arrivals, accepted into their
-            own day; anything else outside the landing day is out of the accepted window.
+        lines_df: `source_file` (`usage/dt=YYYY-MM-DD/hour=HH/name`), `line_no`, `value`.
+        late_days: records up to this many days before their file's landing day are late arrivals, accepted
+            into their own day; anything else outside the landing day is out of the accepted window.
         idle_hours: `(start, end)` local hours of idle time, e.g. `(23, 7)`.
 
     Returns:
@@ -74,12 +76,11 @@ def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_ho
     """
     # lineSep is '\n', so a CRLF file leaves '\r' at the end of each line: not part of the last field.
     parts = F.split(F.regexp_replace("value", r"\r$", ""), r"\|", -1)
-    field = {name: F.trim(F.get(F.col("_parts"), i)) for i, name in enumerate(XDR_FIELDS)}
+    field = {name: F.col(f"_f_{name}") for name in XDR_FIELDS}
     start = F.try_to_timestamp(field["start_time"], F.lit(TIME_FORMAT))
     end = F.try_to_timestamp(field["end_time"], F.lit(TIME_FORMAT))
-    first_day = landing_day - dt.timedelta(days=late_days)
-    day_after = landing_day + dt.timedelta(days=1)
     start_day = F.to_date("_start")
+    landing_day = F.col("landing_day")
     bytes_fields = (field["ul_bytes"], field["dl_bytes"])
     port = field["server_port"]
     reason = (
@@ -94,7 +95,7 @@ def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_ho
         .when(_negative_number(bytes_fields[0]) | _negative_number(bytes_fields[1]), NEGATIVE_BYTES)
         .when(F.col("_start").isNull() | F.col("_end").isNull(), BAD_TIMESTAMP)
         .when(F.col("_end") < F.col("_start"), END_BEFORE_START)
-        .when((start_day < F.lit(first_day)) | (start_day >= F.lit(day_after)), OUT_OF_WINDOW)
+        .when((start_day < F.date_sub(landing_day, late_days)) | (start_day > landing_day), OUT_OF_WINDOW)
     )
     idle_start, idle_end = idle_hours
     hour = F.hour("start_time")
@@ -102,14 +103,17 @@ def parse_xdr(lines_df: DataFrame, landing_day: dt.date, late_days: int, idle_ho
         (hour >= idle_start) & (hour < idle_end)
     return (
         lines_df
+        .withColumn("landing_day", landing_day_of(F.col("source_file")))
         .withColumn("_parts", parts)
         .withColumn("_n", F.size("_parts"))
+        .withColumns({f"_f_{name}": F.trim(F.get(F.col("_parts"), i)) for i, name in enumerate(XDR_FIELDS)})
         .withColumn("_msisdn", normalise_msisdn(field["msisdn"]))
         .withColumn("_start", start)
         .withColumn("_end", end)
         .withColumn("reason", reason)
         .select(
             "source_file", "line_no", "value", "reason",
+            F.date_format("landing_day", "yyyy-MM-dd").alias("landing_day"),
             F.date_format("_start", "yyyy-MM-dd").alias("dt"),
             field["record_id"].alias("record_id"),
             F.col("_msisdn").alias("msisdn"),
