@@ -1,6 +1,8 @@
 # flowops — `make demo` runs the pipeline on generated data; `make test` runs the test suite.
 # Both build .venv first when it is missing or older than pyproject.toml / constraints.txt.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,7 +19,9 @@ check-java:
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "flowops needs Python 3.11 ($(PYTHON) not found); set PYTHON=/path/to/python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	@echo "installing flowops and its pinned dependencies into $(VENV) (first time: 3-4 minutes)"
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]' 2>&1 \
+		| { grep -v "^WARNING: Location '.*' is ignored" || true; }
 	@touch $(STAMP)
 
 demo: setup

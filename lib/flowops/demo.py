@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 from flowops.context import Context
+from flowops.ingest.usage import ingest
 from flowops.landing import previous_months
-from flowops.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
 # Tags compare a month with the two before it, so the demo lands three months and runs the last.
 HISTORY_MONTHS = 2
+TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
+          "restricted/subscriber_keys", "ops/runs")
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
@@ -27,9 +29,8 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
                          seed=seed, bad_rate=bad_rate)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
-    with recorded_run(lake, "demo", {"raw": raw, "month": month, "subscribers": subscribers, "seed": seed}) as run:
-        run.count("xdr_lines_landed", generated.xdr_lines)
-        run.rows_in = generated.xdr_lines
+    ingested = ingest(ctx, raw, month=month)
+    counts = ingested.counts
     lines = [
         "",
         "flowops demo",
@@ -37,6 +38,10 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"{subscribers:,} subscribers, {first_month} .. {month})",
         f"  planted truth  {raw}/_truth/",
         f"  lake           {lake.root}/  (engine: {lake.engine_name})",
+        f"  ingest {month}  {ingested.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
+        f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
+        f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
+        f"  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  run records    flowops show ops/runs --lake {lake.root}",
         f"  took           {time.perf_counter() - started:.0f}s",
     ]

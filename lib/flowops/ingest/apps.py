@@ -248,12 +248,34 @@ def first_segment(uri: str | None) -> str:
     return f"{match.group(1)}/" if match else ""
 
 
+APP_COLUMNS = ("app_id", "app_name", "app_category", "app_confidence", "app_rule")
+
+
 def identify_apps(df: DataFrame, rules: AppRules, tables: dict[str, DataFrame]) -> DataFrame:
     """Add `app_id`, `app_name`, `app_category`, `app_confidence`, `app_rule` to xDR records.
 
     Needs `host` and `sni` (normalised as `hosts.normalise_host_column` does), `uri`, `user_agent`,
-    `server_port` and `protocol`.
+    `server_port` and `protocol`. The rules run once per distinct combination of what they read (host,
+    SNI, first URI segment, user agent, port of host-less records, protocol), far fewer than records, and
+    the answers join back on that combination.
     """
+    name = F.coalesce(F.col("host"), F.col("sni"))
+    parts = {
+        "host": F.col("host"), "sni": F.col("sni"),
+        "uri": F.regexp_extract(F.col("uri"), r"^(/[^/?#]+)", 1),
+        "user_agent": F.col("user_agent"),
+        "server_port": F.when(name.isNull(), F.col("server_port")),
+        "protocol": F.col("protocol"),
+    }
+    key = F.concat_ws("\u0001", *[F.coalesce(col.cast("string"), F.lit("")) for col in parts.values()])
+    keyed = df.withColumn("_app_key", key)
+    combos = keyed.select("_app_key", *[col.alias(name) for name, col in parts.items()]).dropDuplicates(["_app_key"])
+    answers = _identify(combos, rules, tables).select("_app_key", *APP_COLUMNS)
+    return keyed.join(answers, on="_app_key", how="left").drop("_app_key")
+
+
+def _identify(df: DataFrame, rules: AppRules, tables: dict[str, DataFrame]) -> DataFrame:
+    """The rules applied to every row of `df` (see `identify_apps`)."""
     name = F.coalesce(F.col("host"), F.col("sni"))
     segment = F.regexp_extract(F.col("uri"), r"^(/[^/?#]+)", 1)
     out = (df.withColumn("_labels", domain_labels_column(name))

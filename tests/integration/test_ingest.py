@@ -1,0 +1,159 @@
+"""Ingest on generated landing data with every dirty kind: reasons, reconciliation, idempotency, no PII."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from flowops.context import Context
+from flowops.ingest.usage import ingest_days
+from flowops.synth import generate
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.slow
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+TABLES = ["bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
+          "restricted/subscriber_keys"]
+# What each planted line defect must be rejected as.
+EXPECTED_REASON = {
+    "wrong_field_count": {"wrong_field_count"}, "bad_number": {"bad_number"}, "negative_bytes": {"negative_bytes"},
+    "end_before_start": {"end_before_start"}, "bad_timestamp": {"bad_timestamp", "timestamp_out_of_window"},
+    "invalid_msisdn": {"invalid_msisdn"}, "invalid_imei": {"invalid_imei"}, "bad_encoding": {"bad_encoding"},
+}
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory, spark):
+    raw = tmp_path_factory.mktemp("raw")
+    generate(raw, subscribers=60, start_month="2026-01", months=1, seed=11, bad_rate=0.04, workers=1)
+    ctx = Context(make_settings(tmp_path_factory.mktemp("lake")))
+    run = ingest_days(ctx, raw, DAYS)
+    truth = json.loads((raw / "_truth" / "dirty.json").read_text())
+    manifest = json.loads((raw / "_truth" / "manifest.json").read_text())
+    return ctx, raw, run, truth, manifest
+
+
+def fingerprint(ctx, table):
+    df = ctx.lake.read(table)
+    cols = [c for c in df.columns if c not in ("run_id",)]
+    return df.count(), df.select(F.sum(F.pmod(F.xxhash64(*cols), F.lit(1_000_000_007)))).first()[0]
+
+
+def test_each_bad_line_is_quarantined_with_its_reason(landed):
+    ctx, raw, run, truth, _ = landed
+    truncated = {t["file"] for t in truth["truncated_files"]}
+    quarantine = ctx.lake.read("bronze/quarantine").where("line_no is not null")
+    got = Counter((r.source_file, r.reason) for r in quarantine.select("source_file", "reason").collect())
+    for source_file, kinds in truth["files"].items():
+        if source_file.split("/")[1][3:] not in DAYS or source_file in truncated:
+            continue
+        for kind, planted in kinds.items():
+            if kind in EXPECTED_REASON:
+                found = sum(got[(source_file, reason)] for reason in EXPECTED_REASON[kind])
+                assert found == planted, (source_file, kind)
+    planted_total = sum(n for f, kinds in truth["files"].items() if f.split("/")[1][3:] in DAYS and f not in truncated
+                        for k, n in kinds.items() if k in EXPECTED_REASON)
+    assert sum(got.values()) == planted_total > 0
+
+
+def test_reconciliation_adds_up_against_the_generator_line_counts(landed):
+    ctx, raw, run, truth, manifest = landed
+    truncated = {t["file"]: t["lines_readable"] for t in truth["truncated_files"]}
+    row = ctx.lake.read("ops/runs").where(F.col("run_id") == run.run_id).first()
+    files = {f.source_file: f for f in row.files}
+    expected_files = {f for f in manifest["xdr_files"] if f.split("/")[1][3:] in DAYS}
+    assert set(files) == expected_files
+    for name, f in files.items():
+        assert f.lines_in == f.accepted + f.quarantined + f.duplicates
+        assert f.lines_in == truncated.get(name, manifest["xdr_files"][name]["lines"])
+    assert row.status == "ok" and row.counts["accepted"] == row.rows_out > 0
+
+
+def test_a_truncated_file_is_quarantined_whole_and_the_rest_of_the_day_lands(landed):
+    ctx, raw, run, truth, _ = landed
+    cut = [t for t in truth["truncated_files"] if t["file"].split("/")[1][3:] in DAYS]
+    empty = [e["file"] for e in truth["empty_files"] if e["file"].split("/")[1][3:] in DAYS]
+    assert cut and empty
+    files = ctx.lake.read("bronze/quarantine").where("line_no is null").collect()
+    by_file = {r.source_file: r for r in files}
+    for t in cut:
+        assert by_file[t["file"]].reason == "truncated_gzip"
+        assert by_file[t["file"]].line_count == t["lines_readable"]
+    assert all(by_file[name].reason == "empty_file" for name in empty)
+    day = cut[0]["file"].split("/")[1][3:]
+    landed_files = {r.source_file for r in ctx.lake.read("bronze/usage_events").where(F.col("landing_day") == day)
+                    .select("source_file").distinct().collect()}
+    assert cut[0]["file"] not in landed_files and len(landed_files) >= 20
+
+
+def test_late_records_land_in_their_own_day(landed):
+    ctx, raw, run, truth, _ = landed
+    late = ctx.lake.read("bronze/usage_events").where("dt < landing_day")
+    truncated = {t["file"] for t in truth["truncated_files"]}
+    planted = sum(kinds.get("late_arrival", 0) for f, kinds in truth["files"].items()
+                  if f.split("/")[1][3:] in DAYS and f not in truncated)
+    assert late.count() == planted > 0
+    daily = ctx.lake.read("silver/usage_daily")
+    assert sorted(r.dt for r in daily.select("dt").distinct().collect())[-1] == DAYS[-1]
+
+
+def test_silver_rolls_up_bronze_exactly(landed):
+    ctx, *_ = landed
+    bronze = ctx.lake.read("bronze/usage_events").groupBy("dt", "sub_id").agg(
+        F.sum(F.col("ul_bytes") + F.col("dl_bytes")).alias("b"), F.count("*").alias("n"))
+    silver = ctx.lake.read("silver/usage_daily").groupBy("dt", "sub_id").agg(
+        F.sum("total_bytes").alias("b"), F.sum("records").alias("n"))
+    assert bronze.exceptAll(silver).count() == 0 and silver.exceptAll(bronze).count() == 0
+    devices = ctx.lake.read("silver/device_daily")
+    assert devices.where("terminal_source = 'tac'").count() > 0
+    assert devices.groupBy().agg(F.sum("records")).first()[0] == bronze.groupBy().agg(F.sum("n")).first()[0]
+
+
+def test_no_phone_numbers_or_imeis_outside_restricted(landed):
+    ctx, raw, *_ = landed
+    with (raw / "crm" / "month=2026-01" / "subscribers.csv").open() as handle:
+        crm = list(csv.DictReader(handle))
+    with (raw / "_truth" / "handsets.csv").open() as handle:
+        imeis = {row["imei"] for row in csv.DictReader(handle)}
+    personal = {row["msisdn"] for row in crm} | {row["imsi"] for row in crm} | imeis
+    for table in TABLES[:-1]:
+        df = ctx.lake.read(table)
+        text = df.select(F.concat_ws("|", *[F.col(c).cast("string") for c in df.columns]).alias("t"))
+        runs = {run for row in text.collect() for run in re.findall(r"\d{11,}", row.t)}
+        leaks = [number for number in personal if any(number in run for run in runs)]
+        assert leaks == [], (table, leaks[:3])
+    keys = {r.msisdn for r in ctx.lake.read("restricted/subscriber_keys").collect()}
+    assert keys and keys <= {row["msisdn"] for row in crm}
+
+
+def test_a_second_run_of_the_same_days_changes_no_table_content(landed):
+    ctx, raw, *_ = landed
+    before = {t: fingerprint(ctx, t) for t in TABLES}
+
+    again = ingest_days(ctx, raw, DAYS)
+
+    assert {t: fingerprint(ctx, t) for t in TABLES} == before
+    assert again.counts["accepted"] == 0 and again.counts["duplicates"] > 0
+
+
+def test_a_redelivered_file_adds_no_rows(landed):
+    ctx, raw, run, truth, manifest = landed
+    source = next(f for f in manifest["xdr_files"] if f.startswith("usage/dt=2026-01-02/")
+                  and manifest["xdr_files"][f]["lines"] > 0 and f not in {t["file"] for t in truth["truncated_files"]})
+    copy = raw / re.sub(r"\.txt\.gz$", "_redelivered.txt.gz", source)
+    shutil.copy(raw / source, copy)
+    before = fingerprint(ctx, "bronze/usage_events")
+    try:
+        redo = ingest_days(ctx, raw, ["2026-01-02"])
+    finally:
+        copy.unlink()
+    assert fingerprint(ctx, "bronze/usage_events") == before
+    mine = next(f for f in redo.files if f.source_file.endswith("_redelivered.txt.gz"))
+    assert mine.accepted == 0 and mine.duplicates + mine.quarantined == mine.lines_in > 0
