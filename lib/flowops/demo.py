@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     lake = ctx.lake
     ingested = ingest(ctx, raw, month=month)
     counts = ingested.counts
+    key_env = ctx.settings.pii.key_env
+    pseudonyms = (f"sub_id keyed from ${key_env}" if os.environ.get(key_env) else
+                  f"sub_id keyed with the labelled DEMO key (set ${key_env} for real data)")
     lines = [
         "",
         "flowops demo",
@@ -42,6 +46,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
         f"  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
+        f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",
         f"  took           {time.perf_counter() - started:.0f}s",
     ]
