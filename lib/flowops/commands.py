@@ -119,11 +119,12 @@ def run_ingest(args: argparse.Namespace) -> int:
     from flowops.ingest.usage import ingest
 
     ctx = Context.from_args(args, app_name="flowops-ingest")
-    run = ingest(ctx, args.raw, date=args.date, month=args.month)
-    counts = run.counts
-    print(f"{args.date or args.month}: {run.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
-          f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates "
-          f"in {len(run.files):,} files (run {run.run_id})")
+    for run in ingest(ctx, args.raw, date=args.date, month=args.month):
+        accepted = sum(f.accepted for f in run.files)
+        quarantined = sum(f.quarantined for f in run.files)
+        duplicates = sum(f.duplicates for f in run.files)
+        print(f"{run.job} {args.date or args.month}: {run.rows_in:,} lines in = {accepted:,} accepted + "
+              f"{quarantined:,} quarantined + {duplicates:,} duplicates in {len(run.files):,} files (run {run.run_id})")
     return 0
 
 

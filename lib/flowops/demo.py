@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # Tags compare a month with the two before it, so the demo lands three months and runs the last.
 HISTORY_MONTHS = 2
 TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
-          "restricted/subscriber_keys", "ops/runs")
+          "silver/subscribers", "silver/billing_monthly", "silver/orders", "restricted/subscriber_keys", "ops/runs")
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
@@ -30,7 +30,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
                          seed=seed, bad_rate=bad_rate)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
-    ingested = ingest(ctx, raw, month=month)
+    ingested, monthly = ingest(ctx, raw, month=month)
     counts = ingested.counts
     key_env = ctx.settings.pii.key_env
     pseudonyms = (f"sub_id keyed from ${key_env}" if os.environ.get(key_env) else
@@ -45,7 +45,9 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"  ingest {month}  {ingested.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
-        f"  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
+        f"  monthly files  " + ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
+                                         if f.accepted) + f" (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
+        "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",
         f"  took           {time.perf_counter() - started:.0f}s",

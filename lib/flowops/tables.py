@@ -118,6 +118,38 @@ DEVICE_DAILY = TableSpec(
     description="subscriber x day x handset (TAC): the terminal and which source identified it.",
 )
 
+DATE, MONEY = T.DateType(), T.DecimalType(12, 2)
+
+SUBSCRIBERS = TableSpec(
+    name="silver/subscribers",
+    schema=_fields(
+        ("month", STRING), ("sub_id", STRING), ("status", STRING), ("activation_date", DATE), ("churn_date", DATE),
+        ("brand", STRING), ("identity", STRING), ("age_band", STRING), ("city", STRING), ("region_type", STRING),
+        ("vip_level", INT), ("account_manager_id", STRING), ("base_plan_id", STRING), ("data_plan_id", STRING),
+        ("idle_pack_id", STRING), ("opt_out_all", BOOL), ("opt_out_channels", T.ArrayType(STRING)),
+        ("complaints", INT), ("tac", STRING),
+    ),
+    partition_by=("month",),
+    description="CRM snapshot at month end, typed and pseudonymised (no msisdn, IMSI or IMEI; the TAC stays).",
+)
+
+BILLING_MONTHLY = TableSpec(
+    name="silver/billing_monthly",
+    schema=_fields(("month", STRING), ("sub_id", STRING), ("item_code", STRING), ("item_name", STRING),
+                   ("quantity", DOUBLE), ("unit", STRING), ("amount_yuan", MONEY)),
+    partition_by=("month",),
+    description="Monthly bill lines per subscriber, as landed, typed and pseudonymised.",
+)
+
+ORDERS = TableSpec(
+    name="silver/orders",
+    schema=_fields(("month", STRING), ("sub_id", STRING), ("order_id", STRING), ("order_time", TIMESTAMP),
+                   ("product_id", STRING), ("product_type", STRING), ("channel", STRING), ("campaign_id", STRING),
+                   ("action", STRING), ("fee_yuan", MONEY)),
+    partition_by=("month",),
+    description="Product orders (organic and campaign-driven), as landed, typed and pseudonymised.",
+)
+
 SUBSCRIBER_KEYS = TableSpec(
     name="restricted/subscriber_keys",
     schema=_fields(("sub_id", STRING), ("msisdn", STRING), ("first_seen", STRING), ("source", STRING)),
@@ -142,4 +174,5 @@ def spec_for(name: str) -> TableSpec:
         raise LakeError(f"unknown table {name!r}; known tables: {known}") from None
 
 
-register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBER_KEYS)
+register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
+         SUBSCRIBER_KEYS)

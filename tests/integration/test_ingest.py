@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F

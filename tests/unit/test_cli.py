@@ -26,11 +26,11 @@ def test_help_lists_the_commands():
     result = flowops("--help")
 
     assert result.returncode == 0
-    for command in ("generate", "demo", "show"):
+    for command in ("generate", "ingest", "demo", "show", "apps", "terminals"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["generate", "demo", "show"])
+@pytest.mark.parametrize("command", ["generate", "ingest", "demo", "show", "apps", "terminals"])
 def test_every_command_has_its_own_help(command):
     result = flowops(command, "--help")
 
@@ -119,3 +119,23 @@ def test_unexpected_failures_print_a_located_line_then_details(monkeypatch, caps
     assert re.fullmatch(r"flowops show failed: ZeroDivisionError: division by zero \(at cli\.py:\d+\)", err[0])
     assert err[1] == "details:"
     assert any("Traceback" in line for line in err[2:])
+
+
+def test_apps_match_prints_app_rule_and_confidence_or_unknown():
+    result = flowops("apps", "match", "szextshort.weixin.qq.com", "nothing.example")
+
+    assert result.returncode == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split("\t") == ["szextshort.weixin.qq.com", "wechat", "微信 WeChat", "social",
+                                    "rule=social:wechat:0", "confidence=0.99"]
+    assert lines[1] == "nothing.example\tunknown"
+
+
+def test_terminals_match_says_which_source_answered():
+    by_tac = flowops("terminals", "match", "--tac", "35050700123456")
+    by_ua = flowops("terminals", "match", "--tac", "99999999", "--ua",
+                    "Mozilla/5.0 (Linux; Android 14; SM-S9180 Build/UP1A.231005.007; wv) Chrome/120 Mobile")
+
+    assert by_tac.returncode == by_ua.returncode == 0
+    assert "model       Nokia 105" in by_tac.stdout and "source      tac" in by_tac.stdout
+    assert "brand       Samsung" in by_ua.stdout and "source      user_agent" in by_ua.stdout

@@ -77,13 +77,13 @@ def test_devices_are_a_plausible_tac_reference() -> None:
 def test_products_hold_the_seed_ladders() -> None:
     prod = load_products()
     fees = collections.defaultdict(set)
-    for t, f in zip(prod.type, prod.fee):
+    for t, f in zip(prod.type, prod.fee, strict=False):
         fees[t].add(int(f))
     assert fees["data_plan"] == {5, 10, 20, 30, 50, 100, 200}
     assert fees["booster"] == {3, 5, 10}
     assert fees["idle_pack"] == {5, 10}
     assert {"base_plan", "app", "terminal"} <= set(fees)
-    zero_mb = [p for p, t, a in zip(prod.product_id, prod.type, prod.allowance_mb)
+    zero_mb = [p for p, t, a in zip(prod.product_id, prod.type, prod.allowance_mb, strict=False)
                if t == "base_plan" and a == 0]
     assert zero_mb, "old voice-only plans without data must exist"
     assert all(prod.idle_only[i] == (prod.type[i] == "idle_pack") for i in range(len(prod.type)))

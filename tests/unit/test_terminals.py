@@ -18,7 +18,8 @@ AGENTS = [
     ("Mozilla/5.0 (Linux; Android 14; SM-S9180 Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
      "Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36", ("Samsung", "SM-S9180", "Android", True)),
     ("Mozilla/5.0 (Linux; Android 12; HarmonyOS; NOH-AN00; HMSCore 6.13.0.302) AppleWebKit/537.36 (KHTML, like "
-     "Gecko) Chrome/99.0.4844.88 HuaweiBrowser/14.0.5.302 Mobile Safari/537.36", ("Huawei", "NOH-AN00", "HarmonyOS", True)),
+     "Gecko) Chrome/99.0.4844.88 HuaweiBrowser/14.0.5.302 Mobile Safari/537.36",
+     ("Huawei", "NOH-AN00", "HarmonyOS", True)),
     ("Mozilla/5.0 (Linux; Android 13; 22081212C Build/TKQ1.220829.002; wv) AppleWebKit/537.36 (KHTML, like "
      "Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36", (None, "22081212C", "Android", True)),
     ("Mozilla/5.0 (Mobile; Nokia 8110 4G; rv:48.0) Gecko/48.0 Firefox/48.0 KAIOS/2.5",

@@ -52,7 +52,8 @@ def load_reference(conf_dir: str | Path) -> dict[str, Terminal]:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
             if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise ConfigError(f"{path}: header must be {','.join(COLUMNS)}, got {','.join(reader.fieldnames or [])}")
+                found = ",".join(reader.fieldnames or [])
+                raise ConfigError(f"{path}: header must be {','.join(COLUMNS)}, got {found}")
             for number, row in enumerate(reader, start=2):
                 terminal = _terminal(row, f"{path}:{number}")
                 if terminal.tac in table:

@@ -190,7 +190,8 @@ def _quarantine_rows(ctx: Context, parsed: DataFrame, checks: list[landed.FileCh
 def _rollup(ctx: Context, run: Run, days: list[str], reference: Reference) -> None:
     bronze = ctx.lake.read(USAGE_EVENTS.name, partitions={"dt": days})
     for spec, frame in ((USAGE_DAILY, usage_daily(bronze)), (DEVICE_DAILY, device_daily(bronze, reference.terminals))):
-        run.wrote(spec.name, ctx.lake.write(frame, spec, mode="overwrite", partitions={"dt": days}, metadata=_meta(run)))
+        version = ctx.lake.write(frame, spec, mode="overwrite", partitions={"dt": days}, metadata=_meta(run))
+        run.wrote(spec.name, version)
 
 
 def _reconcile(run: Run, checks: list[landed.FileCheck], accepted: dict[str, int], quarantined: dict[str, int],
@@ -244,16 +245,22 @@ def _landing_day(source_file: str) -> str:
     return source_file.split("dt=", 1)[1][:10]
 
 
-def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None) -> Run:
-    """Ingest one landing day, or every landed day of a month as one batch."""
-    from flowops.landing import available_days, month_days, parse_month
+def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None) -> list[Run]:
+    """Ingest one landing day of usage, or a whole month: every landed day of usage as one batch, then the
+    month's CRM, billing and order files. Returns the runs, usage first."""
+    from flowops.ingest.monthly import SOURCES, ingest_monthly
+    from flowops.landing import available_days, month_days, monthly_file, parse_month
 
     if (date is None) == (month is None):
         raise FlowopsError("give exactly one of --date YYYY-MM-DD or --month YYYY-MM")
     if date is not None:
-        return ingest_days(ctx, raw, [date])
-    landed_days = set(available_days(require_raw(raw)))
-    days = [day for day in month_days(parse_month(month)) if day in landed_days]  # type: ignore[arg-type]
+        return [ingest_days(ctx, raw, [date])]
+    raw_root = require_raw(raw)
+    for source in SOURCES:  # fail before the long usage pass, not after it
+        monthly_file(raw_root, source.name, parse_month(month))  # type: ignore[arg-type]
+    landed_days = set(available_days(raw_root))
+    days = [day for day in month_days(month) if day in landed_days]  # type: ignore[arg-type]
     if not days:
-        raise FlowopsError(f"no usage has landed for {month} under {Path(raw) / 'usage'}")
-    return ingest_days(ctx, raw, days, label={"month": month})  # type: ignore[dict-item]
+        raise FlowopsError(f"no usage has landed for {month} under {raw_root / 'usage'}")
+    usage = ingest_days(ctx, raw, days, label={"month": month})  # type: ignore[dict-item]
+    return [usage, ingest_monthly(ctx, raw, month)]  # type: ignore[arg-type]

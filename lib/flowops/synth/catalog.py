@@ -204,7 +204,7 @@ def match_app(host: str, apps: Apps | None = None) -> str | None:
     apps = apps or load_apps()
     host = host.lower().rstrip(".")
     best, best_len = None, -1
-    for app_id, domains in zip(apps.app_id, apps.domains):
+    for app_id, domains in zip(apps.app_id, apps.domains, strict=False):
         for d in domains:
             if (host == d or host.endswith("." + d)) and len(d) > best_len:
                 best, best_len = app_id, len(d)

@@ -127,8 +127,8 @@ class Planner:
         has = (rng.random(n) < 0.05)
         chosen[has & ~chosen.any(axis=1), 0] = True
         self.opt_out_channels = np.array(
-            [";".join(c for c, on in zip(CONTACT_CHANNELS, row) if on) if h else ""
-             for row, h in zip(chosen, has)], dtype=object)
+            [";".join(c for c, on in zip(CONTACT_CHANNELS, row, strict=False) if on) if h else ""
+             for row, h in zip(chosen, has, strict=False)], dtype=object)
         w = PREF_WEIGHTS[pop.identity].copy()
         w[:, CONTACT_CHANNELS.index("manager")] = np.where(self.vip > 0, 0.8, 0.0)
         cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)

@@ -72,7 +72,7 @@ class DayRecords:
     def __len__(self) -> int:
         return int(self.sub.size)
 
-    def select(self, idx: np.ndarray) -> "DayRecords":
+    def select(self, idx: np.ndarray) -> DayRecords:
         """A new DayRecords with the given rows."""
         return DayRecords(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 

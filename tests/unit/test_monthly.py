@@ -1,0 +1,101 @@
+"""Monthly landing files: good rows typed and pseudonymised in silver, bad rows quarantined with reasons."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from flowops.context import Context
+from flowops.errors import LandingError
+from flowops.ingest.monthly import BILLING, CRM, ORDER_LINES, ingest_monthly
+from tests.conftest import make_settings
+
+MONTH = "2026-01"
+CRM_ROWS = [
+    "13800000001,460001234567890,active,2020-05-01,,gotone,student,18-24,Shenzhen,urban,2,AM01,BP_4G38,DP_10,,0,sms;outbound,1,863456789012341",
+    "+8613800000002,460001234567891,churned,2019-01-01,2026-01-20,mzone,farmer,35-44,Zhanjiang,rural,0,,BP_EASY8,,,1,,0,",
+    '13800000003,460001234567892,active,2021-02-02,,easyown,"other",25-34,Foshan,urban,0,,BP_4G38,,,0,,0,86345678901234',
+    "1380000000x,460001234567893,active,2021-02-02,,easyown,other,25-34,Foshan,urban,0,,BP_4G38,,,0,,0,",
+    "13800000005,460001234567894,sleeping,2021-02-02,,easyown,other,25-34,Foshan,urban,0,,BP_4G38,,,0,,0,",
+    "13800000006,460001234567895,active,2021-02-30,,easyown,other,25-34,Foshan,urban,0,,BP_4G38,,,0,,0,",
+    "13800000007,460001234567896,active,2021-02-02,,easyown,other,25-34,Foshan,urban,7,,BP_4G38,,,0,,0,",
+    "13800000008,460001234567897,active,2021-02-02,,easyown,other",
+    "13800000009,460001234567898,active,2021-02-02,,easyown,other,25-34,Foshan,urban,0,,BP_4G38,,,0,,0,123",
+]
+CRM_REASONS = ["invalid_msisdn", "bad_value", "bad_date", "bad_value", "wrong_field_count", "invalid_imei"]
+BILLING_ROWS = ["2026-01,13800000001,base_plan_fee,套餐月费,1,month,38.00",
+                "2026-01,13800000001,data_payperuse,流量费,120.5,MB,34.95",
+                "2025-12,13800000001,base_plan_fee,套餐月费,1,month,38.00",
+                "2026-01,13800000002,voice_local,本地通话费,ten,min,1.00"]
+ORDER_ROWS = ["ORD1,13800000001,2026-01-07 17:04:31,DP_50,data_plan,web,,order,50.00",
+              "ORD2,13800000002,2026-01-08 25:00:00,BST_3,booster,app,,order,3.00",
+              "ORD3,13800000002,2026-01-09 10:00:00,BST_3,booster,app,CAMP1,refund,3.00"]
+
+
+def land(raw: Path, source, rows: list[str], header: tuple[str, ...] | None = None) -> None:
+    folder = raw / source.name / f"month={MONTH}"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = {"crm": "subscribers.csv", "billing": "billing.csv", "orders": "orders.csv"}[source.name]
+    (folder / name).write_text("\n".join([",".join(header or source.header), *rows]) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def ctx(spark, tmp_path):
+    return Context(make_settings(tmp_path / "lake"))
+
+
+def test_good_rows_land_typed_and_bad_rows_are_quarantined(ctx, tmp_path):
+    raw = tmp_path / "raw"
+    land(raw, CRM, CRM_ROWS)
+    land(raw, BILLING, BILLING_ROWS)
+    land(raw, ORDER_LINES, ORDER_ROWS)
+
+    run = ingest_monthly(ctx, raw, MONTH)
+
+    subs = ctx.lake.read("silver/subscribers").orderBy("activation_date").collect()
+    assert len(subs) == 3
+    churned = next(s for s in subs if s.status == "churned")
+    assert (str(churned.churn_date), churned.opt_out_all, churned.tac) == ("2026-01-20", True, None)
+    student = next(s for s in subs if s.identity == "student")
+    assert (student.vip_level, student.opt_out_channels, student.complaints, student.tac) == (
+        2, ["sms", "outbound"], 1, "86345678")
+    quarantine = ctx.lake.read("bronze/quarantine").where(F.col("dt") == MONTH)
+    crm_reasons = [r.reason for r in quarantine.where("source = 'crm'").orderBy("line_no").collect()]
+    assert crm_reasons == CRM_REASONS
+    assert sorted(r.reason for r in quarantine.where("source = 'billing'").collect()) == ["bad_number", "wrong_month"]
+    assert sorted(r.reason for r in quarantine.where("source = 'orders'").collect()) == ["bad_timestamp", "bad_value"]
+    assert [r.line_no for r in quarantine.where("source = 'billing'").orderBy("line_no").collect()] == [4, 5]
+    bill = ctx.lake.read("silver/billing_monthly").where("item_code = 'data_payperuse'").first()
+    assert (bill.quantity, str(bill.amount_yuan)) == (120.5, "34.95")
+    assert all(f.balanced for f in run.files) and len(run.files) == 3
+    keys = {r.msisdn for r in ctx.lake.read("restricted/subscriber_keys").collect()}
+    assert keys == {"13800000001", "13800000002", "13800000003"}
+    assert "13800000001" not in " ".join(str(r) for r in ctx.lake.read("silver/subscribers").collect())
+    raws = [r.raw for r in quarantine.collect()]
+    assert all(not re.search(r"1380000000\d|4600012345678\d\d", raw) for raw in raws)  # raw lines are masked
+    assert any("138******05" in raw for raw in raws)
+
+
+def test_a_file_with_the_wrong_header_is_quarantined_whole(ctx, tmp_path):
+    raw = tmp_path / "raw"
+    land(raw, CRM, CRM_ROWS[:2])
+    land(raw, BILLING, BILLING_ROWS[:2], header=("month", "phone", "item", "name", "qty", "unit", "yuan"))
+    land(raw, ORDER_LINES, ORDER_ROWS[:1])
+
+    run = ingest_monthly(ctx, raw, MONTH)
+
+    billing = next(f for f in run.files if f.source_file.startswith("billing/"))
+    assert (billing.status, billing.quarantined, billing.accepted) == ("bad_header", 3, 0)
+    row = ctx.lake.read("bronze/quarantine").where("source = 'billing'").first()
+    assert (row.reason, row.line_no, row.line_count) == ("bad_header", None, 3)
+    assert not ctx.lake.exists("silver/billing_monthly")
+
+
+def test_a_missing_monthly_file_names_what_has_landed(ctx, tmp_path):
+    raw = tmp_path / "raw"
+    land(raw, CRM, CRM_ROWS[:1])
+    with pytest.raises(LandingError, match=r"missing billing file for 2026-01: .* \(nothing has landed under"):
+        ingest_monthly(ctx, raw, MONTH)
