@@ -144,10 +144,21 @@ def _count_by_file(df: DataFrame) -> dict[str, int]:
 
 
 def _with_first_copy(parsed: DataFrame) -> DataFrame:
-    """Mark the first copy of each accepted (dt, record_id) in delivery order; later copies are replays."""
-    order = Window.partitionBy("dt", "record_id").orderBy("source_file", "line_no")
-    first = F.when(F.col("reason").isNull(), F.row_number().over(order) == 1).otherwise(F.lit(False))
-    return parsed.withColumn("is_first", first)
+    """Mark the first copy of each accepted (dt, record_id) in delivery order; later copies are replays.
+
+    Only the narrow key columns are shuffled to find the keys that occur more than once (few: replays are
+    rare); the wide rows are never sorted.
+    """
+    accepted = F.col("reason").isNull()
+    repeated = (
+        parsed.where(accepted).groupBy("dt", "record_id")
+        .agg(F.count("*").alias("_copies"), F.min(F.struct("source_file", "line_no")).alias("_first"))
+        .where("_copies > 1").select("dt", "record_id", "_first")
+    )
+    marked = parsed.join(repeated, on=["dt", "record_id"], how="left")
+    is_first = accepted & (F.col("_first").isNull() | ((F.col("_first.source_file") == F.col("source_file"))
+                                                       & (F.col("_first.line_no") == F.col("line_no"))))
+    return marked.withColumn("is_first", is_first).drop("_first")
 
 
 def _check_line_counts(checks: list[landed.FileCheck], per_file: dict) -> None:

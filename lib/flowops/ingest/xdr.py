@@ -74,8 +74,8 @@ def parse_xdr(lines_df: DataFrame, late_days: int, idle_hours: tuple[int, int]) 
         idle_hours: `(start, end)` local hours of idle time, e.g. `(23, 7)`.
 
     Returns:
-        One row per line: `source_file`, `line_no`, `value`, `reason` (null when accepted) and the typed
-        fields (null for lines rejected before typing).
+        One row per line: `source_file`, `line_no`, `value` (the raw line, for rejected lines only), `reason`
+        (null when accepted) and the typed fields (null for lines rejected before typing).
     """
     # lineSep is '\n', so a CRLF file leaves '\r' at the end of each line: not part of the last field.
     parts = F.split(F.regexp_replace("value", r"\r$", ""), r"\|", -1)
@@ -115,7 +115,9 @@ def parse_xdr(lines_df: DataFrame, late_days: int, idle_hours: tuple[int, int]) 
         .withColumn("_end", end)
         .withColumn("reason", reason)
         .select(
-            "source_file", "line_no", "value", "reason",
+            "source_file", "line_no",
+            F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),  # kept for quarantine only
+            "reason",
             F.date_format("landing_day", "yyyy-MM-dd").alias("landing_day"),
             F.date_format("_start", "yyyy-MM-dd").alias("dt"),
             field["record_id"].alias("record_id"),
