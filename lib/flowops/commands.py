@@ -128,11 +128,17 @@ def run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _match_command(sub: Sub, common: argparse.ArgumentParser, name: str, summary: str,
+                   description: str) -> argparse.ArgumentParser:
+    """`flowops NAME match ...`: the rule-checking commands for data engineers."""
+    parser = sub.add_parser(name, parents=[common], help=summary, description=description)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    return verbs.add_parser("match", parents=[common], help=summary, description=description)
+
+
 def add_apps(sub: Sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("apps", parents=[common], help="check app fingerprint rules",
-                       description="Check conf/apps rules: which app a host (or user agent) resolves to.")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    match = verbs.add_parser("match", parents=[common], help="resolve hosts to apps")
+    match = _match_command(sub, common, "apps", "resolve hosts (or a user agent) to apps",
+                           "Check conf/apps rules: which app a host (or user agent) resolves to.")
     match.add_argument("hosts", nargs="*", metavar="HOST", help="HTTP hosts or TLS SNIs")
     match.add_argument("--ua", metavar="USER_AGENT", help="also match this user agent")
     match.set_defaults(handler=run_apps_match)
@@ -150,18 +156,16 @@ def run_apps_match(args: argparse.Namespace) -> int:
         match = rules.match(host, user_agent=agent)
         shown = host if host is not None else f"ua={agent!r}"
         if match.app_id == "unknown":
-            print(f"{shown}	unknown")
+            print(f"{shown}\tunknown")
         else:
-            print(f"{shown}	{match.app_id}	{match.app_name}	{match.category}	rule={match.rule_id}	"
+            print(f"{shown}\t{match.app_id}\t{match.app_name}\t{match.category}\trule={match.rule_id}\t"
                   f"confidence={match.confidence:.2f}")
     return 0
 
 
 def add_terminals(sub: Sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("terminals", parents=[common], help="check the TAC reference and user-agent fallback",
-                       description="Check conf/terminals: which handset a TAC or a user agent is.")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    match = verbs.add_parser("match", parents=[common], help="identify a handset")
+    match = _match_command(sub, common, "terminals", "identify a handset by TAC or user agent",
+                           "Check conf/terminals: which handset a TAC or a user agent is.")
     match.add_argument("--tac", metavar="TAC", help="8-digit TAC (or a full IMEI)")
     match.add_argument("--ua", metavar="USER_AGENT", help="user agent, used when the TAC is unknown")
     match.set_defaults(handler=run_terminals_match)
