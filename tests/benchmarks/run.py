@@ -144,7 +144,7 @@ def bench_ingest(out: Path) -> dict:
         "from flowops.ingest.usage import ingest\n"
         f"ctx = Context(load_settings('conf', lake_root={str(out / 'lake')!r}))\n"
         "t = time.perf_counter()\n"
-        f"run = ingest(ctx, {str(out / 'raw')!r}, month='2026-01')\n"
+        f"run = ingest(ctx, {str(out / 'raw')!r}, month='2026-01')[0]\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'lines': run.rows_in, 'accepted': run.counts['accepted'],"
         " 'cores': ctx.spark.sparkContext.defaultParallelism}))"
     )
@@ -229,7 +229,7 @@ def write_report(r: dict, args: argparse.Namespace) -> None:
         f"| peak RSS (generator process) | {gen['peak_rss_mb']:,.0f} MB |",
         f"| vs `gzip -dc` of its own output | {gen['seconds'] / floor['seconds']:.1f}x the time it takes just to decompress it |",
         "",
-        "## Ingest (`flowops ingest --month`)",
+        "## Ingest (`flowops ingest --month`: every usage day of the month, then its CRM, billing and order files)",
         "",
         "| figure | value |",
         "|---|---|",
