@@ -32,6 +32,9 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     lake = ctx.lake
     ingested, monthly = ingest(ctx, raw, month=month)
     counts = ingested.counts
+    # Accepted lines of a monthly file include its header.
+    landed_monthly = ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
+                               if f.accepted)
     key_env = ctx.settings.pii.key_env
     pseudonyms = (f"sub_id keyed from ${key_env}" if os.environ.get(key_env) else
                   f"sub_id keyed with the labelled DEMO key (set ${key_env} for real data)")
@@ -45,8 +48,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"  ingest {month}  {ingested.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
-        f"  monthly files  " + ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
-                                         if f.accepted) + f" (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
+        f"  monthly files  {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
         "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",

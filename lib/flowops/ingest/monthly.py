@@ -166,7 +166,8 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str) -> Run:
             with run.step(source.name) as step:
                 result = _land_source(ctx, run, source, check, month, key)
                 run.files.append(result.reconciliation)
-                step["accepted"], step["quarantined"] = result.reconciliation.accepted, result.reconciliation.quarantined
+                step["accepted"] = result.reconciliation.accepted
+                step["quarantined"] = result.reconciliation.quarantined
                 quarantine.append(result.quarantine if result.quarantine is not None
                                   else _file_row(ctx, check, month, run.run_id, result.reconciliation.status))
         merged = quarantine[0]
