@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 import shutil
@@ -156,3 +157,19 @@ def test_a_redelivered_file_adds_no_rows(landed):
     assert fingerprint(ctx, "bronze/usage_events") == before
     mine = next(f for f in redo.files if f.source_file.endswith("_redelivered.txt.gz"))
     assert mine.accepted == 0 and mine.duplicates + mine.quarantined == mine.lines_in > 0
+
+
+def test_a_day_of_only_broken_files_is_quarantined_and_reconciled(spark, tmp_path):
+    raw = tmp_path / "raw"
+    day = raw / "usage" / "dt=2026-02-01" / "hour=00"
+    day.mkdir(parents=True)
+    (day / "zero.txt.gz").write_bytes(b"")
+    (day / "cut.txt.gz").write_bytes(gzip.compress(b"a|b\n" * 1000)[:40])
+    ctx = Context(make_settings(tmp_path / "lake"))
+
+    run = ingest_days(ctx, raw, ["2026-02-01"])
+
+    assert sorted(f.status for f in run.files) == ["empty_file", "truncated_gzip"]
+    assert all(f.accepted == 0 and f.quarantined == f.lines_in for f in run.files)
+    assert ctx.lake.read("bronze/usage_events").count() == 0
+    assert sorted(r.reason for r in ctx.lake.read("bronze/quarantine").collect()) == ["empty_file", "truncated_gzip"]

@@ -236,6 +236,8 @@ def _reconcile(run: Run, checks: list[landed.FileCheck], accepted: dict[str, int
 
 def _report_unknown_share(ctx: Context, run: Run, days: list[str]) -> None:
     """The share of the landing days' bytes no fingerprint identified: encrypted SNI and QUIC hide hosts."""
+    if not ctx.lake.exists(USAGE_DAILY.name):
+        return  # nothing readable has landed yet
     daily = ctx.lake.read(USAGE_DAILY.name, partitions={"dt": days})
     row = daily.agg(F.sum("total_bytes").alias("all"),
                     F.sum(F.when(F.col("app_id") == "unknown", F.col("total_bytes"))).alias("unknown"),
