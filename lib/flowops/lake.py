@@ -259,8 +259,10 @@ class DeltaRsEngine:
         if partitions is not None:
             _refuse_outside(spec, values, partitions, fs, staging)
         fs.create_dir(staging, recursive=True)
-        with fs.open_output_stream(f"{staging}/{PLACED}") as out:
+        # Written whole, then renamed: a kill mid-write must not leave a manifest the cleanup cannot parse.
+        with fs.open_output_stream(f"{staging}/{PLACED}.tmp") as out:
             out.write(json.dumps({"write_id": write_id, "files": staged}).encode())
+        fs.move(f"{staging}/{PLACED}.tmp", f"{staging}/{PLACED}")
         types = {f.name: _delta_type(f.dataType) for f in spec.schema.fields if f.name not in spec.partition_by}
         adds = [self._place(fs, root, staging, rel, pv, types) for rel, pv in zip(staged, values, strict=True)]
         schema = Schema.from_json(spec.schema.json())

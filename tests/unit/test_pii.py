@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from flowops.config import PiiSettings
 from flowops.errors import ConfigError
-from flowops.ingest.pii import DEMO_KEY, mask_digits, normalise_msisdn, pii_key, sub_id, sub_id_python
+from flowops.ingest.pii import DEMO_KEY, mask_digits, mask_fields, normalise_msisdn, pii_key, sub_id, sub_id_python
 
 
 def test_msisdn_normalisation(spark):
@@ -45,3 +45,16 @@ def test_masking_hides_long_digit_runs_only(spark):
     out = [r[0] for r in df.select(mask_digits(F.col("t"))).collect()]
 
     assert out == ["/bind?mobile=138******78&n=42", "imei 862******34 ok", None]
+
+
+def test_personal_fields_are_masked_by_position_whatever_their_shape(spark):
+    lines = ["r1|138-1234-5678|46000 123|35-209900-176148-1|2026-01-05 10:00:00",
+             "r2|1381234567|x|y",                       # wrong field count: positions unknown
+             "r3|138 1234 5678 and more"]
+    df = spark.createDataFrame([(line,) for line in lines], "line string")
+
+    out = [r[0] for r in df.select(mask_fields(F.col("line"), r"\|", "|", (1, 2, 3), 5)).collect()]
+
+    assert out[0] == "r1|###-####-####|##### ###|##-######-######-#|2026-01-05 10:00:00"
+    assert out[1] == "r2|###|x|y"                        # positions unknown: any 10+ digit number goes
+    assert out[2] == "r3|### and more"

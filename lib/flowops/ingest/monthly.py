@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 from flowops.context import Context
 from flowops.errors import FlowopsError
 from flowops.ingest import lines as landed
-from flowops.ingest.pii import mask_digits, normalise_msisdn, pii_key, sub_id
+from flowops.ingest.pii import mask_fields, normalise_msisdn, pii_key, sub_id
 from flowops.ingest.xdr import is_valid_imei
 from flowops.landing import monthly_file, parse_month, require_raw
 from flowops.runs import FileReconciliation, Run, recorded_run
@@ -39,6 +39,11 @@ class Source:
     header: tuple[str, ...]
     table: TableSpec
 
+    @property
+    def personal(self) -> tuple[int, ...]:
+        """Positions of the fields that identify a person (masked in quarantine)."""
+        return tuple(i for i, name in enumerate(self.header) if name in ("msisdn", "imsi", "imei"))
+
 
 CRM = Source("crm", ("msisdn", "imsi", "status", "activation_date", "churn_date", "brand", "identity", "age_band",
                      "city", "region_type", "vip_level", "account_manager_id", "base_plan_id", "data_plan_id",
@@ -51,7 +56,12 @@ SOURCES = (CRM, BILLING, ORDER_LINES)
 
 
 def _number(text: Column) -> Column:
-    return text.rlike(r"^-?[0-9]+(\.[0-9]+)?$")
+    return text.rlike(r"^-?[0-9]{1,12}(\.[0-9]+)?$")
+
+
+def _money(text: Column) -> Column:
+    """Yuan that fit DECIMAL(12,2) exactly: no silent rounding, no overflow to null."""
+    return text.rlike(r"^-?[0-9]{1,10}(\.[0-9]{1,2})?$")
 
 
 def _date(text: Column) -> Column:
@@ -77,7 +87,7 @@ def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column
             (fields["month"] != month, "wrong_month", "month"),
             (fields["item_code"] == "", "bad_value", "item_code"),
             (~_number(fields["quantity"]), "bad_number", "quantity"),
-            (~_number(fields["amount_yuan"]), "bad_number", "amount_yuan"),
+            (~_money(fields["amount_yuan"]), "bad_number", "amount_yuan"),
         ]
     else:
         checks += [
@@ -86,7 +96,7 @@ def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column
              "order_time"),
             (fields["product_id"] == "", "bad_value", "product_id"),
             (~fields["action"].isin("order", "cancel"), "bad_value", "action"),
-            (~_number(fields["fee_yuan"]), "bad_number", "fee_yuan"),
+            (~_money(fields["fee_yuan"]), "bad_number", "fee_yuan"),
         ]
     reason, detail = F.lit(None).cast("string"), F.lit(None).cast("string")
     for failed, name, column in reversed(checks):  # the first failing check wins
@@ -189,14 +199,19 @@ def _land_source(ctx: Context, run: Run, source: Source, check: landed.FileCheck
                  key: bytes) -> Landed:
     """Write one source's silver month and return its reconciliation and quarantine rows."""
     if not check.ok:
+        log.warning("%s: %s; silver %s keeps its previous %s rows, if any", check.source_file, check.status,
+                    source.table.name, month)
+        run.count(f"{source.name}.not_landed", 1)
         return Landed(FileReconciliation(check.source_file, check.status, check.lines, 0, check.lines, 0))
     lines = landed.read_lines(ctx.spark, [check]).persist(StorageLevel.MEMORY_AND_DISK)
     header = lines.where("line_no = 1").first()
     found = tuple(header.value.strip().lstrip("\ufeff").split(",")) if header else ()
     if found != source.header:
-        log.error("%s: header is %s, expected %s; the file is quarantined", check.source_file, list(found),
-                  list(source.header))
+        # The found "header" may be a data row with phone numbers: log its shape, not its content.
+        log.error("%s: the first line (%d fields) is not the header %s; the file is quarantined", check.source_file,
+                  len(found), list(source.header))
         lines.unpersist()
+        run.count(f"{source.name}.not_landed", 1)
         return Landed(FileReconciliation(check.source_file, "bad_header", check.lines, 0, check.lines, 0))
     rows = parse_rows(lines.where("line_no > 1"), source, month, key).persist(StorageLevel.MEMORY_AND_DISK)
     version = ctx.lake.write(rows.where("reason is null").select(*source.table.schema.fieldNames()), source.table,
@@ -207,11 +222,14 @@ def _land_source(ctx: Context, run: Run, source: Source, check: landed.FileCheck
         _write_keys(ctx, run, rows.where("reason is null"), month)
     bad = rows.where("reason is not null").select(
         F.lit(month).alias("dt"), F.lit(source.name).alias("source"), "source_file", "line_no", "reason", "detail",
-        F.substring(mask_digits(F.make_valid_utf8("value")), 1, 2000).alias("raw"),
+        F.substring(mask_fields(F.make_valid_utf8("value"), FIELD_SPLIT, ",", source.personal,
+                                len(source.header)),
+                    1, 2000).alias("raw"),
         F.lit(1).cast("long").alias("line_count"), F.lit(run.run_id).alias("run_id")).cache()
     quarantined = bad.count()
     run.count(f"{source.name}.rows", written)
     run.count(f"{source.name}.quarantined", quarantined)
+    rows.unpersist()
     lines.unpersist()
     # The header line is accepted: it is the contract, not data.
     return Landed(FileReconciliation(check.source_file, check.status, check.lines, written + 1, quarantined, 0), bad)

@@ -67,6 +67,21 @@ def sub_id_python(msisdn: str, key: bytes) -> str:
     return hmac.new(key, msisdn.encode("utf-8"), hashlib.sha256).hexdigest()[:SUB_ID_HEX]
 
 
+PERSONAL_FIELD_MASK = "#"
+
+
+def mask_fields(line: Column, split_pattern: str, joiner: str, personal: tuple[int, ...],
+                field_count: int) -> Column:
+    """A raw line safe to keep outside restricted/: when it has `field_count` fields, every digit of the
+    personal fields (msisdn, IMSI, IMEI by position) becomes '#', whatever their shape; otherwise (the
+    positions are unknown) digit runs that look like numbers, with spaces or dashes inside, are masked."""
+    parts = F.split(line, split_pattern, -1)
+    by_position = F.array_join(F.transform(parts, lambda value, i: F.when(
+        i.isin(*personal), F.regexp_replace(value, r"\d", PERSONAL_FIELD_MASK)).otherwise(value)), joiner)
+    loose = F.regexp_replace(mask_digits(line), r"\+?\d[\d \-]{8,}\d", "###")
+    return F.when(F.size(parts) == field_count, mask_digits(by_position)).otherwise(loose)
+
+
 def mask_digits(text: Column) -> Column:
     """Mask long digit runs (phone numbers, IMEIs, IMSIs) in free text: 13812345678 -> 138******78."""
     return F.regexp_replace(text, r"(\d{3})\d{6,}(\d{2})", "$1******$2")

@@ -25,7 +25,7 @@ from flowops.context import Context
 from flowops.errors import FlowopsError
 from flowops.ingest import lines as landed
 from flowops.ingest.apps import AppRules, identify_apps
-from flowops.ingest.pii import mask_digits, pii_key, sub_id
+from flowops.ingest.pii import pii_key, sub_id
 from flowops.ingest.rollup import device_daily, usage_daily
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.ingest.xdr import parse_xdr
@@ -116,7 +116,9 @@ def _ingest(ctx: Context, run: Run, raw_root: Path, landing_days: list[dt.date],
             accepted = _count_by_file(written.where(F.col("run_id") == run.run_id))
             step["rows"] = run.rows_out = sum(accepted.values())
         with run.step("subscriber keys") as step:
-            step["new_keys"] = _write_keys(ctx, run, fresh, reference.key)
+            # From every accepted record of the delivery, not only the new ones: a rerun after a crash between
+            # the bronze and the keys commits must still add the keys.
+            step["new_keys"] = _write_keys(ctx, run, firsts, reference.key)
         with run.step("quarantine") as step:
             quarantine = _quarantine_rows(ctx, parsed, checks, run.run_id)
             days = [day.isoformat() for day in landing_days]
@@ -190,7 +192,7 @@ def _quarantine_rows(ctx: Context, parsed: DataFrame, checks: list[landed.FileCh
     lines = parsed.where("reason is not null").select(
         F.col("landing_day").alias("dt"), F.lit("usage").alias("source"), "source_file", "line_no", "reason",
         F.lit(None).cast("string").alias("detail"),
-        F.substring(mask_digits(F.make_valid_utf8("value")), 1, RAW_KEEP).alias("raw"),
+        F.substring("raw_masked", 1, RAW_KEEP).alias("raw"),
         F.lit(1).cast("long").alias("line_count"), F.lit(run_id).alias("run_id"))
     files = ctx.spark.createDataFrame(
         [(_landing_day(c.source_file), "usage", c.source_file, None, c.status, c.detail, None, c.lines, run_id)

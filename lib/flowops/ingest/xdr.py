@@ -10,13 +10,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from flowops.ingest.hosts import normalise_host_column
-from flowops.ingest.pii import mask_digits, normalise_msisdn
+from flowops.ingest.pii import mask_digits, mask_fields, normalise_msisdn
 
 XDR_FIELDS = (
     "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
     "server_ip", "server_port", "host", "sni", "uri", "user_agent", "ul_bytes", "dl_bytes",
 )
 TIME_FORMAT = "yyyy-MM-dd HH:mm:ss[.SSSSSS]"
+PERSONAL_FIELDS = (1, 2, 3)  # msisdn, imsi, imei
 MAX_TEXT = 512
 
 # Reject reasons, in the order they are checked.
@@ -117,6 +118,8 @@ def parse_xdr(lines_df: DataFrame, late_days: int, idle_hours: tuple[int, int]) 
         .select(
             "source_file", "line_no",
             F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),  # kept for quarantine only
+            F.when(F.col("reason").isNotNull(), mask_fields(F.make_valid_utf8("value"), r"\|", "|", PERSONAL_FIELDS,
+                                                             len(XDR_FIELDS))).alias("raw_masked"),
             "reason",
             F.date_format("landing_day", "yyyy-MM-dd").alias("landing_day"),
             F.date_format("_start", "yyyy-MM-dd").alias("dt"),
