@@ -19,11 +19,12 @@ from pyspark.sql import types as T
 from flowops.context import Context
 from flowops.errors import FlowopsError
 from flowops.ingest import lines as landed
+from flowops.ingest.keys import append_new_keys
 from flowops.ingest.pii import mask_fields, normalise_msisdn, pii_key, sub_id
 from flowops.ingest.xdr import is_valid_imei
 from flowops.landing import monthly_file, parse_month, require_raw
 from flowops.runs import FileReconciliation, Run, recorded_run
-from flowops.tables import BILLING_MONTHLY, ORDERS, QUARANTINE, SUBSCRIBER_KEYS, SUBSCRIBERS, TableSpec
+from flowops.tables import BILLING_MONTHLY, ORDERS, QUARANTINE, SUBSCRIBERS, TableSpec
 
 log = logging.getLogger(__name__)
 # Commas outside double quotes separate fields (RFC 4180 quoting, no newlines inside fields).
@@ -242,12 +243,5 @@ def _file_row(ctx: Context, check: landed.FileCheck, month: str, run_id: str, st
 
 
 def _write_keys(ctx: Context, run: Run, good: DataFrame, month: str) -> None:
-    keys = good.select("sub_id", "msisdn").distinct().select(
-        "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source"))
-    if ctx.lake.exists(SUBSCRIBER_KEYS.name):
-        keys = keys.join(ctx.lake.read(SUBSCRIBER_KEYS.name).select("sub_id"), on="sub_id", how="left_anti")
-    keys = keys.cache()
-    if keys.count():
-        run.wrote(SUBSCRIBER_KEYS.name, ctx.lake.write(keys, SUBSCRIBER_KEYS, mode="append",
-                                                       metadata={"flowops.runId": run.run_id}))
-    keys.unpersist()
+    append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
+        "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")))

@@ -25,13 +25,14 @@ from flowops.context import Context
 from flowops.errors import FlowopsError
 from flowops.ingest import lines as landed
 from flowops.ingest.apps import AppRules, identify_apps
+from flowops.ingest.keys import append_new_keys
 from flowops.ingest.pii import pii_key, sub_id
 from flowops.ingest.rollup import device_daily, usage_daily
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.ingest.xdr import parse_xdr
 from flowops.landing import parse_date, require_raw, usage_files
 from flowops.runs import FileReconciliation, Run, recorded_run
-from flowops.tables import DEVICE_DAILY, QUARANTINE, SUBSCRIBER_KEYS, USAGE_DAILY, USAGE_EVENTS
+from flowops.tables import DEVICE_DAILY, QUARANTINE, USAGE_DAILY, USAGE_EVENTS
 
 log = logging.getLogger(__name__)
 RAW_KEEP = 2000
@@ -174,18 +175,11 @@ def _check_line_counts(checks: list[landed.FileCheck], per_file: dict) -> None:
         raise FlowopsError(f"line counts disagree for {len(wrong)} files (nothing written): {wrong[:3]}")
 
 
-def _write_keys(ctx: Context, run: Run, fresh: DataFrame, key: bytes) -> int:
-    keys = (fresh.groupBy("msisdn").agg(F.min("dt").alias("first_seen"))
+def _write_keys(ctx: Context, run: Run, accepted: DataFrame, key: bytes) -> int:
+    keys = (accepted.groupBy("msisdn").agg(F.min("dt").alias("first_seen"))
             .select(sub_id(F.col("msisdn"), key).alias("sub_id"), "msisdn", "first_seen",
                     F.lit("usage").alias("source")))
-    if ctx.lake.exists(SUBSCRIBER_KEYS.name):
-        keys = keys.join(ctx.lake.read(SUBSCRIBER_KEYS.name).select("sub_id"), on="sub_id", how="left_anti")
-    keys = keys.persist(StorageLevel.MEMORY_AND_DISK)
-    count = keys.count()
-    if count:
-        run.wrote(SUBSCRIBER_KEYS.name, ctx.lake.write(keys, SUBSCRIBER_KEYS, mode="append", metadata=_meta(run)))
-    keys.unpersist()
-    return count
+    return append_new_keys(ctx, run, keys)
 
 
 def _quarantine_rows(ctx: Context, parsed: DataFrame, checks: list[landed.FileCheck], run_id: str) -> DataFrame:
