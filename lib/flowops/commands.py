@@ -186,4 +186,76 @@ def run_terminals_match(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS = [add_generate, add_ingest, add_demo, add_show, add_apps, add_terminals]
+def add_tags(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("tags", parents=[common], help="compute subscriber tags for a month (or show the catalogue)",
+                       description="Compute every tag of conf/tags/*.yml for the subscribers of a month into "
+                                   "gold/subscriber_tags, from silver (the month and the three before it).")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--month", metavar="YYYY-MM", help="the month to tag")
+    what.add_argument("--catalog", action="store_true", help="print the tag catalogue and write it as markdown")
+    what.add_argument("--check", action="store_true", help="check the tag definitions and segment rules only")
+    p.add_argument("--raw", metavar="RAW", help="landing folder (not read by this step; accepted for symmetry)")
+    p.add_argument("--out", default="docs/tags.md", metavar="FILE",
+                   help="where --catalog writes the markdown (default: docs/tags.md)")
+    p.set_defaults(handler=run_tags)
+
+
+def run_tags(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.segments import load_segments
+    from flowops.tags.catalogue import catalogue_markdown
+    from flowops.tags.definitions import load_library
+
+    if args.catalog or args.check:
+        conf_dir = load_settings(args.conf).conf_dir
+        library = load_library(conf_dir)
+        segments = load_segments(conf_dir, library)
+        if args.catalog:
+            text = catalogue_markdown(library)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text, encoding="utf-8")
+            print(text)
+            print(f"(written to {out})")
+            return 0
+        from flowops.tags.engine import check_expressions
+
+        ctx = Context.from_args(args, app_name="flowops-tags-check")
+        check_expressions(ctx.spark, library)
+        print(f"ok: {len(library.tags)} tags in {len({t.group for t in library.tags})} groups, "
+              f"{len(segments.rules)} stage rules + default, {len(segments.flow_rules)} flow-type rules")
+        return 0
+    from flowops.gold import run_tags as tags_job
+
+    ctx = Context.from_args(args, app_name="flowops-tags")
+    run = tags_job(ctx, args.month)
+    print(f"tags {args.month}: {run.counts['tags']} tags for {run.counts['subscribers']:,} subscribers "
+          f"-> gold/subscriber_tags v{run.table_versions['gold/subscriber_tags']} (run {run.run_id})")
+    return 0
+
+
+def add_segment(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("segment", parents=[common], help="assign each subscriber one of the six flow stages",
+                       description="Apply the ordered rules of conf/segments.yml to gold/subscriber_tags of a month "
+                                   "and write gold/flow_stages (stage, reason, evidence, flow customer type).")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month to segment")
+    p.add_argument("--raw", metavar="RAW", help="landing folder (not read by this step; accepted for symmetry)")
+    p.set_defaults(handler=run_segment)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from flowops.gold import run_segment as segment_job
+
+    ctx = Context.from_args(args, app_name="flowops-segment")
+    run, sizes = segment_job(ctx, args.month)
+    print(f"segment {args.month}: {format_stages(sizes)} (run {run.run_id})")
+    return 0
+
+
+def format_stages(sizes: dict[str, int]) -> str:
+    """`retain 412 (41.2%), alert 96 (9.6%), ...` in stage order."""
+    total = sum(sizes.values()) or 1
+    return ", ".join(f"{stage} {n:,} ({100 * n / total:.1f}%)" for stage, n in sizes.items())
+
+
+REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_demo, add_show, add_apps, add_terminals]

@@ -76,6 +76,10 @@ class Lake:
             raise LakeError(f"table {table} does not exist at {path}; run the job that writes it first")
         return self._engine.read(path, version, partitions)
 
+    def partition_values(self, table: str, column: str) -> set[str]:
+        """The values of partition `column` that hold data in the active version (empty if no table)."""
+        return self._engine.partition_values(self.path(table), column) if self.exists(table) else set()
+
     def to_pandas(self, table: str, **kwargs: Any) -> Any:
         """Read `table` into pandas (for notebooks; use Spark for anything large)."""
         return self.read(table, **kwargs).toPandas()
@@ -226,6 +230,11 @@ class DeltaRsEngine:
         if not self.exists(path):
             return
         _refuse_newer(spec, self.history(path, 1))
+
+    def partition_values(self, path: str, column: str) -> set[str]:
+        from deltalake import DeltaTable
+
+        return {p[column] for p in DeltaTable(path).partitions() if p.get(column) is not None}
 
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         from deltalake import DeltaTable
@@ -415,6 +424,10 @@ class SparkDeltaEngine:
     def check_schema_version(self, path: str, spec: TableSpec) -> None:
         if self.exists(path):
             _refuse_newer(spec, self.history(path, 1))
+
+    def partition_values(self, path: str, column: str) -> set[str]:
+        rows = self.spark.read.format("delta").load(path).select(column).distinct().collect()
+        return {r[0] for r in rows if r[0] is not None}
 
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         reader = self.spark.read.format("delta")

@@ -1,0 +1,147 @@
+"""Jobs writing the gold tables of a month: `gold/subscriber_tags`, then `gold/flow_stages`.
+
+Definitions are loaded and checked (including Spark's analysis of every expression) before anything is
+read. Each silver partition of the window is read once; each job is one overwrite of the month's partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from flowops.context import Context
+from flowops.errors import LakeError
+from flowops.ingest.terminals import load_reference, reference_df
+from flowops.landing import month_days, parse_month
+from flowops.lake import Lake
+from flowops.products import load_catalogue, products_df
+from flowops.runs import Run, recorded_run
+from flowops.segments import FLOW_STAGES, STAGES, assign_stages, load_segments
+from flowops.tables import TableSpec, _fields
+from flowops.tags.base import Sources, Window, base_aggregates, spark_type
+from flowops.tags.definitions import TagLibrary, load_library
+from flowops.tags.engine import check_expressions, select_tags, with_tags
+
+log = logging.getLogger(__name__)
+SUBSCRIBER_TAGS = "gold/subscriber_tags"
+
+
+def tags_spec(library: TagLibrary, existing: T.StructType | None = None) -> TableSpec:
+    """gold/subscriber_tags: month, sub_id and one column per tag.
+
+    Columns of tags since removed from the conf stay in the table (null in months computed without them), so
+    older months keep their values; a tag whose type changed is refused.
+    """
+    fields = [("month", T.StringType()), ("sub_id", T.StringType())]
+    fields += [(tag.name, spark_type(tag.type)) for tag in library.tags]
+    declared = dict(fields)
+    for field in existing.fields if existing else []:
+        if field.name not in declared:
+            fields.append((field.name, field.dataType))
+        elif field.dataType != declared[field.name]:
+            raise LakeError(
+                f"tag {field.name} is {declared[field.name].simpleString()} in the conf but "
+                f"{field.dataType.simpleString()} in {SUBSCRIBER_TAGS}: give the new definition a new name, "
+                "or rebuild the table")
+    return TableSpec(name=SUBSCRIBER_TAGS, schema=_fields(*fields), partition_by=("month",),
+                     description="subscriber x month, one column per tag (conf/tags).")
+
+
+def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
+    """Silver partitions of the window and the reference tables; refuses a month whose usage never landed."""
+    spark = lake.spark
+    days = [d for m in window.months for d in month_days(m)]
+    landed_days = lake.partition_values("silver/usage_daily", "dt")
+    usage_months = frozenset(m for m in window.months if any(d in landed_days for d in month_days(m)))
+    crm_months = lake.partition_values("silver/subscribers", "month")
+    for table, present in (("silver/subscribers", window.month in crm_months),
+                           ("silver/usage_daily", window.month in usage_months)):
+        if not present:
+            raise LakeError(f"{table} has nothing for {window.month}: run `flowops ingest --month {window.month}` "
+                            "first")
+    missing = [m for m in window.months[1:] if m not in usage_months]
+    if missing:
+        log.info("tags %s: no usage history for %s (trend tags use the months that landed)", window.month,
+                 ", ".join(missing))
+    months = {"month": list(window.months)}
+    this_month = {"month": [window.month]}
+    return Sources(
+        subscribers=lake.read("silver/subscribers", partitions=months),
+        usage=lake.read("silver/usage_daily", partitions={"dt": days}),
+        devices=lake.read("silver/device_daily", partitions={"dt": month_days(window.month)}),
+        billing=_read_or_empty(lake, "silver/billing_monthly", months),
+        orders=_read_or_empty(lake, "silver/orders", this_month),
+        products=products_df(spark, load_catalogue(conf_dir)),
+        terminals=reference_df(spark, load_reference(conf_dir)),
+        usage_months=usage_months,
+        billing_months=frozenset(lake.partition_values("silver/billing_monthly", "month")),
+    )
+
+
+def _read_or_empty(lake: Lake, table: str, partitions: dict[str, list[str]]) -> DataFrame:
+    from flowops.tables import spec_for
+
+    if lake.exists(table):
+        return lake.read(table, partitions=partitions)
+    return lake.spark.createDataFrame([], spec_for(table).schema)
+
+
+def compute_tags(sources: Sources, library: TagLibrary, month: str) -> DataFrame:
+    """Every tag for every subscriber in the month's CRM snapshot."""
+    window = Window(month)
+    return select_tags(with_tags(base_aggregates(sources, window), library), library, month)
+
+
+def run_tags(ctx: Context, month: str) -> Run:
+    """`flowops tags --month M`: compute the tag library for month M into gold/subscriber_tags."""
+    parse_month(month)
+    conf_dir = ctx.settings.conf_dir
+    library = load_library(conf_dir)
+    lake = ctx.lake
+    check_expressions(ctx.spark, library)
+    with recorded_run(lake, "tags", {"month": month, "tags": len(library.tags)}) as run:
+        with run.step("compute") as counts:
+            sources = read_sources(lake, Window(month), conf_dir)
+            tags_df = compute_tags(sources, library, month)
+            existing = lake.read(SUBSCRIBER_TAGS).schema if lake.exists(SUBSCRIBER_TAGS) else None
+            spec = tags_spec(library, existing)
+            extra = {f.name: F.lit(None).cast(f.dataType) for f in spec.schema.fields if f.name not in tags_df.columns}
+            version = lake.write(tags_df.withColumns(extra), spec, mode="overwrite", partitions={"month": [month]},
+                                 metadata={"flowops.runId": run.run_id})
+            run.wrote(SUBSCRIBER_TAGS, version)
+            rows = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]}).count()
+            run.rows_out = rows
+            counts.update(subscribers=rows, tags=len(library.tags))
+        run.count("subscribers", rows)
+        run.count("tags", len(library.tags))
+    return run
+
+
+def run_segment(ctx: Context, month: str) -> tuple[Run, dict[str, int]]:
+    """`flowops segment --month M`: six-stage assignment of month M into gold/flow_stages; returns stage sizes."""
+    parse_month(month)
+    library = load_library(ctx.settings.conf_dir)
+    segments = load_segments(ctx.settings.conf_dir, library)
+    lake = ctx.lake
+    if month not in lake.partition_values(SUBSCRIBER_TAGS, "month"):
+        raise LakeError(f"{SUBSCRIBER_TAGS} has nothing for {month}: run `flowops tags --month {month}` first")
+    with recorded_run(lake, "segment", {"month": month}) as run:
+        with run.step("assign") as counts:
+            tags_df = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
+            stages_df = assign_stages(tags_df, segments)
+            version = lake.write(stages_df, FLOW_STAGES, mode="overwrite", partitions={"month": [month]},
+                                 metadata={"flowops.runId": run.run_id})
+            run.wrote(FLOW_STAGES.name, version)
+            written = lake.read(FLOW_STAGES.name, partitions={"month": [month]})
+            sizes = Counter({r["stage"]: r["n"] for r in written.groupBy("stage").agg(F.count("*").alias("n"))
+                             .collect()})
+            counts.update({stage: sizes.get(stage, 0) for stage in STAGES})
+        for stage in STAGES:
+            run.count(f"stage.{stage}", sizes.get(stage, 0))
+        run.rows_out = sum(sizes.values())
+    return run, {stage: sizes.get(stage, 0) for stage in STAGES}
