@@ -7,16 +7,19 @@ import os
 import time
 from pathlib import Path
 
+from flowops.commands import format_stages
 from flowops.context import Context
+from flowops.gold import run_segment, run_tags
 from flowops.ingest.usage import ingest
 from flowops.landing import previous_months
 
 log = logging.getLogger(__name__)
 
-# Tags compare a month with the two before it, so the demo lands three months and runs the last.
+# Trend tags compare a month with the ones before it, so the demo lands three months and runs the last.
 HISTORY_MONTHS = 2
 TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
-          "silver/subscribers", "silver/billing_monthly", "silver/orders", "restricted/subscriber_keys", "ops/runs")
+          "silver/subscribers", "silver/billing_monthly", "silver/orders", "gold/subscriber_tags",
+          "gold/flow_stages", "restricted/subscriber_keys", "ops/runs")
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
@@ -30,8 +33,12 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
                          seed=seed, bad_rate=bad_rate)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
+    for earlier in previous_months(month, HISTORY_MONTHS):
+        ingest(ctx, raw, month=earlier)
     ingested, monthly = ingest(ctx, raw, month=month)
     counts = ingested.counts
+    tagged = run_tags(ctx, month)
+    _, stages = run_segment(ctx, month)
     # Accepted lines of a monthly file include its header.
     landed_monthly = ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
                                if f.accepted)
@@ -49,6 +56,10 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
         f"  monthly files  {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
+        f"  history        {', '.join(previous_months(month, HISTORY_MONTHS))} ingested the same way",
+        f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "
+        "(catalogue: flowops tags --catalog)",
+        f"  stages {month}  {format_stages(stages)}",
         "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",

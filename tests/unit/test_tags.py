@@ -13,6 +13,8 @@ Five subscribers for 2026-03 (window 2025-12 .. 2026-03):
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import textwrap
 from decimal import Decimal
 
 import pytest
@@ -66,7 +68,7 @@ def device(sub, day, tac, brand, model, mb, source="tac"):
 
 
 @pytest.fixture(scope="module")
-def tags(spark):
+def sources(spark):
     d_profile = dict(identity=None, city=None, vip_level=None, account_manager_id=None, base_plan_id="BP_4G38",
                      activation_date=dt.date(2025, 12, 1), tac="99999999")
     e_profile = dict(activation_date=dt.date(2025, 1, 1), base_plan_id="BP_4G58", vip_level=0, account_manager_id="")
@@ -106,13 +108,17 @@ def tags(spark):
     ]
     orders = [dict(month=MONTH, sub_id="sub_a", order_id="O1", order_time=dt.datetime(2026, 3, 9, 10), action="order",
                    product_id="BST_5", product_type="booster", channel="app", fee_yuan=Decimal("5.00"))]
-    sources = Sources(
+    return Sources(
         subscribers=frame(spark, SUBSCRIBERS, subscribers), usage=frame(spark, USAGE_DAILY, usage),
         devices=frame(spark, DEVICE_DAILY, devices), billing=frame(spark, BILLING_MONTHLY, billing),
         orders=frame(spark, ORDERS, orders), products=products_df(spark, load_catalogue(CONF)),
         terminals=reference_df(spark, load_reference(CONF)),
         usage_months=frozenset({"2026-01", "2026-02", MONTH}), billing_months=frozenset({"2026-01", "2026-02", MONTH}),
     )
+
+
+@pytest.fixture(scope="module")
+def tags(sources):
     return compute_tags(sources, load_library(CONF), MONTH).cache()
 
 
@@ -208,4 +214,28 @@ def test_churn_risk(tags):
         ("sub_c", False, False, False, True, False, 0.1, "low"),
         ("sub_d", False, False, False, False, True, 0.1, "low"),
         ("sub_e", True, True, False, False, True, 1.0, "high"),
+    ])
+
+
+def test_a_data_engineer_adds_a_tag_with_yaml_only(sources, tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "tags" / "campaign.yml").write_text(textwrap.dedent("""
+        group: campaign
+        tags:
+          - name: heavy_video_user
+            description: More than half of the month's data on long video, and at least 50 MB of it.
+            type: boolean
+            expr: coalesce(video_share > 0.5 AND video_mb >= 50, false)
+          - name: video_band
+            description: Long-video MB as a band.
+            type: string
+            function: band
+            args: {column: video_mb, edges: [1, 50], labels: [none, light, heavy]}
+        """), encoding="utf-8")
+    library = load_library(conf)
+    assert library["heavy_video_user"].deps == ("video_share", "video_mb")
+    expect(compute_tags(sources, library, MONTH), ["heavy_video_user", "video_band"], [
+        ("sub_a", True, "heavy"), ("sub_b", False, "none"), ("sub_c", False, "none"), ("sub_d", False, "none"),
+        ("sub_e", False, "none"),
     ])

@@ -86,7 +86,8 @@ def _raise_for_culprit(df: DataFrame, layer: list[Tag]) -> None:
         try:
             df.withColumn(tag.name, tag_column(tag)).schema  # noqa: B018 - analysis only
         except AnalysisException as exc:
-            raise ConfigError(f"{tag.file}: tag {tag.name}: {_first_line(exc)}") from None
+            what = "expr does not parse: " if isinstance(exc, ParseException) else ""
+            raise ConfigError(f"{tag.file}: tag {tag.name}: {what}{_first_line(exc)}") from None
 
 
 def _first_line(exc: Exception) -> str:
