@@ -17,8 +17,8 @@ from pyspark.sql import types as T
 from flowops.context import Context
 from flowops.errors import LakeError
 from flowops.ingest.terminals import load_reference, reference_df
-from flowops.landing import month_days, parse_month
 from flowops.lake import Lake
+from flowops.landing import month_days, parse_month
 from flowops.products import load_catalogue, products_df
 from flowops.runs import Run, recorded_run
 from flowops.segments import FLOW_STAGES, STAGES, assign_stages, load_segments

@@ -1,26 +1,35 @@
-"""`flowops demo` end to end on a tiny dataset: it runs every step that exists and says where things are."""
+"""`flowops demo` end to end on a small dataset: it runs every step that exists and says where things are."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from flowops.cli import main
+from flowops.segments import STAGES
+from tests.integration.conftest import DEMO_SUBSCRIBERS
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_the_pipeline_and_prints_the_summary(spark, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("FLOWOPS_PII_KEY", raising=False)
-
-    code = main(["demo", "--out", str(tmp_path / "demo"), "--subscribers", "40", "--month", "2026-03"])
-
-    out = capsys.readouterr().out
-    assert code == 0
+def test_demo_runs_the_pipeline_and_prints_the_summary(demo_run):
+    out = demo_run.stdout
+    assert demo_run.code == 0
     assert "flowops demo" in out
     assert "2026-01 .. 2026-03" in out
     for table in ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
-                  "silver/subscribers", "silver/billing_monthly", "silver/orders", "restricted/subscriber_keys"):
+                  "silver/subscribers", "silver/billing_monthly", "silver/orders", "gold/subscriber_tags",
+                  "gold/flow_stages", "restricted/subscriber_keys"):
         assert table in out
     assert "labelled DEMO key" in out
     ingest_line = next(line for line in out.splitlines() if line.strip().startswith("ingest 2026-03"))
     assert " accepted + " in ingest_line and "unknown app share" in ingest_line
+
+
+def test_demo_prints_the_size_of_every_stage(demo_run):
+    line = next(line for line in demo_run.stdout.splitlines() if line.strip().startswith("stages 2026-03"))
+    sizes = {stage: int(n.replace(",", "")) for stage, n in re.findall(r"(\w+) ([\d,]+) \(", line)}
+    assert list(sizes) == list(STAGES)
+    assert all(n > 0 for n in sizes.values()), line
+    # Everyone in the month's CRM snapshot: the starting population, plus new minus earlier churn.
+    assert 0.9 * DEMO_SUBSCRIBERS < sum(sizes.values()) < 1.2 * DEMO_SUBSCRIBERS

@@ -125,7 +125,7 @@ def test_segment_rules_name_unknown_tags_and_thresholds(tmp_path):
     with pytest.raises(ConfigError, match=r"segments\.yml: rule complaints: unknown tag\(s\) grumpy"):
         load_segments(conf, library)
     path.write_text(text.replace("${low_mb}", "${tiny_mb}"), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"segments\.yml: rule handset_ahead_of_plan: unknown threshold \$\{tiny_mb\}"):
+    with pytest.raises(ConfigError, match=r"rule handset_ahead_of_plan: unknown threshold \$\{tiny_mb\}"):
         load_segments(conf, library)
     path.write_text(text.replace("stage: lift", "stage: order"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"no rule gives stage\(s\) lift"):

@@ -3,9 +3,9 @@
 Tags are computed over these columns (and over each other), never over silver directly, so adding a tag
 adds a column expression, not a scan. Each source is read once for the whole window (the tag month and the
 three before it, for trends against the previous 3-month average) and aggregated with conditional sums per
-month offset: suffix `_m0` is the tag month, `_m1` the month before, and so on to `_m3`. A history column is null, not zero, when the
-subscriber was not in that month's CRM snapshot or the month's usage or bill never landed, so rules can
-tell "no history" from "no usage".
+month offset: suffix `_m0` is the tag month, `_m1` the month before, and so on to `_m3`. A history column is
+null, not zero, when the subscriber was not in that month's CRM snapshot or the month's usage or bills never
+landed, so rules can tell "no history" from "no usage".
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ BASE_COLUMNS: tuple[BaseColumn, ...] = (
            ("handset_source", "string", "how the handset was identified: tac / user_agent / crm_tac / unknown"),
            ("handsets_seen_m0", "int", "distinct handsets (TACs) seen in usage in the tag month")),
     *_cols("silver/billing_monthly",
-           ("arpu_yuan_m0", "double", "bill total of the tag month (yuan); 0 without bill lines, null if bills never landed"),
+           ("arpu_yuan_m0", "double", "bill total of the tag month (yuan); 0 without bill lines"),
            *[(f"arpu_yuan_m{i}", "double", f"bill total {AGO[i]}; null without history") for i in AGO],
            ("mou_local_m0", "double", "local voice minutes"),
            ("mou_longdistance_m0", "double", "domestic long-distance voice minutes"),
@@ -170,7 +170,8 @@ def crm_base(subscribers_df: DataFrame, products_df: DataFrame, window: Window) 
     fee = sum((F.coalesce(F.col(f"{p}_fee"), F.lit(0.0)) for p in ("base", "data", "idle")), F.lit(0.0))
     month_end = F.to_date(F.lit(window.last_day))
     current = F.struct(
-        F.col("status").alias("crm_status"), (F.col("status") == "churned").alias("is_churned"), F.col("activation_date"),
+        F.col("status").alias("crm_status"), (F.col("status") == "churned").alias("is_churned"),
+        F.col("activation_date"),
         F.col("churn_date"), F.datediff(month_end, F.col("activation_date")).alias("tenure_days"),
         (F.date_format("activation_date", "yyyy-MM") == window.month).alias("activated_this_month"),
         F.col("brand").alias("crm_brand"), F.col("identity").alias("crm_identity"),
@@ -321,9 +322,10 @@ def base_aggregates(sources: Sources, window: Window) -> DataFrame:
         .join(reference, on="crm_tac", how="left")
     )
 
-    def history(value: str, i: int, present: list[bool], known: Column, zero: Column = F.lit(0.0)) -> Column:
+    def history(value: str, i: int, present: list[bool], known: Column, zero: Column | None = None) -> Column:
         # Known history: the month landed and the subscriber was there; then no rows means zero.
-        return F.when(known, F.coalesce(F.col(value), zero)) if present[i] else F.lit(None)
+        fill = F.lit(0.0) if zero is None else zero
+        return F.when(known, F.coalesce(F.col(value), fill)) if present[i] else F.lit(None)
 
     from_usage = F.col("tac").isNotNull()
     handset = {c: F.when(from_usage, F.col(c)).otherwise(F.col(f"ref_{c}"))

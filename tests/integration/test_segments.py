@@ -1,0 +1,131 @@
+"""Tags and six-stage segmentation on generated data: the pipeline recovers the planted archetypes.
+
+The generator plants one archetype per subscriber-month in RAW/_truth/archetypes.csv; the pipeline never reads
+it. Here it is joined to the pipeline's stages through restricted/subscriber_keys (msisdn -> sub_id).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from flowops.context import Context
+from flowops.errors import LakeError
+from flowops.gold import SUBSCRIBER_TAGS, run_segment, run_tags
+from flowops.segments import STAGES, load_segments
+from flowops.tags.definitions import load_library
+from tests.conftest import CONF, make_settings
+from tests.integration.conftest import DEMO_MONTH
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ctx(demo_run):
+    assert demo_run.code == 0, demo_run.stdout
+    return Context(make_settings(demo_run.lake))
+
+
+@pytest.fixture(scope="module")
+def staged(ctx, demo_run) -> pd.DataFrame:
+    """Planted truth of the demo month joined to the pipeline's stages (one row per planted subscriber)."""
+    truth = pd.read_csv(demo_run.raw / "_truth" / "archetypes.csv", dtype=str)
+    truth = truth[truth["month"] == DEMO_MONTH]
+    keys = ctx.lake.to_pandas("restricted/subscriber_keys")[["sub_id", "msisdn"]]
+    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]}).toPandas()
+    return truth.merge(keys, on="msisdn", how="left").merge(stages, on="sub_id", how="left")
+
+
+def test_stages_agree_with_the_planted_archetypes(staged):
+    agreement = (staged["stage"] == staged["expected_stage"]).mean()
+    table = pd.crosstab(staged["archetype"], staged["stage"].fillna("(none)"))
+    print(f"\nstage agreement {agreement:.1%} over {len(staged)} subscribers\n{table}")
+    assert agreement >= 0.95, f"stage agreement {agreement:.1%} < 95%\n{table}"
+
+
+def test_flow_types_agree_with_the_planted_numbers(staged):
+    agreement = (staged["flow_type"] == staged["expected_flow_type"]).mean()
+    table = pd.crosstab(staged["expected_flow_type"], staged["flow_type"].fillna("(none)"))
+    assert agreement >= 0.9, f"flow type agreement {agreement:.1%} < 90%\n{table}"
+
+
+def test_every_subscriber_of_the_month_has_exactly_one_stage_with_its_reason(ctx):
+    crm = ctx.lake.read("silver/subscribers", partitions={"month": [DEMO_MONTH]}).select("sub_id")
+    tags = ctx.lake.read(SUBSCRIBER_TAGS, partitions={"month": [DEMO_MONTH]})
+    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+    n = crm.count()
+    assert tags.count() == tags.select("sub_id").distinct().count() == n
+    assert stages.count() == stages.select("sub_id").distinct().count() == n
+    assert stages.join(crm, on="sub_id", how="left_anti").count() == 0
+    assert stages.where(~F.col("stage").isin(*STAGES)).count() == 0
+    segments = load_segments(CONF, load_library(CONF))
+    rules = {r.name: r for r in (*segments.rules, segments.default)}
+    for row in stages.select("stage", "reason", "evidence").distinct().collect():
+        rule = rules[row.reason]
+        assert row.stage == rule.stage
+        assert set(row.evidence) == set(rule.reads)
+
+
+def test_the_evidence_shows_why_the_rule_fired(ctx):
+    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+    over = stages.where(F.col("reason") == "over_allowance").select("evidence").collect()
+    assert over and all(float(r.evidence["allowance_used_pct"]) > 110 for r in over)
+    low = stages.where(F.col("reason") == "low_usage").select("evidence").collect()
+    assert low and all(0 < float(r.evidence["dou_mb"]) < 100 for r in low)
+
+
+def test_rerunning_segment_rewrites_the_month_with_the_same_content(ctx):
+    def content():
+        df = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+        cols = [F.col(c).cast("string") if not isinstance(df.schema[c].dataType, T.MapType)
+                else F.to_json(F.col(c)) for c in df.columns]
+        return sorted(tuple(r) for r in df.select(*cols).collect())
+
+    before, version = content(), ctx.lake.version("gold/flow_stages")
+    run_segment(ctx, DEMO_MONTH)
+    assert ctx.lake.version("gold/flow_stages") == version + 1
+    assert content() == before
+
+
+def test_gold_tables_hold_no_phone_numbers(ctx):
+    msisdns = {r.msisdn for r in ctx.lake.read("restricted/subscriber_keys").select("msisdn").collect()}
+    for table in (SUBSCRIBER_TAGS, "gold/flow_stages"):
+        df = ctx.lake.read(table)
+        text = df.select(F.concat_ws("|", *[F.col(f.name).cast("string") for f in df.schema.fields
+                                             if not isinstance(f.dataType, T.MapType | T.ArrayType)]).alias("t"))
+        found = text.select(F.explode(F.regexp_extract_all("t", F.lit(r"(1\d{10})"), 1)).alias("n")).distinct()
+        assert not {r.n for r in found.collect()} & msisdns, table
+
+
+def test_tags_and_segment_refuse_a_month_that_did_not_land(ctx):
+    with pytest.raises(LakeError, match=r"silver/subscribers has nothing for 2025-11: run `flowops ingest"):
+        run_tags(ctx, "2025-11")
+    with pytest.raises(LakeError, match=r"gold/subscriber_tags has nothing for 2025-11: run `flowops tags"):
+        run_segment(ctx, "2025-11")
+
+
+def test_each_silver_source_is_scanned_once_however_many_tags(ctx, tmp_path):
+    from flowops.gold import compute_tags, read_sources
+    from flowops.tags.base import Window
+
+    def scans(library) -> int:
+        sources = read_sources(ctx.lake, Window(DEMO_MONTH), CONF)
+        plan = compute_tags(sources, library, DEMO_MONTH)._jdf.queryExecution().executedPlan().toString()
+        return plan.count("FileScan parquet")
+
+    shipped = load_library(CONF)
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    copies = [{"name": f"{t.name}_again", "description": t.description, "type": t.type,
+               **({"expr": t.expr} if t.expr else {"function": t.function, "args": dict(t.args)})}
+              for t in shipped.tags]
+    (conf / "tags" / "again.yml").write_text(yaml.safe_dump({"group": "again", "tags": copies}), encoding="utf-8")
+    doubled = load_library(conf)
+    assert len(doubled.tags) == 2 * len(shipped.tags)
+    # subscribers, usage_daily, device_daily, billing_monthly, orders: one scan each.
+    assert scans(shipped) == scans(doubled) == 5
