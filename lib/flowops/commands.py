@@ -218,10 +218,11 @@ def run_tags(args: argparse.Namespace) -> int:
             print(text)
             print(f"(written to {out})")
             return 0
+        from flowops.segments import assign_stages
         from flowops.tags.engine import check_expressions
 
         ctx = Context.from_args(args, app_name="flowops-tags-check")
-        check_expressions(ctx.spark, library)
+        assign_stages(check_expressions(ctx.spark, library), segments).schema  # noqa: B018 - analysis only
         print(f"ok: {len(library.tags)} tags in {len({t.group for t in library.tags})} groups, "
               f"{len(segments.rules)} stage rules + default, {len(segments.flow_rules)} flow-type rules")
         return 0

@@ -440,8 +440,10 @@ class SparkDeltaEngine:
 
     def write(self, df: DataFrame, path: str, spec: TableSpec, mode: Mode,
               partitions: Partitions | None, metadata: Mapping[str, str]) -> int:
+        # mergeSchema: `conform` has already checked the frame against the declared schema, so this only lets a
+        # declared schema grow (e.g. a new tag column), as the delta-rs path does.
         writer = (df.write.format("delta").mode(mode).partitionBy(*spec.partition_by)
-                  .option("userMetadata", json.dumps(dict(metadata))))
+                  .option("userMetadata", json.dumps(dict(metadata))).option("mergeSchema", "true"))
         if partitions:
             condition = " AND ".join(
                 f"{col} IN ({', '.join(repr(v) for v in values)})" for col, values in partitions.items())

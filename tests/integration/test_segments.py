@@ -65,10 +65,10 @@ def test_every_subscriber_of_the_month_has_exactly_one_stage_with_its_reason(ctx
     assert stages.where(~F.col("stage").isin(*STAGES)).count() == 0
     segments = load_segments(CONF, load_library(CONF))
     rules = {r.name: r for r in (*segments.rules, segments.default)}
-    for row in stages.select("stage", "reason", "evidence").distinct().collect():
+    for row in stages.select("stage", "reason", F.map_keys("evidence").alias("read")).distinct().collect():
         rule = rules[row.reason]
         assert row.stage == rule.stage
-        assert set(row.evidence) == set(rule.reads)
+        assert set(row.read) == set(rule.reads)
 
 
 def test_the_evidence_shows_why_the_rule_fired(ctx):

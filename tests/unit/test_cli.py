@@ -26,11 +26,11 @@ def test_help_lists_the_commands():
     result = flowops("--help")
 
     assert result.returncode == 0
-    for command in ("generate", "ingest", "demo", "show", "apps", "terminals"):
+    for command in ("generate", "ingest", "tags", "segment", "demo", "show", "apps", "terminals"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["generate", "ingest", "demo", "show", "apps", "terminals"])
+@pytest.mark.parametrize("command", ["generate", "ingest", "tags", "segment", "demo", "show", "apps", "terminals"])
 def test_every_command_has_its_own_help(command):
     result = flowops(command, "--help")
 
@@ -139,3 +139,27 @@ def test_terminals_match_says_which_source_answered():
     assert by_tac.returncode == by_ua.returncode == 0
     assert "model       Nokia 105" in by_tac.stdout and "source      tac" in by_tac.stdout
     assert "brand       Samsung" in by_ua.stdout and "source      user_agent" in by_ua.stdout
+
+
+def test_tags_catalog_prints_and_writes_the_catalogue(tmp_path):
+    out = tmp_path / "catalogue.md"
+    result = flowops("tags", "--catalog", "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    assert out.read_text(encoding="utf-8") in result.stdout
+    assert "| `churn_risk_score` | double |" in result.stdout
+
+
+def test_tags_check_names_the_file_and_tag_of_a_broken_definition(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    path = conf / "tags" / "value.yml"
+    path.write_text(path.read_text(encoding="utf-8").replace("expr: complaints > 0", "expr: complaints > zero"),
+                    encoding="utf-8")
+    result = flowops("tags", "--check", "--conf", str(conf))
+
+    assert result.returncode != 0
+    assert re.search(r"value\.yml: tag has_complaints: unknown dependency 'zero'", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr

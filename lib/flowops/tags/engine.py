@@ -60,11 +60,14 @@ def select_tags(df: DataFrame, library: TagLibrary, month: str) -> DataFrame:
     return df.select(F.lit(month).alias("month"), "sub_id", *library.names)
 
 
-def check_expressions(spark: SparkSession, library: TagLibrary) -> None:
-    """Analyse every tag over an empty frame of base columns: parse errors and type clashes, no Spark job."""
+def check_expressions(spark: SparkSession, library: TagLibrary) -> DataFrame:
+    """Analyse every tag over an empty frame of base columns: parse errors and type clashes, no Spark job.
+
+    Returns the (empty) tag frame, for checking what reads tags, such as the segment rules.
+    """
     schema = T.StructType([T.StructField("sub_id", T.StringType())] +
                           [T.StructField(c.name, spark_type(c.type)) for c in BASE_COLUMNS])
-    with_tags(spark.createDataFrame([], schema), library).schema  # noqa: B018 - analysis only
+    return select_tags(with_tags(spark.createDataFrame([], schema), library), library, "check")
 
 
 def _conform(actual: T.DataType, tag: Tag) -> Column:
