@@ -43,7 +43,7 @@ def tags_spec(library: TagLibrary, existing: T.StructType | None = None) -> Tabl
     for field in existing.fields if existing else []:
         if field.name not in declared:
             fields.append((field.name, field.dataType))
-        elif field.dataType != declared[field.name]:
+        elif field.dataType.simpleString() != declared[field.name].simpleString():
             raise LakeError(
                 f"tag {field.name} is {declared[field.name].simpleString()} in the conf but "
                 f"{field.dataType.simpleString()} in {SUBSCRIBER_TAGS}: give the new definition a new name, "
@@ -53,20 +53,30 @@ def tags_spec(library: TagLibrary, existing: T.StructType | None = None) -> Tabl
 
 
 def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
-    """Silver partitions of the window and the reference tables; refuses a month whose usage never landed."""
+    """Silver partitions of the window and the reference tables.
+
+    The tag month must have landed whole: its CRM snapshot, its bills and every day of usage (a partial month
+    would read as falling usage). A history month counts only when every one of its days landed; otherwise its
+    history columns are null and trends use the months that did.
+    """
     spark = lake.spark
     days = [d for m in window.months for d in month_days(m)]
     landed_days = lake.partition_values("silver/usage_daily", "dt")
-    usage_months = frozenset(m for m in window.months if any(d in landed_days for d in month_days(m)))
-    crm_months = lake.partition_values("silver/subscribers", "month")
-    for table, present in (("silver/subscribers", window.month in crm_months),
-                           ("silver/usage_daily", window.month in usage_months)):
-        if not present:
-            raise LakeError(f"{table} has nothing for {window.month}: run `flowops ingest --month {window.month}` "
-                            "first")
+    usage_months = frozenset(m for m in window.months if all(d in landed_days for d in month_days(m)))
+    billing_months = frozenset(lake.partition_values("silver/billing_monthly", "month"))
+    ingest = f"run `flowops ingest --month {window.month}` first"
+    for table, landed in (("silver/subscribers", lake.partition_values("silver/subscribers", "month")),
+                          ("silver/billing_monthly", billing_months)):
+        if window.month not in landed:
+            raise LakeError(f"{table} has nothing for {window.month}: {ingest}")
+    missing_days = [d for d in month_days(window.month) if d not in landed_days]
+    if missing_days:
+        shown = ", ".join(missing_days[:5]) + (f" and {len(missing_days) - 5} more" if len(missing_days) > 5 else "")
+        raise LakeError(f"silver/usage_daily lacks {len(missing_days)} day(s) of {window.month} ({shown}): {ingest} "
+                        "(tags need the whole month)")
     missing = [m for m in window.months[1:] if m not in usage_months]
     if missing:
-        log.info("tags %s: no usage history for %s (trend tags use the months that landed)", window.month,
+        log.info("tags %s: no complete usage history for %s (trend tags use the months that landed)", window.month,
                  ", ".join(missing))
     months = {"month": list(window.months)}
     this_month = {"month": [window.month]}
@@ -79,7 +89,7 @@ def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
         products=products_df(spark, load_catalogue(conf_dir)),
         terminals=reference_df(spark, load_reference(conf_dir)),
         usage_months=usage_months,
-        billing_months=frozenset(lake.partition_values("silver/billing_monthly", "month")),
+        billing_months=billing_months,
     )
 
 

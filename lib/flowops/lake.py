@@ -232,9 +232,7 @@ class DeltaRsEngine:
         _refuse_newer(spec, self.history(path, 1))
 
     def partition_values(self, path: str, column: str) -> set[str]:
-        from deltalake import DeltaTable
-
-        return {p[column] for p in DeltaTable(path).partitions() if p.get(column) is not None}
+        return _log_partition_values(path, column)
 
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         from deltalake import DeltaTable
@@ -301,6 +299,13 @@ class DeltaRsEngine:
             stats = file_stats(pq.ParquetFile(handle).metadata, types)
         return AddAction(path=rel, size=info.size, partition_values=partition_values,
                          modification_time=int(info.mtime_ns // 1_000_000), data_change=True, stats=stats)
+
+
+def _log_partition_values(path: str, column: str) -> set[str]:
+    """Partition values with data in the active version, from the Delta log (no scan of the data)."""
+    from deltalake import DeltaTable
+
+    return {p[column] for p in DeltaTable(path).partitions() if p.get(column) is not None}
 
 
 def clean_leftovers(fs: pafs.FileSystem, root: str, history: list[dict[str, Any]]) -> int:
@@ -426,8 +431,7 @@ class SparkDeltaEngine:
             _refuse_newer(spec, self.history(path, 1))
 
     def partition_values(self, path: str, column: str) -> set[str]:
-        rows = self.spark.read.format("delta").load(path).select(column).distinct().collect()
-        return {r[0] for r in rows if r[0] is not None}
+        return _log_partition_values(path, column)
 
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         reader = self.spark.read.format("delta")

@@ -61,7 +61,17 @@ def error_for(tmp_path: Path, *tags: str) -> str:
     ("- {name: dou_mb, description: d, type: double, expr: data_mb_m0}",
      r"extra\.yml: tag dou_mb: already defined in .*consumption\.yml"),
     ("- {name: data_mb_m0, description: d, type: double, expr: dou_mb}",
-     r"extra\.yml: tag data_mb_m0: the name is taken by a base column"),
+     r"extra\.yml: tag data_mb_m0: the name is taken by a base or key column"),
+    ("- {name: sub_id, description: d, type: string, expr: identity}",
+     r"extra\.yml: tag sub_id: the name is taken by a base or key column"),
+    ("- {name: x1, description: d, type: string, function: trend, args: {change: dou_change, rising: -0.5, "
+     "falling: 0.3}}",
+     r"extra\.yml: tag x1: function trend: rising \(-0\.5\) must be above falling \(0\.3\)"),
+    ("- {name: x1, description: d, type: string, function: band, args: {column: dou_mb, edges: [.nan], "
+     "labels: [a, b]}}",
+     r"extra\.yml: tag x1: function band: argument edges must be a list of numbers"),
+    ("- {name: x1, type: double, expr: dou_mb}",
+     r"extra\.yml: tag x1 \(tags\.0\)\.description: required key is missing"),
     ("- {name: x1, description: d, type: float, expr: dou_mb}",
      r"extra\.yml: .*type must be one of string, boolean, int"),
     ("- {name: x1, description: d, type: double, expr: dou_mb, function: ratio}",
@@ -113,6 +123,9 @@ def test_sql_identifiers_skip_keywords_calls_fields_strings_and_lambda_arguments
     expr = ("CASE WHEN a.b > 1 AND x IN ('y z') THEN CAST(foo AS DOUBLE) "
             "ELSE aggregate(arr, 0D, (acc, e) -> acc + e * w) END + `odd name`")
     assert sql_identifiers(expr) == ["a", "x", "foo", "arr", "w", "odd name"]
+    assert sql_identifiers("a IS DISTINCT FROM b AND trim(BOTH FROM c) = 'x' -- d") == ["a", "b", "c"]
+    assert sql_identifiers("extract(MONTH FROM Activation_Date) > 3 OR rlike(e, r'^f.g') IS UNKNOWN") == [
+        "activation_date", "e"]
 
 
 def test_segment_rules_name_unknown_tags_and_thresholds(tmp_path):

@@ -8,6 +8,7 @@ Five subscribers for 2026-03 (window 2025-12 .. 2026-03):
 - sub_d: nulls: no identity, city or VIP level in CRM, an unknown TAC, no bill line at all; 350 MB of
   unidentified traffic on a 300 MB plan.
 - sub_e: churned on 2026-03-10.
+- sub_f: churned on 2026-02-15, still listed in March's CRM snapshot.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def sources(spark):
         crm("sub_d", "2026-02", **d_profile), crm("sub_d", MONTH, **d_profile),
         *[crm("sub_e", m, **e_profile) for m in ("2026-01", "2026-02")],
         crm("sub_e", MONTH, status="churned", churn_date=dt.date(2026, 3, 10), **e_profile),
+        # Left in February but still listed in March's snapshot: not a subscriber of March.
+        crm("sub_f", "2026-02", **e_profile),
+        crm("sub_f", MONTH, status="churned", churn_date=dt.date(2026, 2, 15), **e_profile),
     ]
     usage = [
         use("sub_a", "2026-01-10", 400), use("sub_a", "2026-02-10", 200),

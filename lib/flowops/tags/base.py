@@ -40,7 +40,7 @@ def _cols(source: str, *rows: tuple[str, str, str]) -> list[BaseColumn]:
 BASE_COLUMNS: tuple[BaseColumn, ...] = (
     *_cols("silver/subscribers",
           ("crm_status", "string", "CRM status at month end: active or churned"),
-          ("is_churned", "boolean", "left the network during the tag month"),
+          ("is_churned", "boolean", "left the network during the tag month (status churned, churn date in it)"),
           ("activation_date", "date", "activation date"),
           ("churn_date", "date", "churn date, null unless churned"),
           ("tenure_days", "int", "days from activation to the end of the tag month"),
@@ -170,7 +170,8 @@ def crm_base(subscribers_df: DataFrame, products_df: DataFrame, window: Window) 
     fee = sum((F.coalesce(F.col(f"{p}_fee"), F.lit(0.0)) for p in ("base", "data", "idle")), F.lit(0.0))
     month_end = F.to_date(F.lit(window.last_day))
     current = F.struct(
-        F.col("status").alias("crm_status"), (F.col("status") == "churned").alias("is_churned"),
+        F.col("status").alias("crm_status"),
+        ((F.col("status") == "churned") & (F.date_format("churn_date", "yyyy-MM") == window.month)).alias("is_churned"),
         F.col("activation_date"),
         F.col("churn_date"), F.datediff(month_end, F.col("activation_date")).alias("tenure_days"),
         (F.date_format("activation_date", "yyyy-MM") == window.month).alias("activated_this_month"),
@@ -193,8 +194,11 @@ def crm_base(subscribers_df: DataFrame, products_df: DataFrame, window: Window) 
         *[F.max(_at(F.col("k"), i, F.lit(True))).alias(f"in_crm_m{i}") for i in AGO],
         *[F.max(_at(F.col("k"), i, allowance)).alias(f"plan_allowance_mb_m{i}") for i in AGO],
     )
+    # A snapshot that still lists subscribers who left before the month does not bring them back.
+    month_start = F.to_date(F.lit(f"{window.month}-01"))
+    left_before = (F.col("cur.crm_status") == "churned") & (F.col("cur.churn_date") < month_start)
     return (
-        grouped.where(F.col("in_m0") == 1)
+        grouped.where((F.col("in_m0") == 1) & ~F.coalesce(left_before, F.lit(False)))
         .select("sub_id", "cur.*", "crm_tac_m1",
                 *[F.coalesce(f"in_crm_m{i}", F.lit(False)).alias(f"in_crm_m{i}") for i in AGO],
                 *[f"plan_allowance_mb_m{i}" for i in AGO])

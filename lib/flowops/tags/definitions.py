@@ -23,6 +23,7 @@ cycles. Expressions are type-checked against Spark's analyser by `check_expressi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from flowops.tags.base import BASE_TYPES, SPARK_TYPES
 from flowops.tags.functions import COLUMN_KINDS, REGISTRY, Param
 
 NAME = r"^[a-z][a-z0-9_]*$"
+RESERVED = frozenset({"sub_id", "month"})  # the key columns of gold/subscriber_tags
 TypeName = str
 
 
@@ -134,13 +136,26 @@ def load_library(conf_dir: str | Path) -> TagLibrary:
     models: list[tuple[TagModel, str, str]] = []
     groups: dict[str, str | None] = {}
     for path in files:
+        data = load_yaml(path)
         try:
-            parsed = TagFile.model_validate(load_yaml(path))
+            parsed = TagFile.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {describe_errors(exc)}") from None
+            raise ConfigError(f"{path}: {_name_tags(describe_errors(exc), data)}") from None
         groups.setdefault(parsed.group, parsed.description)
         models.extend((m, m.group or parsed.group, str(path)) for m in parsed.tags)
     return build_library(models, groups)
+
+
+def _name_tags(message: str, data: Any) -> str:
+    """`tags.3.args: ...` -> `tag churn_score (tags.3).args: ...`, so the author finds the tag by name."""
+    tags = data.get("tags") if isinstance(data, dict) else None
+
+    def name(match: re.Match[str]) -> str:
+        i = int(match.group(1))
+        entry = tags[i] if isinstance(tags, list) and i < len(tags) else None
+        tag = entry.get("name") if isinstance(entry, dict) else None
+        return f"tag {tag} (tags.{i})" if tag else match.group(0)
+    return re.sub(r"\btags\.(\d+)", name, message)
 
 
 def build_library(models: Iterable[tuple[TagModel, str, str]], groups: dict[str, str | None]) -> TagLibrary:
@@ -149,8 +164,8 @@ def build_library(models: Iterable[tuple[TagModel, str, str]], groups: dict[str,
     where: dict[str, str] = {}
     models = list(models)
     for model, _, file in models:
-        if model.name in BASE_TYPES:
-            errors.append(f"{file}: tag {model.name}: the name is taken by a base column")
+        if model.name in BASE_TYPES or model.name in RESERVED:
+            errors.append(f"{file}: tag {model.name}: the name is taken by a base or key column")
         elif model.name in where:
             errors.append(f"{file}: tag {model.name}: already defined in {where[model.name]}")
         elif model.name.upper() in SQL_WORDS:
@@ -232,10 +247,12 @@ def _check_specific(fn: str, args: Mapping[str, Any]) -> None:
             raise ValueError(f"function band: {len(edges)} edges need {len(edges) + 1} labels, got {len(labels)}")
         if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
             raise ValueError(f"function band: edges must increase, got {edges}")
+    if fn == "trend" and not args["rising"] > args["falling"]:
+        raise ValueError(f"function trend: rising ({args['rising']}) must be above falling ({args['falling']})")
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _KIND_TEXT = {
@@ -270,25 +287,28 @@ def _ordered(tags: Mapping[str, Tag]) -> list[Tag]:
 SQL_WORDS = frozenset("""
 AND OR NOT CASE WHEN THEN ELSE END NULL TRUE FALSE IS IN LIKE RLIKE ILIKE REGEXP BETWEEN AS DISTINCT INTERVAL
 EXISTS ANY SOME ALL DIV ESCAPE NULLS ASC DESC XOR
-STRING VARCHAR CHAR INT INTEGER BIGINT LONG SMALLINT TINYINT DOUBLE FLOAT REAL BOOLEAN DATE TIMESTAMP DECIMAL
-ARRAY MAP STRUCT BINARY
+FROM FOR TO BOTH LEADING TRAILING UNKNOWN FILTER WHERE OVER PARTITION BY ORDER ROWS RANGE PRECEDING FOLLOWING
+UNBOUNDED CURRENT ROW CURRENT_DATE CURRENT_TIMESTAMP CURRENT_USER SEPARATOR PLACING
+STRING VARCHAR CHAR INT INTEGER BIGINT LONG SHORT BYTE SMALLINT TINYINT DOUBLE FLOAT REAL BOOLEAN DATE TIMESTAMP
+DECIMAL ARRAY MAP STRUCT BINARY
 YEAR YEARS MONTH MONTHS WEEK WEEKS DAY DAYS HOUR HOURS MINUTE MINUTES SECOND SECONDS
 """.split())  # noqa: SIM905 - a word list reads better as text
-_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_STRINGS = re.compile(r"(?:\b[rRxXbB])?('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _TOKENS = re.compile(r"`([^`]+)`|(?<![\w.])([A-Za-z_]\w*)(?!\w)")
 _LAMBDA = re.compile(r"(?:\(\s*([\w\s,]+?)\s*\)|(\b[A-Za-z_]\w*))\s*->")
 
 
 def sql_identifiers(expr: str) -> list[str]:
     """Column names an SQL expression reads: identifiers that are not keywords, calls, fields or lambda args."""
-    text = _STRINGS.sub("''", expr)
+    text = _STRINGS.sub("''", _COMMENTS.sub(" ", expr))
     local: set[str] = set()
     for group, single in _LAMBDA.findall(text):
         local.update(n.strip() for n in (group.split(",") if group else [single]))
     names: list[str] = []
     for match in _TOKENS.finditer(text):
         quoted, bare = match.groups()
-        name = quoted or bare
+        name = quoted or bare.lower()  # Spark resolves unquoted names case-insensitively
         if bare is not None:
             rest = text[match.end():].lstrip()
             if bare.upper() in SQL_WORDS or rest.startswith("(") or bare in local or bare[0].isdigit():
