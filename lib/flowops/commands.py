@@ -201,13 +201,13 @@ def add_tags(sub: Sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_tags(args: argparse.Namespace) -> int:
-    from flowops.config import load_settings
     from flowops.segments import load_segments
     from flowops.tags.catalogue import catalogue_markdown
     from flowops.tags.definitions import load_library
 
+    ctx = Context.from_args(args, app_name="flowops-tags")  # Spark starts only when a step needs it
     if args.catalog or args.check:
-        conf_dir = load_settings(args.conf).conf_dir
+        conf_dir = ctx.settings.conf_dir
         library = load_library(conf_dir)
         segments = load_segments(conf_dir, library)
         if args.catalog:
@@ -221,14 +221,12 @@ def run_tags(args: argparse.Namespace) -> int:
         from flowops.segments import assign_stages
         from flowops.tags.engine import check_expressions
 
-        ctx = Context.from_args(args, app_name="flowops-tags-check")
         assign_stages(check_expressions(ctx.spark, library), segments).schema  # noqa: B018 - analysis only
         print(f"ok: {len(library.tags)} tags in {len({t.group for t in library.tags})} groups, "
               f"{len(segments.rules)} stage rules + default, {len(segments.flow_rules)} flow-type rules")
         return 0
     from flowops.gold import run_tags as tags_job
 
-    ctx = Context.from_args(args, app_name="flowops-tags")
     run = tags_job(ctx, args.month)
     print(f"tags {args.month}: {run.counts['tags']} tags for {run.counts['subscribers']:,} subscribers "
           f"-> gold/subscriber_tags v{run.table_versions['gold/subscriber_tags']} (run {run.run_id})")
@@ -246,17 +244,12 @@ def add_segment(sub: Sub, common: argparse.ArgumentParser) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     from flowops.gold import run_segment as segment_job
+    from flowops.segments import format_stages
 
     ctx = Context.from_args(args, app_name="flowops-segment")
     run, sizes = segment_job(ctx, args.month)
     print(f"segment {args.month}: {format_stages(sizes)} (run {run.run_id})")
     return 0
-
-
-def format_stages(sizes: dict[str, int]) -> str:
-    """`retain 412 (41.2%), alert 96 (9.6%), ...` in stage order."""
-    total = sum(sizes.values()) or 1
-    return ", ".join(f"{stage} {n:,} ({100 * n / total:.1f}%)" for stage, n in sizes.items())
 
 
 REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_demo, add_show, add_apps, add_terminals]

@@ -7,11 +7,11 @@ import os
 import time
 from pathlib import Path
 
-from flowops.commands import format_stages
 from flowops.context import Context
 from flowops.gold import run_segment, run_tags
 from flowops.ingest.usage import ingest
 from flowops.landing import previous_months
+from flowops.segments import format_stages
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from flowops.landing import month_days, parse_month
 from flowops.products import load_catalogue, products_df
 from flowops.runs import Run, recorded_run
 from flowops.segments import FLOW_STAGES, STAGES, assign_stages, load_segments
-from flowops.tables import TableSpec, _fields
+from flowops.tables import TableSpec, _fields, spec_for
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
 from flowops.tags.definitions import TagLibrary, load_library
 from flowops.tags.engine import check_expressions, select_tags, with_tags
@@ -84,7 +84,7 @@ def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
         subscribers=lake.read("silver/subscribers", partitions=months),
         usage=lake.read("silver/usage_daily", partitions={"dt": days}),
         devices=lake.read("silver/device_daily", partitions={"dt": month_days(window.month)}),
-        billing=_read_or_empty(lake, "silver/billing_monthly", months),
+        billing=lake.read("silver/billing_monthly", partitions=months),
         orders=_read_or_empty(lake, "silver/orders", this_month),
         products=products_df(spark, load_catalogue(conf_dir)),
         terminals=reference_df(spark, load_reference(conf_dir)),
@@ -94,8 +94,6 @@ def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
 
 
 def _read_or_empty(lake: Lake, table: str, partitions: dict[str, list[str]]) -> DataFrame:
-    from flowops.tables import spec_for
-
     if lake.exists(table):
         return lake.read(table, partitions=partitions)
     return lake.spark.createDataFrame([], spec_for(table).schema)

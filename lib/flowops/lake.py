@@ -78,7 +78,12 @@ class Lake:
 
     def partition_values(self, table: str, column: str) -> set[str]:
         """The values of partition `column` that hold data in the active version (empty if no table)."""
-        return self._engine.partition_values(self.path(table), column) if self.exists(table) else set()
+        if not self.exists(table):
+            return set()
+        # From the Delta log (delta-rs reads it for either engine), not a scan of the data.
+        from deltalake import DeltaTable
+
+        return {p[column] for p in DeltaTable(self.path(table)).partitions() if p.get(column) is not None}
 
     def to_pandas(self, table: str, **kwargs: Any) -> Any:
         """Read `table` into pandas (for notebooks; use Spark for anything large)."""
@@ -231,9 +236,6 @@ class DeltaRsEngine:
             return
         _refuse_newer(spec, self.history(path, 1))
 
-    def partition_values(self, path: str, column: str) -> set[str]:
-        return _log_partition_values(path, column)
-
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         from deltalake import DeltaTable
 
@@ -299,13 +301,6 @@ class DeltaRsEngine:
             stats = file_stats(pq.ParquetFile(handle).metadata, types)
         return AddAction(path=rel, size=info.size, partition_values=partition_values,
                          modification_time=int(info.mtime_ns // 1_000_000), data_change=True, stats=stats)
-
-
-def _log_partition_values(path: str, column: str) -> set[str]:
-    """Partition values with data in the active version, from the Delta log (no scan of the data)."""
-    from deltalake import DeltaTable
-
-    return {p[column] for p in DeltaTable(path).partitions() if p.get(column) is not None}
 
 
 def clean_leftovers(fs: pafs.FileSystem, root: str, history: list[dict[str, Any]]) -> int:
@@ -429,9 +424,6 @@ class SparkDeltaEngine:
     def check_schema_version(self, path: str, spec: TableSpec) -> None:
         if self.exists(path):
             _refuse_newer(spec, self.history(path, 1))
-
-    def partition_values(self, path: str, column: str) -> set[str]:
-        return _log_partition_values(path, column)
 
     def read(self, path: str, version: int | None, partitions: Partitions | None) -> DataFrame:
         reader = self.spark.read.format("delta")

@@ -165,22 +165,31 @@ def _evidence(rule: Rule) -> Column:
     return F.create_map(*pairs)
 
 
+def _first_match(cases: list[tuple[Column, Column]], default: Column) -> Column:
+    """The value of the first case whose condition holds, else `default` (CASE WHEN ... ELSE ... END)."""
+    if not cases:
+        return default
+    out = F.when(*cases[0])
+    for cond, value in cases[1:]:
+        out = out.when(cond, value)
+    return out.otherwise(default)
+
+
 def assign_stages(tags_df: DataFrame, segments: Segments) -> DataFrame:
     """One row per subscriber of `tags_df`: stage, reason and evidence from the first matching rule, and flow type."""
-    stage = rule_name = evidence = None
-    for rule in segments.rules:
-        cond = _condition(rule, segments, tags_df)
-        stage = (F.when(cond, F.lit(rule.stage)) if stage is None else stage.when(cond, F.lit(rule.stage)))
-        rule_name = (F.when(cond, F.lit(rule.name)) if rule_name is None else rule_name.when(cond, F.lit(rule.name)))
-        evidence = (F.when(cond, _evidence(rule)) if evidence is None else evidence.when(cond, _evidence(rule)))
-    flow = F.when(F.lit(False), F.lit(None).cast("string"))
-    for rule in segments.flow_rules:
-        flow = flow.when(_condition(rule, segments, tags_df), F.lit(rule.name))
+    rules = [(rule, _condition(rule, segments, tags_df)) for rule in segments.rules]
+    flows = [(F.lit(r.name), _condition(r, segments, tags_df)) for r in segments.flow_rules]
     default = segments.default
     return tags_df.select(
         "month", "sub_id",
-        stage.otherwise(F.lit(default.stage)).alias("stage"),
-        rule_name.otherwise(F.lit(default.name)).alias("reason"),
-        evidence.otherwise(_evidence(default)).alias("evidence"),
-        flow.otherwise(F.lit(segments.flow_default)).alias("flow_type"),
+        _first_match([(c, F.lit(r.stage)) for r, c in rules], F.lit(default.stage)).alias("stage"),
+        _first_match([(c, F.lit(r.name)) for r, c in rules], F.lit(default.name)).alias("reason"),
+        _first_match([(c, _evidence(r)) for r, c in rules], _evidence(default)).alias("evidence"),
+        _first_match([(c, name) for name, c in flows], F.lit(segments.flow_default)).alias("flow_type"),
     )
+
+
+def format_stages(sizes: dict[str, int]) -> str:
+    """`retain 412 (41.2%), alert 96 (9.6%), ...` in stage order."""
+    total = sum(sizes.values()) or 1
+    return ", ".join(f"{stage} {n:,} ({100 * n / total:.1f}%)" for stage, n in sizes.items())

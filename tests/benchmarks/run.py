@@ -219,10 +219,9 @@ def _tag_confs(out: Path) -> dict[int, Path]:
         shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
         for f in (conf / "tags").glob("*.yml"):
             f.unlink()
-        defs = [{"name": t.name, "description": t.description, "type": t.type,
-                 **({"expr": t.expr} if t.expr else {"function": t.function, "args": dict(t.args)})} for t in tags]
+        defs = [t.as_yaml() for t in tags]
         if label == "doubled":
-            defs += [{**d, "name": d["name"] + "_b"} for d in defs]
+            defs += [t.as_yaml(f"{t.name}_b") for t in tags]
         (conf / "tags" / "all.yml").write_text(yaml.safe_dump({"group": "bench", "tags": defs}, allow_unicode=True))
         confs[len(defs)] = conf
     return confs

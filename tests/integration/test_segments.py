@@ -121,9 +121,7 @@ def test_each_silver_source_is_scanned_once_however_many_tags(ctx, tmp_path):
     shipped = load_library(CONF)
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
-    copies = [{"name": f"{t.name}_again", "description": t.description, "type": t.type,
-               **({"expr": t.expr} if t.expr else {"function": t.function, "args": dict(t.args)})}
-              for t in shipped.tags]
+    copies = [t.as_yaml(f"{t.name}_again") for t in shipped.tags]
     (conf / "tags" / "again.yml").write_text(yaml.safe_dump({"group": "again", "tags": copies}), encoding="utf-8")
     doubled = load_library(conf)
     assert len(doubled.tags) == 2 * len(shipped.tags)

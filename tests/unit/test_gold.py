@@ -17,8 +17,8 @@ from tests.conftest import CONF
 
 
 def library(**types: str):
-    models = [(TagModel(name=n, description="d", type=t, expr="data_mb_m0" if t == "double" else "crm_identity"), "g", "x.yml")
-              for n, t in types.items()]
+    exprs = {"double": "data_mb_m0", "string": "crm_identity"}
+    models = [(TagModel(name=n, description="d", type=t, expr=exprs[t]), "g", "x.yml") for n, t in types.items()]
     return build_library(models, {})
 
 

@@ -84,6 +84,12 @@ class Tag:
     deps: tuple[str, ...]
     file: str
 
+    def as_yaml(self, name: str | None = None) -> dict[str, Any]:
+        """The definition as a `conf/tags` entry (optionally under another name)."""
+        how = {"expr": self.expr} if self.expr is not None else {"function": self.function, "args": dict(self.args)}
+        unit = {"unit": self.unit} if self.unit else {}
+        return {"name": name or self.name, "description": self.description, "type": self.type, **unit, **how}
+
     @property
     def definition(self) -> str:
         """The definition as one line, for the catalogue."""
