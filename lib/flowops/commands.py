@@ -116,7 +116,7 @@ def add_ingest(sub: Sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from flowops.ingest.usage import ingest
+    from flowops.steps.ingest import ingest
 
     ctx = Context.from_args(args, app_name="flowops-ingest")
     for run in ingest(ctx, args.raw, date=args.date, month=args.month):

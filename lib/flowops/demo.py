@@ -9,9 +9,9 @@ from pathlib import Path
 
 from flowops.context import Context
 from flowops.gold import run_segment, run_tags
-from flowops.ingest.usage import ingest
 from flowops.landing import previous_months
 from flowops.segments import format_stages
+from flowops.steps.ingest import ingest
 
 log = logging.getLogger(__name__)
 

@@ -97,6 +97,7 @@ class Lake:
         mode: Mode = "append",
         partitions: Partitions | None = None,
         metadata: Mapping[str, str] | None = None,
+        shuffle: bool = True,
     ) -> int:
         """Write `df` to a declared table in one atomic commit and return the new table version.
 
@@ -108,6 +109,9 @@ class Lake:
             partitions: with overwrite, the partition values to replace, e.g. `{"dt": ["2026-01-05"]}`;
                 rows outside them are refused.
             metadata: extra string key/values stored in the commit (e.g. the run id).
+            shuffle: gather each partition value's rows into one task first, so a partition gets one file per
+                write; pass False for large frames whose tasks already hold few partition values each (each task
+                then writes one file per value it holds, and nothing is shuffled).
         """
         spec = table if isinstance(table, TableSpec) else spec_for(table)
         if mode not in ("append", "overwrite"):
@@ -115,9 +119,13 @@ class Lake:
         if partitions is not None:
             _check_partitions(spec, mode, partitions)
         conformed = conform(df, spec)
-        if spec.partition_by:
-            # One task per partition value: a few files per partition instead of one per input split.
-            conformed = conformed.repartition(*[F.col(col) for col in spec.partition_by])
+        if spec.partition_by and shuffle:
+            # Rows of a partition value meet in one task: one file per partition instead of one per input split.
+            # When the values are known, one task per value (a number Spark's adaptive execution keeps): tasks of
+            # similar size, rather than a few merged ones that leave cores idle.
+            columns = [F.col(col) for col in spec.partition_by]
+            values = len(next(iter(partitions.values()))) if partitions and len(partitions) == 1 else None
+            conformed = conformed.repartition(values, *columns) if values else conformed.repartition(*columns)
         path = self.path(spec.name)
         self._engine.check_schema_version(path, spec)
         commit_meta = {"flowops.schemaVersion": str(spec.version), **(metadata or {})}
@@ -261,6 +269,7 @@ class DeltaRsEngine:
         staging = f"{root}/{STAGING}/{write_id}"
         (df.write.mode("error")
          .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+         .options(**spec.writer_options())
          .partitionBy(*spec.partition_by)
          .parquet(f"{path}/{STAGING}/{write_id}/data"))
         staged = _staged_files(fs, f"{staging}/data")
@@ -438,7 +447,7 @@ class SparkDeltaEngine:
               partitions: Partitions | None, metadata: Mapping[str, str]) -> int:
         # mergeSchema: `conform` has already checked the frame against the declared schema, so this only lets a
         # declared schema grow (e.g. a new tag column), as the delta-rs path does.
-        writer = (df.write.format("delta").mode(mode).partitionBy(*spec.partition_by)
+        writer = (df.write.format("delta").mode(mode).partitionBy(*spec.partition_by).options(**spec.writer_options())
                   .option("userMetadata", json.dumps(dict(metadata))).option("mergeSchema", "true"))
         if partitions:
             condition = " AND ".join(

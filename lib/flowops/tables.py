@@ -23,11 +23,21 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     version: int = 1
     description: str = ""
+    # Columns written without dictionary encoding: values unique per row, or so varied that hashing every value
+    # into a dictionary costs more write time than it saves space (zstd still compresses their repeats).
+    plain: tuple[str, ...] = ()
+
+    def writer_options(self) -> dict[str, str]:
+        """Parquet writer options for this table's files."""
+        return {f"parquet.enable.dictionary#{column}": "false" for column in self.plain}
 
     def __post_init__(self) -> None:
         missing = [col for col in self.partition_by if col not in self.schema.fieldNames()]
         if missing:
             raise ValueError(f"table {self.name}: partition columns {missing} are not in its schema")
+        unknown = [col for col in self.plain if col not in self.schema.fieldNames()]
+        if unknown:
+            raise ValueError(f"table {self.name}: plain columns {unknown} are not in its schema")
         if self.name.count("/") != 1:
             raise ValueError(f"table name must be '<layer>/<table>', got {self.name!r}")
 
@@ -83,6 +93,10 @@ USAGE_EVENTS = TableSpec(
     ),
     partition_by=("dt",),
     description="One clean xDR record, pseudonymised (sub_id, TAC only), app identified; dt = local start date.",
+    # Measured on a 2.9 M-record month: dictionaries on only the low-cardinality columns write 15% faster than
+    # on every column but the unique ones, for 16% larger files (bronze is the audit layer; silver is compact).
+    plain=("record_id", "start_time", "end_time", "duration_ms", "cell_id", "server_ip", "host", "sni", "uri",
+           "user_agent", "ul_bytes", "dl_bytes", "app_rule", "line_no"),
 )
 
 QUARANTINE = TableSpec(

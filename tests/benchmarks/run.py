@@ -142,7 +142,7 @@ def bench_ingest(out: Path) -> dict:
     code = (
         "import json, time\n"
         "from flowops.config import load_settings\nfrom flowops.context import Context\n"
-        "from flowops.ingest.usage import ingest\n"
+        "from flowops.steps.ingest import ingest\n"
         f"ctx = Context(load_settings('conf', lake_root={str(out / 'lake')!r}))\n"
         "t = time.perf_counter()\n"
         f"run = ingest(ctx, {str(out / 'raw')!r}, month='2026-01')[0]\n"
@@ -196,7 +196,7 @@ def bench_identify(out: Path) -> dict:
         "for count in (10, 10000, 10, 10000):\n"
         f"    rules = AppRules.load({str(rules_dir)!r} + f'/r{{count}}')\n"
         "    t = time.perf_counter()\n"
-        "    identify_apps(records, rules, rules.tables(ctx.spark)).write.format('noop').mode('overwrite').save()\n"
+        "    identify_apps(records, rules).write.format('noop').mode('overwrite').save()\n"
         "    result[f'seconds_{count}'] = time.perf_counter() - t\n"
         "print(json.dumps(result))"
     )

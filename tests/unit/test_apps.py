@@ -9,7 +9,6 @@ import pytest
 
 from flowops.errors import ConfigError
 from flowops.ingest.apps import AppRules, identify_apps
-from flowops.ingest.hosts import normalise_host_column
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -60,11 +59,10 @@ def test_spark_and_the_python_matcher_agree(spark, rules):
     records += [(f"u{i}", None, None, None, r["user_agent"], 8080, "HTTP") for i, r in enumerate(agents)]
     records += [("szshort", "szshort.weixin.qq.com", None, "/mmtls/abc", None, 80, "HTTP"),
                 ("nohost", None, None, None, None, 5000, "QUIC"), ("nulls", None, None, None, None, None, None)]
-    df = (spark.createDataFrame(records, "record_id string, host string, sni string, uri string, "
-                                         "user_agent string, server_port int, protocol string")
-          .withColumn("host", normalise_host_column("host")).withColumn("sni", normalise_host_column("sni")))
+    df = spark.createDataFrame(records, "record_id string, host string, sni string, uri string, "
+                                        "user_agent string, server_port int, protocol string")
 
-    out = {r.record_id: (r.app_id, r.app_rule) for r in identify_apps(df, rules, rules.tables(spark)).collect()}
+    out = {r.record_id: (r.app_id, r.app_rule) for r in identify_apps(df, rules).collect()}
 
     expected = {}
     for record_id, host, sni, uri, agent, port, protocol in records:
@@ -92,3 +90,18 @@ def test_rule_mistakes_name_the_file_and_the_app(tmp_path):
         AppRules.load(tmp_path)
     assert "apps.0.rules.0.ua: ua tokens ['Mozilla'] appear in most user agents" in str(err.value)
     assert "apps.0.rules.0.confidence: Input should be less than or equal to 1" in str(err.value)
+
+
+def test_names_are_normalised_and_free_text_masked_once_per_distinct_value(spark, rules):
+    df = spark.createDataFrame(
+        [("r1", "API.Weixin.QQ.com.", "", "/13812345678/x", "MicroMessenger/8.0 13812345678", 443, "HTTP"),
+         ("r2", "", "[2001:db8::1]:443", "", "", 443, "QUIC"),
+         ("r3", "m.taobao.com:8080", "", "", "", 8080, "HTTP")],
+        "record_id string, host string, sni string, uri string, user_agent string, server_port int, protocol string")
+
+    out = {r.record_id: r for r in identify_apps(df, rules).collect()}
+
+    assert (out["r1"].host, out["r1"].sni, out["r1"].uri) == ("api.weixin.qq.com", None, "/138******78")
+    assert out["r1"].user_agent == "MicroMessenger/8.0 138******78" and out["r1"].app_id == "wechat"
+    assert (out["r2"].host, out["r2"].sni) == (None, "2001:db8::1")
+    assert (out["r3"].host, out["r3"].app_id) == ("m.taobao.com", "taobao")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from flowops.ingest.lines import check_file, check_files, read_lines
+from flowops.ingest.lines import LandedFile, check_file, group_files, read_landed
 
 
 def write(path: Path, data: bytes) -> str:
@@ -27,6 +27,7 @@ def test_each_file_kind_is_recognised(tmp_path):
         "header_only.txt.gz": (whole[:5], "truncated_gzip", 0),
         "garbage.txt.gz": (b"this is not gzip at all", "corrupt_gzip", 0),
         "plain.csv": (b"h\r\n1\r\n2", "ok", 3),
+        "empty_lines.txt": (b"\n\n", "ok", 2),
     }
     for name, (data, status, lines) in cases.items():
         found = check_file(write(tmp_path / name, data), name)
@@ -37,7 +38,7 @@ def test_each_file_kind_is_recognised(tmp_path):
     assert 0 < cut.lines < 1000 and "complete lines readable" in cut.detail
 
 
-def test_line_numbers_follow_each_file_in_order(spark, tmp_path):
+def test_line_numbers_follow_each_file_in_order_and_every_file_reports_its_status(spark, tmp_path):
     raw = tmp_path / "raw"
     sizes = {"a": 5, "b": 3000, "c": 1}
     paths = []
@@ -45,17 +46,43 @@ def test_line_numbers_follow_each_file_in_order(spark, tmp_path):
         paths.append(Path(write(raw / "usage" / "dt=2026-01-01" / "hour=00" / f"{name}.txt.gz",
                                 gzip.compress(b"".join(b"%s-%d\n" % (name.encode(), i + 1) for i in range(n))))))
     plain = raw / "usage" / "dt=2026-01-01" / "hour=01" / "d.txt"
-    write(plain, b"".join(b"d-%d\n" % (i + 1) for i in range(50_000)))
+    write(plain, b"".join(b"d-%d\r\n" % (i + 1) for i in range(50_000)))  # CRLF: no CR in the values
     paths.append(plain)
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # split the plain file across partitions
-    try:
-        checks = check_files(spark, paths, raw)
-        rows = read_lines(spark, checks).collect()
-    finally:
-        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    cut = gzip.compress(b"".join(b"e-%d\n" % (i + 1) for i in range(20_000)))
+    paths.append(Path(write(raw / "usage" / "dt=2026-01-01" / "hour=02" / "e.txt.gz", cut[: len(cut) // 2])))
+    files = [LandedFile.under(raw, path) for path in paths]
 
-    assert {c.source_file: c.lines for c in checks} == {
-        "usage/dt=2026-01-01/hour=00/a.txt.gz": 5, "usage/dt=2026-01-01/hour=00/b.txt.gz": 3000,
-        "usage/dt=2026-01-01/hour=00/c.txt.gz": 1, "usage/dt=2026-01-01/hour=01/d.txt": 50_000}
-    assert len(rows) == 53_006
-    assert all(r.value == f"{r.source_file.rsplit('/', 1)[1][0]}-{r.line_no}" for r in rows)
+    rows = read_landed(spark, files).collect()
+
+    lines = [r for r in rows if r.line_no is not None]
+    statuses = {r.source_file: (r.file_status, r.file_lines) for r in rows if r.line_no is None}
+    cut_lines = statuses["usage/dt=2026-01-01/hour=02/e.txt.gz"][1]
+    assert statuses == {
+        "usage/dt=2026-01-01/hour=00/a.txt.gz": ("ok", 5), "usage/dt=2026-01-01/hour=00/b.txt.gz": ("ok", 3000),
+        "usage/dt=2026-01-01/hour=00/c.txt.gz": ("ok", 1), "usage/dt=2026-01-01/hour=01/d.txt": ("ok", 50_000),
+        "usage/dt=2026-01-01/hour=02/e.txt.gz": ("truncated_gzip", cut_lines)}
+    assert 0 < cut_lines < 20_000
+    assert len(lines) == 53_006 + cut_lines
+    assert all(bytes(r.value).decode() == f"{r.source_file.rsplit('/', 1)[1][0]}-{r.line_no}" for r in lines)
+
+
+def test_odd_file_names_are_read_as_they_are(spark, tmp_path):
+    raw = tmp_path / "raw"
+    names = ["with space.txt.gz", "100%.txt.gz", "[abc].txt.gz", "{a,b}*?.txt.gz", "流量.txt.gz"]
+    paths = [Path(write(raw / "usage" / "dt=2026-01-01" / "hour=00" / name, gzip.compress(b"x\ny\n")))
+             for name in names]
+
+    rows = read_landed(spark, [LandedFile.under(raw, path) for path in paths]).collect()
+
+    statuses = {r.source_file.rsplit("/", 1)[1]: (r.file_status, r.file_lines) for r in rows if r.line_no is None}
+    assert statuses == {name: ("ok", 2) for name in names}
+    assert len([r for r in rows if r.line_no is not None]) == 2 * len(names)
+
+
+def test_files_are_grouped_in_name_order_by_size():
+    files = [LandedFile(f"/x/{i}", f"usage/dt=2026-01-0{1 + i // 4}/f{i}", 10) for i in range(8)]
+
+    groups = group_files(list(reversed(files)), tasks=4)
+
+    assert [[f.source_file for f in g] for g in groups] == [[f.source_file for f in files[i:i + 2]]
+                                                            for i in range(0, 8, 2)]

@@ -10,7 +10,8 @@ from pyspark.sql import functions as F
 
 from flowops.context import Context
 from flowops.errors import LandingError
-from flowops.ingest.monthly import BILLING, CRM, ORDER_LINES, ingest_monthly
+from flowops.ingest.monthly import BILLING, CRM, ORDER_LINES
+from flowops.steps.ingest import ingest_monthly
 from tests.conftest import make_settings
 
 MONTH = "2026-01"

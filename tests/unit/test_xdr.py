@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from pyspark.sql import functions as F
+import pyarrow as pa
 
-from flowops.ingest.xdr import parse_xdr
+from flowops.ingest.xdr import ParseRules, RecordParser, imei_valid, parse_lines
 
+ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.date(2026, 1, 5)
 GOOD = ["r1", "13812345678", "460001234567890", "863456789012341", "2026-01-05 10:00:00",
         "2026-01-05 10:00:05.250", "4G", "CMNET", "4601-1234", "HTTPS", "10.1.2.3", "443", "",
@@ -23,10 +26,29 @@ def line(**changes: str) -> str:
     return "|".join(fields[i] for i in range(18))
 
 
-def parse(spark, values):
-    rows = [(f"usage/dt={DAY.isoformat()}/hour=10/f.txt.gz", i + 1, v) for i, v in enumerate(values)]
-    df = spark.createDataFrame(rows, "source_file string, line_no long, value string")
-    return parse_xdr(df, late_days=3, idle_hours=(23, 7)).orderBy("line_no")
+RULES = ParseRules(late_days=3, idle_hours=(23, 7), timezone="Asia/Shanghai")
+
+
+class Parsed(list):
+    """Rows of a parse, each a dict, so tests read `out[0]["reason"]`; `.collect()` as for a DataFrame."""
+
+    def collect(self) -> list:
+        return [Row(r) for r in self]
+
+    def first(self):  # noqa: ANN201
+        return Row(self[0])
+
+    def select(self, *columns: str) -> Parsed:
+        return Parsed({c: r[c] for c in columns} for r in self)
+
+
+class Row(dict):
+    __getattr__ = dict.__getitem__
+
+
+def parse(_spark, values):
+    raw = pa.array([v if isinstance(v, bytes) else v.encode() for v in values], pa.binary())
+    return Parsed(pa.table(parse_lines(raw, DAY, RULES)).to_pylist())
 
 
 def test_each_bad_line_gets_its_reason(spark):
@@ -50,24 +72,23 @@ def test_each_bad_line_gets_its_reason(spark):
 
 
 def test_bad_encoding_is_detected_on_the_raw_bytes(spark):
-    df = spark.createDataFrame([("usage/dt=2026-01-05/hour=10/f.txt.gz", 1, line())],
-                               "source_file string, line_no long, value string")
-    broken = df.withColumn("value", F.concat(F.col("value"), F.unhex(F.lit("FF")).cast("string")))
+    chinese = line(user_agent="华为浏览器/1.0")
+    out = parse(spark, [line().encode() + b"\xff", chinese.encode("gbk"), chinese.encode()]).collect()
 
-    out = parse_xdr(broken, 3, (23, 7)).select("reason").first()
-
-    assert out.reason == "bad_encoding"
+    assert [r.reason for r in out] == ["bad_encoding", "bad_encoding", None]
+    assert out[0].value == line().encode() + b"\xff" and out[2].value is None   # raw bytes kept for rejects only
 
 
 def test_a_good_line_is_typed_and_normalised(spark):
-    parsed = parse(spark, [line(msisdn="+8613812345678")])
-    out = parsed.withColumn("local_start", F.date_format("start_time", "yyyy-MM-dd HH:mm:ss.SSS")).first()
+    out = parse(spark, [line(msisdn="+8613812345678")]).first()
 
     assert out.reason is None
-    assert (out.dt, out.record_id, out.msisdn, out.tac) == ("2026-01-05", "r1", "13812345678", "86345678")
-    assert out.local_start == "2026-01-05 10:00:00.000"   # local (session) time, as the probe wrote it
+    assert (out.dt, out.record_id, out.msisdn, out.tac) == ("2026-01-05", b"r1", "13812345678", "86345678")
+    local = out.start_time.astimezone(ZoneInfo("Asia/Shanghai"))   # an instant, written in local time
+    assert local.replace(tzinfo=None) == dt.datetime(2026, 1, 5, 10, 0, 0)
     assert out.duration_ms == 5250
-    assert (out.host, out.sni, out.server_port, out.ul_bytes, out.dl_bytes) == (None, "api.weixin.qq.com", 443,
+    # Names stay as landed here; identification normalises them once per distinct value (test_apps).
+    assert (out.host, out.sni, out.server_port, out.ul_bytes, out.dl_bytes) == ("", "API.Weixin.QQ.com.", 443,
                                                                                100, 2000)
     assert (out.rat, out.apn, out.protocol, out.is_idle) == ("4G", "cmnet", "HTTPS", False)
 
@@ -80,15 +101,15 @@ def test_legitimate_variants_are_accepted(spark):
         line(msisdn="8613812345678"),
         line(start_time="2026-01-03 23:30:00", end_time="2026-01-03 23:31:00"),   # late arrival, idle
         line(host="m.taobao.com:8080", protocol="HTTP", sni=""),
-        line() + "\r",                                   # CRLF file
+        line(start_time="2026-01-05 10:00:00.123456", end_time="2026-01-05 10:00:01.5"),
     ]
     out = parse(spark, values).collect()
 
     assert [r.reason for r in out] == [None] * len(values)
     assert out[0].tac is None and out[1].tac == "86345678"
     assert (out[4].dt, out[4].is_idle) == ("2026-01-03", True)
-    assert out[5].host == "m.taobao.com"
-    assert out[6].dl_bytes == 2000
+    assert out[5].host == "m.taobao.com:8080"   # the port goes in identification (test_apps)
+    assert out[6].duration_ms == 1377   # whole milliseconds of each end
 
 
 def test_placeholder_imei_and_too_late_records_are_rejected(spark):
@@ -99,7 +120,47 @@ def test_placeholder_imei_and_too_late_records_are_rejected(spark):
     assert [r.reason for r in out] == ["invalid_imei", "timestamp_out_of_window", "timestamp_out_of_window"]
 
 
-def test_personal_numbers_in_free_text_are_masked(spark):
-    out = parse(spark, [line(protocol="HTTP", host="api.example.com", uri="/bind?m=13812345678")]).first()
+def test_records_leave_the_reader_identified_pseudonymised_and_minimised():
+    from types import SimpleNamespace
 
-    assert out.uri == "/bind?m=138******78"
+    from flowops.ingest.apps import AppRules
+    from flowops.ingest.pii import sub_id_python
+
+    apps = AppRules.load(ROOT / "conf")
+    parser = RecordParser(RULES, apps, SimpleNamespace(value=b"k"))   # a broadcast has .value
+    uris = ("/bind?m=13812345678", "/13812345678/x", "/", "", "x/y", "//a")
+    values = [line(protocol="HTTP", host="API.Weixin.QQ.com.", uri=u, user_agent="MicroMessenger/8.0 13812345678")
+              for u in uris]
+
+    out = pa.table(parser(pa.array([v.encode() for v in values], pa.binary()),
+                          f"usage/dt={DAY.isoformat()}/hour=10/f.txt.gz")).to_pylist()
+
+    assert [r["uri"] for r in out] == ["/bind", "/138******78", None, None, None, None]
+    assert {(r["host"], r["sni"], r["user_agent"], r["app_id"]) for r in out} == {
+        ("api.weixin.qq.com", "api.weixin.qq.com", "MicroMessenger/8.0 138******78", "wechat")}
+    assert {r["sub_id"] for r in out} == {sub_id_python("13812345678", b"k")}
+
+
+def test_only_the_contract_timestamp_shape_is_accepted(spark):
+    shapes = ["2026-01-05T10:00:00", "2026-01-05", "2026-01-05 10:00:00Z", "2026-01-05 10:00:00.1+08:00",
+              "2026-01-05 10:00", "2026-1-5 10:00:00", " 2026-01-05 10:00:00x", "2026-01-05 10:00:00.",
+              "2026-01-05 10:00:00.1234567", "2026-02-30 10:00:00", "2026-01-05 10:61:00", "N/A"]
+    out = parse(spark, [line(start_time=s) for s in shapes]).select("reason").collect()
+
+    assert [r.reason for r in out] == ["bad_timestamp"] * len(shapes)
+
+
+def test_numbers_are_plain_digits(spark):
+    out = parse(spark, [line(ul_bytes=v) for v in ("+5", " 5x", "5.0", "1e3", "0x1F", "-", "--5", "١٢")]
+                + [line(ul_bytes="-5", dl_bytes="abc"), line(server_port="-443"), line(ul_bytes="0", dl_bytes="00")]
+                ).select("reason").collect()
+
+    assert [r.reason for r in out] == ["bad_number"] * 10 + [None]
+
+
+def test_imei_rules():
+    imeis = ["", "863456789012341", "863456789012345", "86345678901234", "8634567890123401", "000000000000000",
+             "11111111111111", "8634567890123", "86345678901234567", "86345678901234a", " 863456789012341"]
+
+    assert list(imei_valid(pa.array(imeis))) == [True, True, False, True, True, False, False, False, False,
+                                                 False, False]

@@ -7,30 +7,30 @@ A record is judged three ways, the same in Spark and in `flowops apps match`:
 - user agent: its distinct product tokens (`hosts.ua_tokens`); the best matching token rule.
 - port: for records with neither host nor SNI, a `port` rule (optionally limited to protocols).
 Of these, the highest confidence wins, then the higher priority, then host over UA over port; no match
-is `unknown`. Every lookup is a hash probe into a broadcast table, so the cost per record does not grow
-with the number of rules (only with the label count of the longest rule suffix and the token cap).
+is `unknown`. Every lookup is a dictionary probe, so the cost does not grow with the number of rules (only
+with the label count of the longest rule suffix and the token cap); in Spark the rules run once per
+distinct key on the executors, not once per record.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
 
 from flowops.config import _Strict, load_yaml, validate
 from flowops.errors import ConfigError
-from flowops.ingest.hosts import (
-    UA_TOKENS_MAX,
-    domain_labels,
-    domain_labels_column,
-    normalise_host,
-    ua_tokens,
-    ua_tokens_column,
-)
+from flowops.ingest.hosts import domain_labels, normalise_host, ua_tokens
+from flowops.ingest.pii import mask_digits_text
+from flowops.ingest.vector import per_distinct
 
 UNKNOWN = "unknown"
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]{1,63}$")
@@ -41,6 +41,7 @@ KIND_ORDER = {"uri": 0, "host": 0, "ua": 1, "port": 2}
 GENERIC_UA_TOKENS = frozenset({"Mozilla", "AppleWebKit", "Safari", "Chrome", "Mobile", "Android", "okhttp",
                                "Dalvik", "CFNetwork", "Darwin", "Version", "Gecko", "Firefox", "Linux"})
 PROTOCOLS = ("HTTP", "HTTPS", "QUIC", "DNS", "OTHER")
+MAX_AGENT = 512  # characters of a user agent kept in bronze
 
 
 class RuleModel(_Strict):
@@ -190,9 +191,15 @@ class AppRules:
 
     def match(self, host: str | None, sni: str | None = None, uri: str | None = None,
               user_agent: str | None = None, port: int | None = None, protocol: str | None = None) -> Match:
-        """Identify one record, exactly as `identify_apps` does in Spark."""
+        """Identify one record: the better of its host-side and its user-agent rule (what `identify_apps` does)."""
+        found = [r for r in (self.host_rule(host, sni, uri, port, protocol), self.agent_rule(user_agent)) if r]
+        return _as_match(min(found, key=_rank)) if found else NO_MATCH
+
+    def host_rule(self, host: str | None, sni: str | None = None, uri: str | None = None, port: int | None = None,
+                  protocol: str | None = None) -> Rule | None:
+        """The rule a record's host side names: the longest host suffix with a rule (a `uri_prefix` rule on the
+        record's first path segment first); for a record with no name, a port rule for its protocol."""
         name = normalise_host(host) or normalise_host(sni)
-        found: list[Rule] = []
         labels = domain_labels(name)
         segment = first_segment(uri)
         for size in range(min(len(labels), self.max_labels), 0, -1):
@@ -200,26 +207,16 @@ class AppRules:
             hit = (self.by_kind["uri"].get(f"{suffix}{segment}") if segment else None) or \
                 self.by_kind["host"].get(suffix)
             if hit:
-                found.append(hit[0])
-                break
-        by_token = [r for t in ua_tokens(user_agent) for r in self.by_kind["ua"].get(t, [])]
-        if by_token:
-            found.append(min(by_token, key=_rank))
+                return hit[0]
         if not name and port is not None:
-            found += [r for r in self.by_kind["port"].get(str(port), [])
-                      if not r.protocols or (protocol or "").upper() in r.protocols][:1]
-        return _as_match(min(found, key=_rank)) if found else NO_MATCH
+            return next((r for r in self.by_kind["port"].get(str(port), [])
+                         if not r.protocols or (protocol or "").upper() in r.protocols), None)
+        return None
 
-    def tables(self, spark: SparkSession) -> dict[str, DataFrame]:
-        """The broadcast lookup tables, one per kind, keyed by `key`."""
-        schema = ("key string, app_id string, app_name string, category string, confidence double, "
-                  "priority int, rule_id string, protocols array<string>")
-        out = {}
-        for kind, index in self.by_kind.items():
-            rows = [(r.key, r.app_id, r.app_name, r.category, r.confidence, r.priority, r.rule_id,
-                     list(r.protocols)) for rules in index.values() for r in rules]
-            out[kind] = spark.createDataFrame(rows, schema)
-        return out
+    def agent_rule(self, user_agent: str | None) -> Rule | None:
+        """The best rule among the user agent's product tokens."""
+        by_token = [r for t in ua_tokens(user_agent) for r in self.by_kind["ua"].get(t, [])]
+        return min(by_token, key=_rank) if by_token else None
 
 
 def _flatten(stem: str, app: AppModel, file_category: str, index: int, rule: RuleModel) -> list[Rule]:
@@ -248,81 +245,99 @@ def first_segment(uri: str | None) -> str:
     return f"{match.group(1)}/" if match else ""
 
 
-APP_COLUMNS = ("app_id", "app_name", "app_category", "app_confidence", "app_rule")
+APP_COLUMNS = ("app_id", "app_category", "app_confidence", "app_rule")
+APP_DDL = "app_id string, app_category string, app_confidence double, app_rule string"
+_NO_RANK = (np.inf, np.inf, np.inf)
 
 
-def identify_apps(df: DataFrame, rules: AppRules, tables: dict[str, DataFrame]) -> DataFrame:
-    """Add `app_id`, `app_name`, `app_category`, `app_confidence`, `app_rule` to xDR records.
+class Identifier:
+    """Identifies batches of records (Arrow arrays) with `AppRules`, remembering the answer for every distinct
+    host-side key and user agent it has seen: the rules run once per distinct key, not once per record.
 
-    Needs `host` and `sni` (normalised as `hosts.normalise_host_column` does), `uri`, `user_agent`,
-    `server_port` and `protocol`. The rules run once per distinct combination of what they read (host,
-    SNI, first URI segment, user agent, port of host-less records, protocol), far fewer than records, and
-    the answers join back on that combination.
+    It also normalises what bronze keeps of those fields, once per distinct value: the host name and SNI
+    (`hosts.normalise_host`), the first URI path segment and the user agent with long digit runs masked.
     """
-    name = F.coalesce(F.col("host"), F.col("sni"))
-    parts = {
-        "host": F.col("host"), "sni": F.col("sni"),
-        "uri": F.regexp_extract(F.col("uri"), r"^(/[^/?#]+)", 1),
-        "user_agent": F.col("user_agent"),
-        "server_port": F.when(name.isNull(), F.col("server_port")),
-        "protocol": F.col("protocol"),
-    }
-    key = F.concat_ws("\u0001", *[F.coalesce(col.cast("string"), F.lit("")) for col in parts.values()])
-    keyed = df.withColumn("_app_key", key)
-    combos = keyed.select("_app_key", *[col.alias(name) for name, col in parts.items()]).dropDuplicates(["_app_key"])
-    answers = _identify(combos, rules, tables).select("_app_key", *APP_COLUMNS)
-    return keyed.join(answers, on="_app_key", how="left").drop("_app_key")
+
+    def __init__(self, rules: AppRules) -> None:
+        self.rules = rules
+        self._hosts: dict[tuple[str, ...], tuple] = {}
+        self._agents: dict[str, tuple] = {}
+
+    def identify(self, host: pa.StringArray, sni: pa.StringArray, uri: pa.StringArray, user_agent: pa.StringArray,
+                 port: pa.StringArray, protocol: pa.StringArray) -> dict[str, pa.Array]:
+        """The raw (trimmed) fields of a batch -> `host`, `sni`, `uri`, `user_agent` as bronze keeps them and
+        APP_COLUMNS; `uri` may be the whole URI or its first segment, `port` is the port as text."""
+        host_index, host_answers = per_distinct([host, sni, uri, port, protocol], self._host_answer)
+        agent_index, agent_answers = per_distinct([user_agent], self._agent_answer)
+        host_cols, agent_cols = list(zip(*host_answers, strict=True)), list(zip(*agent_answers, strict=True))
+        # (host, sni, uri, rank, rule) and (user_agent, rank, rule) per distinct key.
+        host_rank = np.array(host_cols[3], dtype=float).reshape(-1, 3)[host_index]
+        agent_rank = np.array(agent_cols[1], dtype=float).reshape(-1, 3)[agent_index]
+        # Host-side and agent rules never tie (their kinds differ), so comparing the numeric rank decides.
+        agent_wins = pa.array(_lexicographic_less(agent_rank, host_rank))
+        host_rule = pa.array(host_cols[4], _RULE_TYPE).take(pa.array(host_index))
+        agent_rule = pa.array(agent_cols[2], _RULE_TYPE).take(pa.array(agent_index))
+        best = pc.if_else(agent_wins, agent_rule, host_rule)
+        return {
+            "host": pa.array(host_cols[0], pa.string()).take(pa.array(host_index)),
+            "sni": pa.array(host_cols[1], pa.string()).take(pa.array(host_index)),
+            "uri": pa.array(host_cols[2], pa.string()).take(pa.array(host_index)),
+            "user_agent": pa.array(agent_cols[0], pa.string()).take(pa.array(agent_index)),
+            "app_id": pc.fill_null(pc.struct_field(best, "app_id"), UNKNOWN),
+            "app_category": pc.fill_null(pc.struct_field(best, "category"), UNKNOWN),
+            "app_confidence": pc.fill_null(pc.struct_field(best, "confidence"), 0.0),
+            "app_rule": pc.struct_field(best, "rule_id"),
+        }
+
+    def _host_answer(self, key: tuple[str, ...]) -> tuple:
+        if (found := self._hosts.get(key)) is None:
+            host, sni, uri, port, protocol = key
+            rule = self.rules.host_rule(host, sni, uri, int(port) if port.isdigit() else None, protocol)
+            segment = first_segment(uri).rstrip("/")
+            found = self._hosts[key] = (normalise_host(host) or None, normalise_host(sni) or None,
+                                        mask_digits_text(segment) or None, *_rank_and_rule(rule))
+        return found
+
+    def _agent_answer(self, key: tuple[str, ...]) -> tuple:
+        if (found := self._agents.get(key[0])) is None:
+            found = self._agents[key[0]] = (mask_digits_text(key[0])[:MAX_AGENT] or None,
+                                            *_rank_and_rule(self.rules.agent_rule(key[0])))
+        return found
 
 
-def _identify(df: DataFrame, rules: AppRules, tables: dict[str, DataFrame]) -> DataFrame:
-    """The rules applied to every row of `df` (see `identify_apps`)."""
-    name = F.coalesce(F.col("host"), F.col("sni"))
-    segment = F.regexp_extract(F.col("uri"), r"^(/[^/?#]+)", 1)
-    out = (df.withColumn("_labels", domain_labels_column(name))
-           .withColumn("_seg", F.when(segment != "", F.concat(segment, F.lit("/"))))
-           .withColumn("_tokens", ua_tokens_column(F.col("user_agent")))
-           .withColumn("_port_key", F.when(name.isNull(), F.col("server_port").cast("string"))))
-    host_hits: list[str] = []
-    for size in range(rules.max_labels, 0, -1):
-        suffix = F.when(F.size("_labels") >= size, F.array_join(F.slice("_labels", -size, size), "."))
-        for kind, key in (("uri", F.concat(suffix, F.col("_seg"))), ("host", suffix)):
-            if rules.by_kind[kind]:
-                out = _lookup(out, tables[kind], key, f"_{kind}{size}")
-                host_hits.append(f"_{kind}{size}")
-    ua_hits = []
-    for position in range(UA_TOKENS_MAX):
-        out = _lookup(out, tables["ua"], F.get(F.col("_tokens"), position), f"_ua{position}")
-        ua_hits.append(f"_ua{position}")
-    out = _lookup(out, tables["port"], F.col("_port_key"), "_port")
-    port_ok = (F.size(F.col("_port.protocols")) == 0) | F.array_contains(F.col("_port.protocols"),
-                                                                         F.col("protocol"))
-    candidates = [_ranked(F.coalesce(*[F.col(h) for h in host_hits]), KIND_ORDER["host"])] if host_hits else []
-    candidates += [_ranked(F.col(h), KIND_ORDER["ua"]) for h in ua_hits]
-    candidates.append(_ranked(F.when(port_ok, F.col("_port")), KIND_ORDER["port"]))
-    best = F.get(F.array_sort(F.filter(F.array(*candidates), lambda c: c.isNotNull())), 0).getField("hit")
-    return (
-        out.withColumn("_best", best)
-        .withColumn("app_id", F.coalesce(F.col("_best.app_id"), F.lit(UNKNOWN)))
-        .withColumn("app_name", F.coalesce(F.col("_best.app_name"), F.lit(UNKNOWN)))
-        .withColumn("app_category", F.coalesce(F.col("_best.category"), F.lit(UNKNOWN)))
-        .withColumn("app_confidence", F.coalesce(F.col("_best.confidence"), F.lit(0.0)))
-        .withColumn("app_rule", F.col("_best.rule_id"))
-        .drop("_labels", "_seg", "_tokens", "_port_key", "_best", "_port", *host_hits, *ua_hits)
-    )
+def identify_apps(df: DataFrame, rules: AppRules) -> DataFrame:
+    """`Identifier` over a Spark DataFrame of records with raw `host`, `sni`, `uri`, `user_agent`, `server_port`
+    and `protocol`: replaces the first four as bronze keeps them and adds APP_COLUMNS (for tools, tests and
+    benchmarks; ingest identifies while it parses)."""
+    inputs = ["host", "sni", "uri", "user_agent", "server_port", "protocol"]
+    keep = [f for f in df.schema.fields if f.name not in inputs[:4]]
+    out_schema = T.StructType([*keep, *T.StructType.fromDDL(
+        "host string, sni string, uri string, user_agent string, " + APP_DDL).fields])
+
+    def identify(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        identifier = Identifier(rules)
+        for batch in batches:
+            text = [pc.cast(batch.column(name), pa.string()) for name in inputs]
+            found = identifier.identify(*text[:4], text[4], text[5])
+            yield pa.RecordBatch.from_arrays([*[batch.column(f.name) for f in keep], *found.values()],
+                                             names=[*[f.name for f in keep], *found])
+
+    return df.mapInArrow(identify, out_schema)
 
 
-def _ranked(hit: Column, kind_order: int) -> Column:
-    """A hit wrapped so that sorting ascending puts the winner first (same order as `_rank`)."""
-    return F.when(hit.isNotNull(), F.struct(
-        (-hit.getField("confidence")).alias("c"), (-hit.getField("priority")).alias("p"),
-        F.lit(kind_order).alias("k"), hit.getField("app_id").alias("a"), hit.alias("hit")))
+_RULE_TYPE = pa.struct([("app_id", pa.string()), ("category", pa.string()), ("confidence", pa.float64()),
+                        ("rule_id", pa.string())])
 
 
-def _lookup(df: DataFrame, table: DataFrame, key: Column, alias: str) -> DataFrame:
-    """Left-join one broadcast lookup on `key`, keeping the hit as a struct column `alias`."""
-    hits = table.select(F.col("key").alias(f"{alias}_key"),
-                        F.struct("app_id", "app_name", "category", "confidence", "priority", "rule_id",
-                                 "protocols").alias(alias))
-    return (df.withColumn(f"{alias}_key", key)
-            .join(F.broadcast(hits), on=f"{alias}_key", how="left")
-            .drop(f"{alias}_key"))
+def _rank_and_rule(rule: Rule | None) -> tuple[tuple[float, float, float], dict | None]:
+    if rule is None:
+        return _NO_RANK, None
+    rank = _rank(rule)
+    return (rank[0], rank[1], rank[2]), {"app_id": rule.app_id, "category": rule.category,
+                                          "confidence": rule.confidence, "rule_id": rule.rule_id}
+
+
+def _lexicographic_less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise a < b for rows of three numbers."""
+    return (a[:, 0] < b[:, 0]) | ((a[:, 0] == b[:, 0]) & ((a[:, 1] < b[:, 1]) | (
+        (a[:, 1] == b[:, 1]) & (a[:, 2] < b[:, 2]))))

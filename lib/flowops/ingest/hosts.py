@@ -1,4 +1,5 @@
-"""Host names and user-agent tokens, normalised the same way in Python and in Spark.
+"""Host names and user-agent tokens, normalised for app identification (which runs them once per distinct
+value, see `apps.identify_apps`).
 
 A host is lowercased and trimmed; `[ipv6]:port` and `name:port` lose the port; trailing dots go. IP
 literals name no domain. User-agent product tokens are `Name` of `Name/1.2` and `Outer(Inner)` of
@@ -8,9 +9,6 @@ literals name no domain. User-agent product tokens are `Name` of `Name/1.2` and 
 from __future__ import annotations
 
 import re
-
-from pyspark.sql import Column
-from pyspark.sql import functions as F
 
 UA_TOKENS_MAX = 16  # distinct product tokens looked at per user agent (real UAs carry about 6-14)
 _PORT = r"^([^:]*):\d+$"
@@ -46,23 +44,3 @@ def ua_tokens(user_agent: str | None) -> list[str]:
     text = user_agent or ""
     tokens = re.findall(UA_PLAIN, text) + [f"{t})" for t in re.findall(UA_NESTED, text)]
     return list(dict.fromkeys(tokens))[:UA_TOKENS_MAX]
-
-
-def normalise_host_column(host: Column) -> Column:
-    """`normalise_host` in Spark; null for empty results."""
-    name = F.lower(F.trim(host))
-    name = F.regexp_replace(F.regexp_replace(name, _BRACKETED, "$1"), _PORT, "$1")
-    name = F.regexp_replace(name, r"\.+$", "")
-    return F.nullif(name, F.lit(""))
-
-
-def domain_labels_column(host: Column) -> Column:
-    """`domain_labels` in Spark: null for null hosts and IP literals."""
-    return F.when(host.isNotNull() & ~host.rlike(_IPV4) & ~host.contains(":"), F.split(host, r"\."))
-
-
-def ua_tokens_column(user_agent: Column) -> Column:
-    """`ua_tokens` in Spark."""
-    plain = F.regexp_extract_all(user_agent, F.lit(UA_PLAIN), 1)
-    nested = F.transform(F.regexp_extract_all(user_agent, F.lit(UA_NESTED), 1), lambda t: F.concat(t, F.lit(")")))
-    return F.slice(F.array_distinct(F.concat(plain, nested)), 1, UA_TOKENS_MAX)

@@ -1,29 +1,50 @@
-"""Landed text files as numbered lines: a whole-file check, then Spark's text reader with line numbers.
+"""Landed text files as numbered lines, each file read once and checked on the way.
 
-Spark's gzip reader fails the whole job on one truncated file, and cannot say how many lines a file
-had. So each file is first streamed through zlib on the executors (one task per file, constant memory):
-that gives an independent line count for reconciliation and flags empty, truncated and corrupt files,
-which are quarantined whole while the rest of the day lands.
+Spark's own text reader fails the whole job on one truncated gzip file, cannot say how many lines a file
+had, and numbers lines only through a second pass (row ids plus per-partition offsets). So the landed
+files are read by a vectorised (Arrow) function on the executors instead: each file is streamed through
+zlib once, split into lines with numpy, and handed to Spark as Arrow batches of
+`source_file, line_no, value` (the raw bytes of the line). After its lines, every file contributes one
+status row (`line_no` null) saying whether it was whole: `ok`, `empty_file`, `truncated_gzip`,
+`corrupt_gzip` or `unreadable_file`, with its line count. A file that is not whole is quarantined by the
+caller; its lines before the damage are still emitted (the reader streams and cannot know in advance),
+and the caller drops them.
+
+Files are opened by their exact path, never through a glob or a URL, so names with spaces, `%`, `[`,
+`*` or non-ASCII characters read like any other.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
-CHUNK = 1 << 20
+from flowops.ingest.vector import repeated
+
+READ_BYTES = 4 << 20       # bytes read from a file at a time
+INFLATE_BYTES = 32 << 20   # most text inflated from them at a time: memory per task stays bounded
+MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not an xDR or CSV record
+TASK_BYTES = 64 << 20  # landed bytes per Spark task (files are grouped, never split)
 OK, EMPTY, TRUNCATED, CORRUPT, UNREADABLE = "ok", "empty_file", "truncated_gzip", "corrupt_gzip", "unreadable_file"
+OVERSIZED = "oversized_line"
+NEWLINE, CR = 10, 13
+FILE_COLUMNS = "source_file string, line_no long, file_status string, file_lines long, file_detail string"
+Parse = Callable[[pa.BinaryArray, str], dict[str, pa.Array]]
 
 
 @dataclass(frozen=True)
 class FileCheck:
-    """What one landed file holds before any parsing."""
+    """What one landed file held: whether it was whole, and how many complete lines could be read."""
 
-    path: str
     source_file: str
     status: str
     lines: int
@@ -34,89 +55,160 @@ class FileCheck:
         return self.status == OK
 
 
-def check_files(spark: SparkSession, paths: list[Path], raw_root: Path) -> list[FileCheck]:
-    """Stream every file once on the executors; one small result per file comes back."""
-    items = [(str(path), path.relative_to(raw_root).as_posix()) for path in paths]
-    if not items:
-        return []
-    slices = min(len(items), spark.sparkContext.defaultParallelism * 4)
-    return spark.sparkContext.parallelize(items, slices).map(lambda item: check_file(*item)).collect()
+@dataclass(frozen=True)
+class LandedFile:
+    """A file to read: where it is, and its name under RAW (what tables and reports call it)."""
+
+    path: str
+    source_file: str
+    size: int
+
+    @classmethod
+    def under(cls, raw_root: Path, path: Path) -> LandedFile:
+        return cls(str(path), path.relative_to(raw_root).as_posix(), path.stat().st_size)
+
+
+def scan_file(path: str) -> Iterator[np.ndarray | FileCheck]:
+    """Stream one (gzip or plain) file: yields chunks of complete lines, then its FileCheck.
+
+    Each chunk is the raw text of complete lines, newline-terminated, as a uint8 array. Gzip is inflated
+    with zlib directly (not the gzip module) so that a cut file still yields the complete lines before the
+    cut; concatenated gzip members are read one after the other, as Hadoop's codec does. Output is inflated
+    in bounded pieces, so a gzip bomb or a line without end costs bounded memory. The last line may lack
+    its newline; the line count follows Spark's reader with lineSep='\\n'.
+    """
+    lines, tail, total, read_any = 0, b"", 0, False
+    gzipped = path.endswith(".gz")
+    inflater, fed = zlib.decompressobj(wbits=31), False
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(READ_BYTES):
+                read_any = True
+                while chunk:
+                    if gzipped:
+                        out = inflater.decompress(chunk, INFLATE_BYTES)
+                        fed, chunk = True, inflater.unconsumed_tail
+                        if inflater.eof:  # a member ended: what follows is the next member
+                            chunk, inflater, fed = inflater.unused_data, zlib.decompressobj(wbits=31), False
+                    else:
+                        out, chunk = chunk, b""
+                    total += len(out)
+                    block = np.frombuffer(tail + out, np.uint8)
+                    newlines = np.flatnonzero(block == NEWLINE)
+                    if len(newlines):
+                        end = int(newlines[-1]) + 1
+                        lines += len(newlines)
+                        yield block[:end]
+                        tail = block[end:].tobytes()
+                    else:
+                        tail = block.tobytes()
+                    if len(tail) > MAX_LINE_BYTES:
+                        yield FileCheck("", OVERSIZED, lines, f"a line longer than {MAX_LINE_BYTES >> 20} MB "
+                                                              f"after {lines} lines")
+                        return
+    except zlib.error as exc:
+        yield FileCheck("", CORRUPT, lines, f"corrupt gzip after {lines} lines: {exc}")
+        return
+    except OSError as exc:
+        yield FileCheck("", UNREADABLE, lines, f"cannot read: {exc}")
+        return
+    if gzipped and fed and not inflater.eof:
+        yield FileCheck("", TRUNCATED, lines, f"gzip stream ends early; {lines} complete lines readable before the cut")
+        return
+    if total == 0:
+        yield FileCheck("", EMPTY, 0, "no content after decompression" if read_any else "0 bytes")
+        return
+    if tail:
+        lines += 1
+        yield np.frombuffer(tail + b"\n", np.uint8)
+    yield FileCheck("", OK, lines)
 
 
 def check_file(path: str, source_file: str) -> FileCheck:
-    """Count the lines of one (gzip or plain) file, as Spark's reader with lineSep='\\n' would split them.
+    """Read a file through and say what it held (what `read_landed` reports in its status row)."""
+    for item in scan_file(path):
+        if isinstance(item, FileCheck):
+            return FileCheck(source_file, item.status, item.lines, item.detail)
+    raise AssertionError("scan_file always ends with a FileCheck")  # pragma: no cover
 
-    Gzip is inflated with zlib directly (not the gzip module) so that a cut file still reports the complete
-    lines before the cut; concatenated gzip members are read one after the other, as Hadoop's codec does.
+
+def line_values(block: np.ndarray) -> pa.BinaryArray:
+    """Newline-terminated text -> one binary value per line, without the newline (nor a CR before it)."""
+    newlines = np.flatnonzero(block == NEWLINE)
+    starts = np.concatenate(([0], newlines[:-1] + 1))
+    has_cr = (newlines > starts) & (block[np.maximum(newlines - 1, 0)] == CR)
+    keep = np.ones(len(block), bool)
+    keep[newlines] = False
+    keep[newlines[has_cr] - 1] = False
+    offsets = np.zeros(len(newlines) + 1, np.int32)  # a block is at most INFLATE_BYTES + MAX_LINE_BYTES
+    np.cumsum(newlines - starts - has_cr, out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(newlines), [None, pa.py_buffer(offsets), pa.py_buffer(block[keep])])
+
+
+def _file_batches(path: str, source_file: str, parse: Parse | None, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    line_no = 0
+    for item in scan_file(path):
+        if isinstance(item, FileCheck):
+            status = {"source_file": source_file, "file_status": item.status, "file_lines": item.lines,
+                      "file_detail": item.detail or None}
+            yield pa.RecordBatch.from_pylist([status], schema=schema)
+            return
+        values = line_values(item)
+        count = len(values)
+        columns = parse(values, source_file) if parse else {"value": values}
+        base = {"source_file": repeated(source_file, count),
+                "line_no": pa.array(np.arange(line_no + 1, line_no + count + 1))}
+        yield pa.RecordBatch.from_arrays(
+            [(base.get(f.name) if f.name in base else columns.get(f.name, pa.nulls(count, f.type))).cast(f.type)
+             for f in schema], schema=schema)
+        line_no += count
+
+
+def _read_group(parse: Parse | None, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for path, source_file in zip(batch.column("path").to_pylist(), batch.column("source_file").to_pylist(),
+                                     strict=True):
+            yield from _file_batches(path, source_file, parse, schema)
+
+
+def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
+    """Consecutive files (in name order, so a day's files stay together) in groups of similar size."""
+    ordered = sorted(files, key=lambda f: f.source_file)
+    total = sum(max(f.size, 1) for f in ordered)
+    target = max(min(total / max(tasks, 1), TASK_BYTES), 1)
+    groups: list[list[LandedFile]] = [[]]
+    filled = 0.0
+    for landed in ordered:
+        if groups[-1] and filled + landed.size > target:
+            groups.append([])
+            filled = 0.0
+        groups[-1].append(landed)
+        filled += max(landed.size, 1)
+    return groups
+
+
+def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | None = None,
+                columns: str = "value binary") -> DataFrame:
+    """Every line of `files` and one status row per file (see the module docstring).
+
+    Args:
+        spark: the session.
+        files: the files to read.
+        parse: turns a batch of one file's lines (raw bytes, and the file's name under RAW) into `columns`; by
+            default each line is kept as `value`. It runs in the reading task, once per batch of lines.
+        columns: what `parse` returns (Spark DDL), after `source_file` and `line_no`; null in status rows.
+
+    Returns:
+        `source_file, line_no, <columns>, file_status, file_lines, file_detail`. Files are grouped into tasks of
+        similar size (at least four per core, so no core idles while another finishes a big task); each file is
+        read by exactly one task.
     """
-    try:
-        if Path(path).stat().st_size == 0:
-            return FileCheck(path, source_file, EMPTY, 0, "0 bytes")
-        with open(path, "rb") as handle:
-            if path.endswith(".gz"):
-                return _check_gzip(handle, path, source_file)
-            lines, last, total = 0, b"\n", 0
-            while chunk := handle.read(CHUNK):
-                lines, last, total = lines + chunk.count(b"\n"), chunk[-1:], total + len(chunk)
-            return FileCheck(path, source_file, OK, _count(lines, last, total))
-    except OSError as exc:
-        return FileCheck(path, source_file, UNREADABLE, 0, f"cannot read: {exc}")
-
-
-def _check_gzip(handle, path: str, source_file: str) -> FileCheck:  # noqa: ANN001 - a binary file object
-    lines, last, total = 0, b"\n", 0
-    inflater, fed = zlib.decompressobj(wbits=31), False
-    try:
-        while chunk := handle.read(CHUNK):
-            while chunk:
-                out = inflater.decompress(chunk)
-                fed = True
-                lines, total, last = lines + out.count(b"\n"), total + len(out), out[-1:] or last
-                chunk = b""
-                if inflater.eof:  # a member ended: what follows is the next member
-                    chunk, inflater, fed = inflater.unused_data, zlib.decompressobj(wbits=31), False
-    except zlib.error as exc:
-        return FileCheck(path, source_file, CORRUPT, lines, f"corrupt gzip after {lines} lines: {exc}")
-    if fed and not inflater.eof:
-        return FileCheck(path, source_file, TRUNCATED, lines,
-                         f"gzip stream ends early; {lines} complete lines readable before the cut")
-    if total == 0:
-        return FileCheck(path, source_file, EMPTY, 0, "no content after decompression")
-    return FileCheck(path, source_file, OK, _count(lines, last, total))
-
-
-def _count(newlines: int, last: bytes, total: int) -> int:
-    return newlines + (1 if total and last != b"\n" else 0)
-
-
-def read_lines(spark: SparkSession, checks: list[FileCheck]) -> DataFrame:
-    """Lines of the files that passed the check: `source_file`, `line_no` (1-based), `value` (string).
-
-    Line numbers come from Spark's row ids: rows of one file are in order within a partition, so a line's
-    number is its id minus the first id of that file in its partition, plus the lines of the file that
-    earlier partitions hold (non-splittable gzip files sit in one partition; plain files may span several).
-    """
-    good = [c for c in checks if c.ok]
-    if not good:
-        return spark.createDataFrame([], "source_file string, line_no long, value string")
-    depths = {len(Path(c.source_file).parts) for c in good}
-    if len(depths) != 1:
-        raise ValueError(f"files to read together must sit at one depth under RAW, got depths {sorted(depths)}")
-    depth = depths.pop()
-    # source_file is the path under RAW: the last `depth` segments of the path Spark reports.
-    segments = F.split(F.col("_metadata.file_path"), "/")
-    lines = (
-        spark.read.option("lineSep", "\n").text([c.path for c in good])
-        .select(F.array_join(F.slice(segments, -depth, depth), "/").alias("source_file"), "value")
-        .withColumn("_row", F.monotonically_increasing_id())
-        .withColumn("_part", F.spark_partition_id())
-    )
-    firsts = lines.groupBy("source_file", "_part").agg(F.min("_row").alias("_first"), F.count("*").alias("_n"))
-    earlier = Window.partitionBy("source_file").orderBy("_first")
-    offsets = firsts.withColumn("_offset", F.sum("_n").over(earlier) - F.col("_n"))
-    return (
-        lines.join(F.broadcast(offsets), on=["source_file", "_part"], how="inner")
-        .select("source_file",
-                (F.col("_row") - F.col("_first") + F.col("_offset") + 1).alias("line_no"),
-                "value")
-    )
+    schema = T.StructType.fromDDL(f"source_file string, line_no long, {columns}, file_status string, "
+                                  "file_lines long, file_detail string")
+    if not files:
+        return spark.createDataFrame([], schema)
+    arrow_schema = to_arrow_schema(schema, timezone=spark.conf.get("spark.sql.session.timeZone"))
+    groups = group_files(files, 4 * spark.sparkContext.defaultParallelism)
+    rows = spark.sparkContext.parallelize([[(f.path, f.source_file) for f in g] for g in groups], len(groups))
+    listing = spark.createDataFrame(rows.flatMap(lambda group: group), "path string, source_file string")
+    return listing.mapInArrow(partial(_read_group, parse, arrow_schema), schema)

@@ -1,32 +1,27 @@
-"""The monthly landing files (CRM snapshot, bill lines, orders) into silver, typed and pseudonymised.
+"""The monthly landing files (CRM snapshot, bill lines, orders): their contracts, and their rows judged and
+typed for silver.
 
 Each file is read as numbered lines, so a bad row is quarantined with its file and line number like an
 xDR line. The header must be exactly the contract's; a file whose header is not is quarantined whole.
 Quarantine rows of monthly files use `dt = YYYY-MM` (the landing month), apart from the usage days.
+(The reads and writes are in `flowops.steps.ingest`.)
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pyspark import StorageLevel
+import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from flowops.context import Context
-from flowops.errors import FlowopsError
-from flowops.ingest import lines as landed
-from flowops.ingest.keys import append_new_keys
-from flowops.ingest.pii import mask_fields, normalise_msisdn, pii_key, sub_id
-from flowops.ingest.xdr import is_valid_imei
-from flowops.landing import monthly_file, parse_month, require_raw
-from flowops.runs import FileReconciliation, Run, recorded_run
-from flowops.tables import BILLING_MONTHLY, ORDERS, QUARANTINE, SUBSCRIBERS, TableSpec
+from flowops.ingest import xdr
+from flowops.ingest.pii import mask_fields
+from flowops.tables import BILLING_MONTHLY, ORDERS, SUBSCRIBERS, TableSpec
 
-log = logging.getLogger(__name__)
 # Commas outside double quotes separate fields (RFC 4180 quoting, no newlines inside fields).
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
 MONEY = T.DecimalType(12, 2)
@@ -54,6 +49,20 @@ BILLING = Source("billing", ("month", "msisdn", "item_code", "item_name", "quant
 ORDER_LINES = Source("orders", ("order_id", "msisdn", "order_time", "product_id", "product_type", "channel",
                                 "campaign_id", "action", "fee_yuan"), ORDERS)
 SOURCES = (CRM, BILLING, ORDER_LINES)
+
+
+# The field rules are the xDR parse's own (Arrow), applied through vectorised UDFs: one definition of a valid
+# msisdn and IMEI for every source.
+@F.pandas_udf(T.StringType())
+def normalise_msisdn(raw: pd.Series) -> pd.Series:
+    """`xdr.normalise_msisdn` for a Spark column."""
+    return xdr.normalise_msisdn(pa.array(raw, pa.string())).to_pandas()
+
+
+@F.pandas_udf(T.BooleanType())
+def is_valid_imei(imei: pd.Series) -> pd.Series:
+    """`xdr.imei_valid` for a Spark column (null counts as not captured)."""
+    return pd.Series(xdr.imei_valid(pa.array(imei.fillna(""), pa.string())))
 
 
 def _number(text: Column) -> Column:
@@ -106,10 +115,11 @@ def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column
     return reason, detail
 
 
-def to_silver(source: Source, fields: dict[str, Column], month: str, key: bytes) -> list[Column]:
+def to_silver(source: Source, fields: dict[str, Column], month: str,
+              pseudonymise: Callable[[Column], Column]) -> list[Column]:
     """The silver columns of a row, in the table's order (computed for every row, so nothing may throw)."""
     msisdn = normalise_msisdn(fields["msisdn"])
-    common = [F.lit(month).alias("month"), sub_id(msisdn, key).alias("sub_id")]
+    common = [F.lit(month).alias("month"), pseudonymise(msisdn).alias("sub_id")]
     if source is CRM:
         return common + [
             fields["status"].alias("status"),
@@ -140,12 +150,15 @@ def to_silver(source: Source, fields: dict[str, Column], month: str, key: bytes)
     ]
 
 
-def parse_rows(lines_df: DataFrame, source: Source, month: str, key: bytes) -> DataFrame:
-    """Data lines (header removed) -> `reason`, `detail`, the raw line, `msisdn` and the silver columns."""
+def parse_rows(lines_df: DataFrame, source: Source, month: str,
+               pseudonymise: Callable[[Column], Column]) -> DataFrame:
+    """Data lines (header removed; `value` as bytes or text) -> `reason`, `detail`, the raw line (`value`),
+    `msisdn` and the silver columns."""
     schema = ", ".join(f"`{name}` string" for name in source.header)
-    line = F.regexp_replace("value", r"\r$", "")
+    line = F.col("value")
     parsed = (
-        lines_df.withColumn("_n", F.size(F.split(line, FIELD_SPLIT)))
+        lines_df.withColumn("value", line.cast("string"))
+        .withColumn("_n", F.size(F.split(line, FIELD_SPLIT)))
         .withColumn("_row", F.from_csv(line, schema, {"sep": ",", "quote": '"', "escape": '"', "mode": "PERMISSIVE"}))
     )
     fields = {name: F.coalesce(F.trim(F.col(f"_row.`{name}`")), F.lit("")) for name in source.header}
@@ -153,95 +166,10 @@ def parse_rows(lines_df: DataFrame, source: Source, month: str, key: bytes) -> D
     reason = (F.when(~F.is_valid_utf8("value"), "bad_encoding")
               .when(F.col("_n") != len(source.header), "wrong_field_count").otherwise(reason))
     return parsed.select("source_file", "line_no", "value", reason.alias("reason"), detail.alias("detail"),
-                         normalise_msisdn(fields["msisdn"]).alias("msisdn"), *to_silver(source, fields, month, key))
+                         normalise_msisdn(fields["msisdn"]).alias("msisdn"),
+                         *to_silver(source, fields, month, pseudonymise))
 
 
-@dataclass
-class Landed:
-    """What one monthly file became."""
-
-    reconciliation: FileReconciliation
-    quarantine: DataFrame | None = None
-
-
-def ingest_monthly(ctx: Context, raw: str | Path, month: str) -> Run:
-    """Land the month's CRM, billing and order files in silver; one run record for the three."""
-    parse_month(month)
-    raw_root = require_raw(raw).resolve()
-    paths = [monthly_file(raw_root, source.name, month) for source in SOURCES]
-    key = pii_key(ctx.settings.pii)
-    with recorded_run(ctx.lake, "ingest-monthly", {"raw": raw_root, "month": month}) as run:
-        checks = landed.check_files(ctx.spark, paths, raw_root)
-        quarantine = []
-        for source, check in zip(SOURCES, checks, strict=True):
-            with run.step(source.name) as step:
-                result = _land_source(ctx, run, source, check, month, key)
-                run.files.append(result.reconciliation)
-                step["accepted"] = result.reconciliation.accepted
-                step["quarantined"] = result.reconciliation.quarantined
-                quarantine.append(result.quarantine if result.quarantine is not None
-                                  else _file_row(ctx, check, month, run.run_id, result.reconciliation.status))
-        merged = quarantine[0]
-        for frame in quarantine[1:]:
-            merged = merged.unionByName(frame)
-        run.wrote(QUARANTINE.name, ctx.lake.write(merged, QUARANTINE, mode="overwrite", partitions={"dt": [month]},
-                                                  metadata={"flowops.runId": run.run_id}))
-        for frame in quarantine:
-            frame.unpersist()
-        run.rows_in = sum(f.lines_in for f in run.files)
-        run.rows_out = sum(f.accepted for f in run.files)
-        unbalanced = [f for f in run.files if not f.balanced]
-        if unbalanced:
-            raise FlowopsError(f"reconciliation failed: {unbalanced}")
-    return run
-
-
-def _land_source(ctx: Context, run: Run, source: Source, check: landed.FileCheck, month: str,
-                 key: bytes) -> Landed:
-    """Write one source's silver month and return its reconciliation and quarantine rows."""
-    if not check.ok:
-        log.warning("%s: %s; silver %s keeps its previous %s rows, if any", check.source_file, check.status,
-                    source.table.name, month)
-        run.count(f"{source.name}.not_landed", 1)
-        return Landed(FileReconciliation(check.source_file, check.status, check.lines, 0, check.lines, 0))
-    lines = landed.read_lines(ctx.spark, [check]).persist(StorageLevel.MEMORY_AND_DISK)
-    header = lines.where("line_no = 1").first()
-    found = tuple(header.value.strip().lstrip("\ufeff").split(",")) if header else ()
-    if found != source.header:
-        # The found "header" may be a data row with phone numbers: log its shape, not its content.
-        log.error("%s: the first line (%d fields) is not the header %s; the file is quarantined", check.source_file,
-                  len(found), list(source.header))
-        lines.unpersist()
-        run.count(f"{source.name}.not_landed", 1)
-        return Landed(FileReconciliation(check.source_file, "bad_header", check.lines, 0, check.lines, 0))
-    rows = parse_rows(lines.where("line_no > 1"), source, month, key).persist(StorageLevel.MEMORY_AND_DISK)
-    version = ctx.lake.write(rows.where("reason is null").select(*source.table.schema.fieldNames()), source.table,
-                             mode="overwrite", partitions={"month": [month]}, metadata={"flowops.runId": run.run_id})
-    run.wrote(source.table.name, version)
-    written = ctx.lake.read(source.table.name, partitions={"month": [month]}).count()
-    if source is CRM:
-        _write_keys(ctx, run, rows.where("reason is null"), month)
-    bad = rows.where("reason is not null").select(
-        F.lit(month).alias("dt"), F.lit(source.name).alias("source"), "source_file", "line_no", "reason", "detail",
-        F.substring(mask_fields(F.make_valid_utf8("value"), FIELD_SPLIT, ",", source.personal,
-                                len(source.header)),
-                    1, 2000).alias("raw"),
-        F.lit(1).cast("long").alias("line_count"), F.lit(run.run_id).alias("run_id")).cache()
-    quarantined = bad.count()
-    run.count(f"{source.name}.rows", written)
-    run.count(f"{source.name}.quarantined", quarantined)
-    rows.unpersist()
-    lines.unpersist()
-    # The header line is accepted: it is the contract, not data.
-    return Landed(FileReconciliation(check.source_file, check.status, check.lines, written + 1, quarantined, 0), bad)
-
-
-def _file_row(ctx: Context, check: landed.FileCheck, month: str, run_id: str, status: str) -> DataFrame:
-    detail = check.detail or "header differs from the landing contract"
-    return ctx.spark.createDataFrame([(month, check.source_file.split("/", 1)[0], check.source_file, None, status,
-                                       detail, None, check.lines, run_id)], QUARANTINE.schema)
-
-
-def _write_keys(ctx: Context, run: Run, good: DataFrame, month: str) -> None:
-    append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
-        "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")))
+def quarantine_text(source: Source, value: Column) -> Column:
+    """A rejected row as it may be kept in bronze/quarantine: valid UTF-8, personal fields masked."""
+    return mask_fields(F.make_valid_utf8(value), FIELD_SPLIT, ",", source.personal, len(source.header))

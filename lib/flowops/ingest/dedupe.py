@@ -1,0 +1,50 @@
+"""Replays: the same record delivered twice, within one delivery or again after it landed.
+
+A record is identified by (dt, record_id). Within a delivery the first copy, in file-name and line order,
+is kept and later copies are replays. Against the lake, a record is either the very line bronze already
+holds (a rerun: it was accepted before) or a copy of a record bronze holds from another line (a
+duplicate). Only narrow key columns are ever shuffled; the wide rows are filtered by anti-joins.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+KEY = ["dt", "record_id"]
+POSITION = ["source_file", "line_no"]
+
+
+def repeated_keys(accepted_df: DataFrame) -> DataFrame:
+    """Keys delivered more than once in `accepted_df` (a count per key: a hash aggregation, no sort)."""
+    return accepted_df.groupBy(*KEY).count().where(F.col("count") > 1).select(*KEY)
+
+
+def later_copies(accepted_df: DataFrame, repeated_df: DataFrame) -> DataFrame:
+    """Positions (`source_file`, `line_no`) of the copies that are not the first of their key; `repeated_df`
+    (from `repeated_keys`) is small, so only its few rows are ranked."""
+    first = Window.partitionBy(*KEY).orderBy(*POSITION)
+    return (
+        accepted_df.select(*KEY, *POSITION)
+        .join(repeated_df, on=KEY, how="inner")
+        .withColumn("_copy", F.row_number().over(first))
+        .where(F.col("_copy") > 1)
+        .select(*POSITION)
+    )
+
+
+def lake_matches(firsts_df: DataFrame, bronze_keys_df: DataFrame) -> DataFrame:
+    """Records of the delivery that bronze already holds: `source_file` and `is_same_line` (bronze holds this
+    very line, so it was accepted by an earlier run) per match.
+
+    Args:
+        firsts_df: the delivery's accepted first copies (`dt`, `record_id`, `source_file`, `line_no`).
+        bronze_keys_df: bronze's `dt`, `record_id`, `source_file`, `line_no` for the days concerned.
+    """
+    known = bronze_keys_df.select(*KEY, F.col("source_file").alias("_file"), F.col("line_no").alias("_line"))
+    return (
+        firsts_df.select(*KEY, *POSITION)
+        .join(known, on=KEY, how="inner")
+        .select("source_file", ((F.col("_file") == F.col("source_file")) & (F.col("_line") == F.col("line_no")))
+                .alias("is_same_line"))
+    )

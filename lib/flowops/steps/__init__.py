@@ -1,0 +1,1 @@
+"""The pipeline steps: each module holds every read and write of one step (see DESIGN.md, Layout)."""
