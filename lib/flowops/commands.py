@@ -25,6 +25,8 @@ def add_generate(sub: Sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7, metavar="S")
     p.add_argument("--bad-rate", type=float, default=0.0, metavar="R",
                    help="share of xDR lines that are dirty, of every kind (default 0)")
+    p.add_argument("--records-per-day", type=float, default=None, metavar="N",
+                   help="mean xDR records per active subscriber-day (default: about 25; real handsets: hundreds)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.set_defaults(handler=run_generate)
 
@@ -34,7 +36,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         result = generate(args.out, subscribers=args.subscribers, start_month=args.start_month,
-                          months=args.months, seed=args.seed, bad_rate=args.bad_rate, workers=args.workers)
+                          months=args.months, seed=args.seed, bad_rate=args.bad_rate, workers=args.workers,
+                          records_per_day=args.records_per_day)
     except ValueError as exc:
         raise FlowopsError(str(exc)) from None
     print(result.summary())

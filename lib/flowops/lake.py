@@ -126,6 +126,8 @@ class Lake:
             columns = [F.col(col) for col in spec.partition_by]
             values = len(next(iter(partitions.values()))) if partitions and len(partitions) == 1 else None
             conformed = conformed.repartition(values, *columns) if values else conformed.repartition(*columns)
+        if spec.cluster_by:
+            conformed = conformed.sortWithinPartitions(*spec.partition_by, *spec.cluster_by)
         path = self.path(spec.name)
         self._engine.check_schema_version(path, spec)
         commit_meta = {"flowops.schemaVersion": str(spec.version), **(metadata or {})}

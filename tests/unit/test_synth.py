@@ -339,6 +339,23 @@ def test_usage_truth_matches_reparse(out: Path, parsed: dict) -> None:
     assert sum(int(r["bytes"]) > 0 for r in truth) > SUBS * 0.7
 
 
+def test_a_denser_run_splits_the_same_usage_into_more_records(tmp_path: Path) -> None:
+    sparse = generate(tmp_path / "sparse", 25, "2025-02", 1, seed=3, workers=1)
+    dense = generate(tmp_path / "dense", 25, "2025-02", 1, seed=3, workers=1, records_per_day=200)
+
+    def usage(out: Path) -> dict:
+        return {(r["msisdn"], r["month"]): (r["bytes"], r["idle_bytes"], r["active_days"])
+                for r in read_csv(out / "_truth" / "usage_monthly.csv")}
+
+    assert usage(dense.out) == usage(sparse.out)   # the planted usage does not depend on the density
+    got = reparse(dense.out, dt.date(2025, 2, 1), dt.date(2025, 2, 28))
+    assert sum(int(r["bytes"]) for r in read_csv(dense.out / "_truth" / "usage_monthly.csv")) == sum(
+        c["bytes"] for c in got["usage"].values())
+    active_days = sum(int(v[2]) for v in usage(dense.out).values())
+    assert 180 <= dense.xdr_lines / active_days <= 220
+    assert dense.xdr_lines > 6 * sparse.xdr_lines
+
+
 def test_archetype_proportions_and_stages(out: Path) -> None:
     rows = read_csv(out / "_truth" / "archetypes.csv")
     assert len(rows) == SUBS
@@ -426,6 +443,7 @@ def test_propensities_cover_every_subscriber(out: Path) -> None:
     (dict(bad_rate=-0.1), "bad_rate must be between 0 and 0.5"),
     (dict(seed=-1), "seed must be an integer >= 0"),
     (dict(workers=0), "workers must be an integer >= 1"),
+    (dict(records_per_day=1), "records_per_day must be between 2 and 5000"),
 ])
 def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
     args = dict(out=tmp_path / "x", subscribers=10, start_month="2026-01", months=1, seed=1)

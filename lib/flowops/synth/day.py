@@ -43,6 +43,7 @@ class DayTask:
     run_first_ord: int
     bad_rate: float
     month_firsts: tuple[int, ...]
+    records_per_day: float | None = None
 
 
 @dataclass
@@ -70,7 +71,7 @@ def run_day(task: DayTask) -> DayResult:
     ctx = get_context(task.work_dir, task.seed, task.month_firsts)
     rng = np.random.default_rng(np.random.SeedSequence([task.seed, 1, task.day_ord]))
     busy, idle = _app_cdfs()
-    rec = build_day(ctx, task.day_ord, rng, busy, idle)
+    rec = build_day(ctx, task.day_ord, rng, busy, idle, task.records_per_day)
     plan = plan_dirty(rec, ctx, rng, task.bad_rate, task.day_ord, task.run_index,
                       task.run_first_ord)
     renderer = DayRenderer(ctx, task.day_ord)

@@ -43,6 +43,7 @@ from flowops.synth.truth import (
 GENERATOR = "flowops.synth"
 VERSION = "1.0.0"
 MAX_BAD_RATE = 0.5
+MAX_RECORDS_PER_DAY = 5000
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -80,7 +81,7 @@ def parse_month(value: str) -> tuple[int, int]:
 
 
 def _validate(subscribers: int, start_month: str, months: int, seed: int, bad_rate: float,
-              workers: int | None) -> tuple[int, int]:
+              workers: int | None, records_per_day: float | None = None) -> tuple[int, int]:
     ym = parse_month(start_month)
     for name, v in (("subscribers", subscribers), ("months", months)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -92,6 +93,11 @@ def _validate(subscribers: int, start_month: str, months: int, seed: int, bad_ra
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or workers < 1):
         raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    if records_per_day is not None and (isinstance(records_per_day, bool)
+                                        or not isinstance(records_per_day, (int, float))
+                                        or not 2 <= records_per_day <= MAX_RECORDS_PER_DAY):
+        raise ValueError(f"records_per_day must be between 2 and {MAX_RECORDS_PER_DAY}, "
+                         f"got {records_per_day!r}")
     return ym
 
 
@@ -128,7 +134,8 @@ def month_bounds(year: int, month: int, months: int) -> tuple[list[str], list[tu
 
 
 def generate(out: str | Path, subscribers: int, start_month: str, months: int, seed: int,
-             bad_rate: float = 0.0, workers: int | None = None) -> GenerateResult:
+             bad_rate: float = 0.0, workers: int | None = None,
+             records_per_day: float | None = None) -> GenerateResult:
     """Write landing data (usage, crm, billing, orders) and planted truth under ``out``.
 
     Args:
@@ -139,17 +146,20 @@ def generate(out: str | Path, subscribers: int, start_month: str, months: int, s
         seed: random seed; the same arguments give byte-identical files.
         bad_rate: fraction of xDR lines that are bad (0 to 0.5); see ``dirty.py``.
         workers: processes for the days (default: CPU count).
+        records_per_day: the mean number of xDR records per active subscriber-day (default: about 25, from a
+            model of session counts by volume; real smartphones produce hundreds). The planted usage (bytes
+            per subscriber-day) is the same whatever the density; only how finely it is split changes.
 
     Raises:
         ValueError: on a bad argument or an output directory it must not overwrite.
     """
     t0 = time.perf_counter()
-    year, month = _validate(subscribers, start_month, months, seed, bad_rate, workers)
+    year, month = _validate(subscribers, start_month, months, seed, bad_rate, workers, records_per_day)
     out = Path(out)
     _claim(out)
     truth = out / "_truth"
     params = dict(subscribers=subscribers, start_month=start_month, months=months, seed=seed,
-                  bad_rate=bad_rate)
+                  bad_rate=bad_rate, records_per_day=records_per_day)
     write_json(truth / "manifest.json", dict(generator=GENERATOR, version=VERSION,
                                              status="incomplete", parameters=params))
     names, bounds = month_bounds(year, month, months)
@@ -187,7 +197,8 @@ def generate(out: str | Path, subscribers: int, start_month: str, months: int, s
 
         tasks = [DayTask(out=str(out), work_dir=str(work_dir), seed=seed, day_ord=d,
                          run_index=d - bounds[0][0], run_first_ord=bounds[0][0],
-                         bad_rate=float(bad_rate), month_firsts=tuple(b[0] for b in bounds))
+                         bad_rate=float(bad_rate), month_firsts=tuple(b[0] for b in bounds),
+                         records_per_day=records_per_day)
                  for d in range(bounds[0][0], bounds[-1][1] + 1)]
         folder = _Folder(out, names, bounds, month_subs, pop)
         for result in _run(tasks, workers or os.cpu_count() or 1):

@@ -82,8 +82,9 @@ def _draw_cdf(rng: np.random.Generator, cdf: np.ndarray, size: int) -> np.ndarra
 
 
 def build_day(ctx: WorkerContext, day_ord: int, rng: np.random.Generator,
-              busy_cdf: np.ndarray, idle_cdf: np.ndarray) -> DayRecords:
-    """Generate the clean records of one day; ``busy_cdf``/``idle_cdf`` are app CDFs per profile."""
+              busy_cdf: np.ndarray, idle_cdf: np.ndarray, records_per_day: float | None = None) -> DayRecords:
+    """Generate the clean records of one day; ``busy_cdf``/``idle_cdf`` are app CDFs per profile;
+    ``records_per_day`` rescales the session-count model to that mean per active subscriber-day."""
     pop, apps = ctx.pop, ctx.apps
     mp = ctx.month(ctx.month_of(day_ord))
     mb = mp.target_mb * mp.shares[:, day_ord - mp.first_ord]
@@ -200,7 +201,43 @@ def build_day(ctx: WorkerContext, day_ord: int, rng: np.random.Generator,
         dur=dur, ms_start=ms_start, ms_end=ms_end, idle=is_idle, ul=ul, dl=dl,
         key=start.astype(np.float64), lag=np.zeros(total, dtype=np.int8),
         msisdn_form=np.zeros(total, dtype=np.int8))
-    return rec.select(np.lexsort((start, hour)))
+    if records_per_day is not None and total:
+        rec = _split_sessions(rng, apps, rec, records_per_day / (total / on.size))
+    return rec.select(np.lexsort((rec.start, rec.hour)))
+
+
+def _split_sessions(rng: np.random.Generator, apps: Apps, rec: DayRecords, flows_per_session: float) -> DayRecords:
+    """Each session as several flows, as a DPI probe records it: the same subscriber, app and radio; the app's
+    hosts, servers and paths; starts spread over the session (within its hour, so the idle flag holds), its
+    duration and bytes split between them (totals unchanged: the planted usage is the same at any density)."""
+    total = len(rec)
+    flows = 1 + rng.poisson(max(flows_per_session - 1.0, 0.0), total)
+    session = np.repeat(np.arange(total), flows)
+    first = np.cumsum(flows) - flows
+    nth = np.arange(session.size) - first[session]
+    out = rec.select(session)
+    room = 3599 - out.start % 3600
+    offset = np.where(nth == 0, 0, np.minimum((rng.random(session.size) * out.dur).astype(np.int32), room))
+    out.start = (out.start + offset).astype(np.int32)
+    out.key = out.start.astype(np.float64)
+    out.dur = (out.dur // flows[session]).astype(np.int32)
+    out.ms_end = np.where(out.dur == 0, np.maximum(out.ms_end, out.ms_start), out.ms_end).astype(np.int16)
+    out.uri_tok = rng.integers(0, 2**48, session.size, dtype=np.uint64)
+    later = (nth > 0) & (out.unk == 0)   # a known app's later flows go to its other hosts, servers and paths
+    a = np.minimum(out.app, apps.n - 1)
+    out.host = np.where(later, apps.host_off[a] + (rng.random(session.size) * np.diff(apps.host_off)[a]).astype(
+        np.int32), out.host).astype(np.int32)
+    out.ip_last = np.where(nth > 0, rng.integers(1, 255, session.size), out.ip_last).astype(np.int16)
+    out.uri_path = np.where(later & (out.uri_path >= 0), apps.uri_off[a] + (
+        rng.random(session.size) * np.diff(apps.uri_off)[a]).astype(np.int32), out.uri_path).astype(np.int32)
+    weight = rng.random(session.size) + 0.05
+    share = weight / np.bincount(session, weights=weight, minlength=total)[session]
+    for name in ("ul", "dl"):
+        whole = getattr(rec, name)
+        part = np.floor(whole[session] * share).astype(np.int64)
+        part[first] += whole - np.bincount(session, weights=part, minlength=total).astype(np.int64)
+        setattr(out, name, part)
+    return out
 
 
 def _bytes(rng: np.random.Generator, apps: Apps, a: np.ndarray, unk: np.ndarray, owner: np.ndarray,
