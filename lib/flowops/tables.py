@@ -28,15 +28,15 @@ class TableSpec:
     plain: tuple[str, ...] = ()
     # Row order within each written file: like values next to each other compress and skip better.
     cluster_by: tuple[str, ...] = ()
-    # Compact storage for a table written once and read often: Parquet v2 pages (delta-encoded integers) and a
-    # higher zstd level, for a few percent more write time.
+    # Compact storage for a table read far more than it is written: Parquet v2 data pages, whose integers are
+    # delta-encoded (measured: 5% smaller silver; a higher zstd level gained under 1% more).
     compact: bool = False
 
     def writer_options(self) -> dict[str, str]:
         """Parquet writer options for this table's files."""
         options = {f"parquet.enable.dictionary#{column}": "false" for column in self.plain}
         if self.compact:
-            options.update({"parquet.writer.version": "PARQUET_2_0", "parquet.compression.codec.zstd.level": "9"})
+            options["parquet.writer.version"] = "PARQUET_2_0"
         return options
 
     def __post_init__(self) -> None:

@@ -19,19 +19,24 @@ def usage_daily(bronze_df: DataFrame) -> DataFrame:
     )
 
 
-def device_daily(bronze_df: DataFrame, reference_df: DataFrame) -> DataFrame:
-    """subscriber x day x TAC with the handset identified (TAC table, else the most used user agent)."""
+def handsets_daily(bronze_df: DataFrame) -> DataFrame:
+    """subscriber x day x TAC: records, bytes, and the user agent it sent most (to identify it by)."""
     by_agent = (
         bronze_df.groupBy("dt", "sub_id", "tac", "user_agent")
         .agg(F.count("*").alias("records"), F.sum(F.col("ul_bytes") + F.col("dl_bytes")).alias("total_bytes"))
     )
     # The handset's own agent is the one it sends most; app agents (aweme/..., okhttp/...) vary more.
-    devices = (
+    return (
         by_agent.groupBy("dt", "sub_id", "tac")
         .agg(F.max_by("user_agent", F.when(F.col("user_agent").isNotNull(), F.col("records"))).alias("user_agent"),
              F.sum("records").alias("records"), F.sum("total_bytes").alias("total_bytes"))
     )
-    return identify_terminals(devices, reference_df).select(
+
+
+def device_daily(handsets_df: DataFrame, reference_df: DataFrame) -> DataFrame:
+    """`handsets_daily` with the handset identified (TAC table, else the user agent). Pass a cached
+    `handsets_df`: identification reads it twice (the agents it must parse, then every row)."""
+    return identify_terminals(handsets_df, reference_df).select(
         "dt", "sub_id", "tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier",
         "terminal_source", "records", "total_bytes",
     )

@@ -35,7 +35,7 @@ from flowops.ingest.lines import FileCheck, LandedFile, read_landed
 from flowops.ingest.monthly import SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, pii_key
-from flowops.ingest.rollup import device_daily, usage_daily
+from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.ingest.xdr import RECORD_COLUMNS, ParseRules, RecordParser, quarantine_text
 from flowops.landing import available_days, month_days, monthly_file, parse_date, parse_month, require_raw, usage_files
@@ -274,8 +274,9 @@ class _UsageBatch:
 
     def _rollup(self, days: list[str]) -> None:
         bronze = self.lake.read(USAGE_EVENTS.name, partitions={"dt": days})
+        handsets = self._cache(handsets_daily(bronze))
         for spec, frame in ((USAGE_DAILY, usage_daily(bronze)),
-                            (DEVICE_DAILY, device_daily(bronze, self.reference.terminals))):
+                            (DEVICE_DAILY, device_daily(handsets, self.reference.terminals))):
             self.run.wrote(spec.name, self.lake.write(frame, spec, mode="overwrite", partitions={"dt": days},
                                                       metadata=self._meta()))
 

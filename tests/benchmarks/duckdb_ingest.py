@@ -1,0 +1,115 @@
+"""The DuckDB baseline: what a single-machine engineer would write to do the same ingest work, without Spark.
+
+Same files, same cores: check every gzip file whole (zlib, one process per core), read the lines with their
+file and line number, split and validate them with a reason for each reject, drop replays (same day and
+record id), hash the msisdn with the key, map the host to an app by its domain suffix, and write bronze and
+silver (subscriber x day x app x RAT x idle) as zstd Parquet partitioned by day.
+
+What it leaves out of flowops' work: the Luhn check, app rules beyond a host-suffix lookup (URI prefixes,
+user-agent tokens, ports), the handset table, dedupe against earlier deliveries, reconciliation, quarantine
+files and Delta commits.
+
+    python -m tests.benchmarks.duckdb_ingest RAW OUT [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from flowops.ingest.apps import AppRules
+from flowops.ingest.lines import check_file
+
+ROOT = Path(__file__).resolve().parents[2]
+QUERY = """
+CREATE TEMP TABLE lines AS
+SELECT filename AS source_file, line, row_number() OVER (PARTITION BY filename) AS line_no
+FROM read_csv({files}, columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', escape='', header=false,
+              filename=true, ignore_errors=true, strict_mode=false, auto_detect=false);
+
+CREATE TEMP TABLE parsed AS
+WITH split AS (
+    SELECT source_file, line_no, line, string_split(line, '|') AS f FROM lines
+), typed AS (
+    SELECT *, len(f) AS n,
+        regexp_replace(trim(f[2]), '^(\\+86|0086|86)(1[0-9]{{10}})$', '\\2') AS msisdn,
+        try_strptime(f[5], ['%Y-%m-%d %H:%M:%S.%f', '%Y-%m-%d %H:%M:%S']) AS st,
+        try_strptime(f[6], ['%Y-%m-%d %H:%M:%S.%f', '%Y-%m-%d %H:%M:%S']) AS et,
+        TRY_CAST(f[17] AS BIGINT) AS ul, TRY_CAST(f[18] AS BIGINT) AS dl,
+        lower(regexp_replace(coalesce(nullif(trim(f[13]), ''), trim(f[14])), ':[0-9]+$', '')) AS name
+    FROM split
+)
+SELECT source_file, line_no, line, f[1] AS record_id, msisdn, f[4] AS imei, st, et, ul, dl, name,
+    upper(f[7]) AS rat, st::DATE AS dt, (hour(st) >= 23 OR hour(st) < 7) AS is_idle,
+    CASE
+        WHEN n <> 18 THEN 'wrong_field_count'
+        WHEN f[1] = '' THEN 'missing_record_id'
+        WHEN NOT regexp_full_match(msisdn, '1[3-9][0-9]{{9}}') THEN 'invalid_msisdn'
+        WHEN f[4] <> '' AND NOT regexp_full_match(f[4], '[0-9]{{14,16}}') THEN 'invalid_imei'
+        WHEN NOT regexp_full_match(f[17], '-?[0-9]{{1,18}}') OR NOT regexp_full_match(f[18], '-?[0-9]{{1,18}}')
+            THEN 'bad_number'
+        WHEN ul < 0 OR dl < 0 THEN 'negative_bytes'
+        WHEN st IS NULL OR et IS NULL THEN 'bad_timestamp'
+        WHEN et < st THEN 'end_before_start'
+    END AS reason
+FROM typed;
+
+CREATE TEMP TABLE bronze AS
+SELECT p.*, sha256('{key}' || msisdn) AS sub_id,
+    coalesce(a4.app_id, a3.app_id, a2.app_id, 'unknown') AS app_id
+FROM (SELECT * FROM parsed WHERE reason IS NULL
+      QUALIFY row_number() OVER (PARTITION BY dt, record_id ORDER BY source_file, line_no) = 1) p
+LEFT JOIN apps a4 ON a4.suffix = array_to_string(string_split(p.name, '.')[-4:], '.')
+LEFT JOIN apps a3 ON a3.suffix = array_to_string(string_split(p.name, '.')[-3:], '.')
+LEFT JOIN apps a2 ON a2.suffix = array_to_string(string_split(p.name, '.')[-2:], '.');
+
+COPY (SELECT * EXCLUDE (line, msisdn) FROM bronze) TO '{out}/bronze' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
+COPY (SELECT source_file, line_no, reason, line FROM parsed WHERE reason IS NOT NULL)
+    TO '{out}/quarantine.parquet' (FORMAT parquet, COMPRESSION zstd);
+COPY (SELECT dt, sub_id, app_id, rat, is_idle, sum(ul) AS ul_bytes, sum(dl) AS dl_bytes,
+             sum(ul + dl) AS total_bytes, count(*) AS records, sum(epoch_ms(et) - epoch_ms(st)) / 1000.0 AS duration_s
+      FROM bronze GROUP BY ALL) TO '{out}/silver' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
+"""
+
+
+def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key") -> dict:
+    """Run the baseline on every xDR file under `raw`; returns seconds and row counts."""
+    import duckdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = sorted(str(p) for p in raw.glob("usage/dt=*/hour=*/*.txt.gz"))
+    rules = AppRules.load(ROOT / "conf")
+    started = time.perf_counter()
+    with ProcessPoolExecutor(threads) as pool:   # the whole-file check, one process per core
+        checks = list(pool.map(check_file, paths, paths, chunksize=16))
+    good = [c.source_file for c in checks if c.ok]
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {threads}")
+    con.execute("SET preserve_insertion_order = true")
+    con.execute("CREATE TEMP TABLE apps (suffix VARCHAR, app_id VARCHAR)")
+    con.executemany("INSERT INTO apps VALUES (?, ?)", [(r.key, r.app_id) for r in rules.rules if r.kind == "host"])
+    files = "[" + ", ".join(f"'{f}'" for f in good) + "]"
+    con.execute(QUERY.format(files=files, key=key, out=out))
+    seconds = time.perf_counter() - started
+    counts = con.execute("SELECT (SELECT count(*) FROM lines), (SELECT count(*) FROM bronze), "
+                         "(SELECT count(*) FROM parsed WHERE reason IS NOT NULL)").fetchone()
+    return {"seconds": seconds, "files": len(paths), "bad_files": len(paths) - len(good), "lines": counts[0],
+            "bronze": counts[1], "rejected": counts[2], "threads": threads}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("raw", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(json.dumps(run(args.raw, args.out, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
