@@ -88,7 +88,7 @@ def add_demo(sub: Sub, common: argparse.ArgumentParser) -> None:
                        description="Generate a small synthetic month and run every pipeline step that exists, "
                                    "then print a summary of what landed where.")
     p.add_argument("--out", default="demo", metavar="DIR", help="demo folder: DIR/raw and DIR/lakehouse")
-    p.add_argument("--subscribers", type=int, default=500, metavar="N")
+    p.add_argument("--subscribers", type=int, default=400, metavar="N")
     p.add_argument("--month", default="2026-03", metavar="YYYY-MM", help="the month the pipeline runs for")
     p.add_argument("--seed", type=int, default=7, metavar="S")
     p.add_argument("--bad-rate", type=float, default=0.01, metavar="R")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from flowops.context import Context
 from flowops.gold import run_segment, run_tags
-from flowops.landing import previous_months
+from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
-from flowops.steps.ingest import ingest
+from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,12 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
                          seed=seed, bad_rate=bad_rate)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
-    for earlier in previous_months(month, HISTORY_MONTHS):
-        ingest(ctx, raw, month=earlier)
-    ingested, monthly = ingest(ctx, raw, month=month)
+    months = [*previous_months(month, HISTORY_MONTHS), month]
+    # The usage of all three months as one batch, as an operator backfills history: one pass, one commit per table.
+    reference = Reference.load(ctx)
+    ingested = ingest_days(ctx, raw, [day for m in months for day in month_days(m)], reference,
+                           label={"months": f"{months[0]}..{month}"})
+    monthly = [ingest_monthly(ctx, raw, m, reference) for m in months][-1]
     counts = ingested.counts
     tagged = run_tags(ctx, month)
     _, stages = run_segment(ctx, month)
@@ -52,11 +55,11 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"{subscribers:,} subscribers, {first_month} .. {month})",
         f"  planted truth  {raw}/_truth/",
         f"  lake           {lake.root}/  (engine: {lake.engine_name})",
-        f"  ingest {month}  {ingested.rows_in:,} lines in = {counts.get('accepted', 0):,} accepted + "
+        f"  ingest         {months[0]} .. {month} as one batch: {ingested.rows_in:,} lines in = "
+        f"{counts.get('accepted', 0):,} accepted + "
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
-        f"  monthly files  {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
-        f"  history        {', '.join(previous_months(month, HISTORY_MONTHS))} ingested the same way",
+        f"  monthly files  {month}: {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
         f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "
         "(catalogue: flowops tags --catalog)",
         f"  stages {month}  {format_stages(stages)}",

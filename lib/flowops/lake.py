@@ -121,11 +121,12 @@ class Lake:
         conformed = conform(df, spec)
         if spec.partition_by and shuffle:
             # Rows of a partition value meet in one task: one file per partition instead of one per input split.
-            # When the values are known, one task per value (a number Spark's adaptive execution keeps): tasks of
-            # similar size, rather than a few merged ones that leave cores idle.
+            # When the values are known, a task count Spark's adaptive execution keeps: up to four tasks per core
+            # (not a few merged ones that leave cores idle, nor one per value, each with a writer to set up).
             columns = [F.col(col) for col in spec.partition_by]
             values = len(next(iter(partitions.values()))) if partitions and len(partitions) == 1 else None
-            conformed = conformed.repartition(values, *columns) if values else conformed.repartition(*columns)
+            tasks = min(values, 4 * self.spark.sparkContext.defaultParallelism) if values else None
+            conformed = conformed.repartition(tasks, *columns) if tasks else conformed.repartition(*columns)
         if spec.cluster_by:
             conformed = conformed.sortWithinPartitions(*spec.partition_by, *spec.cluster_by)
         path = self.path(spec.name)

@@ -56,12 +56,15 @@ class Run:
 
     @contextmanager
     def step(self, name: str) -> Iterator[dict[str, int]]:
-        """Time a step and log one line with its counts: `with run.step("parse") as counts: ...`."""
+        """Time a step and log one line with its counts: `with run.step("parse") as counts: ...`. The step's
+        milliseconds are kept as the count `step_ms.<name>`."""
         started = time.perf_counter()
         counts: dict[str, int] = {}
         yield counts
+        seconds = time.perf_counter() - started
+        self.count(f"step_ms.{name}", round(seconds * 1000))
         shown = " ".join(f"{key}={value:,}" for key, value in counts.items())
-        log.info("%s %s: %s(%.1fs)", self.job, name, f"{shown} " if shown else "", time.perf_counter() - started)
+        log.info("%s %s: %s(%.1fs)", self.job, name, f"{shown} " if shown else "", seconds)
 
 
 def new_run_id() -> str:

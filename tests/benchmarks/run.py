@@ -1,210 +1,278 @@
-"""`make bench`: the benchmark ladder. Every figure is measured in this run, on this machine, next to a
-baseline measured on the same files, and written to BENCHMARKS.md with the command that reproduces it.
+"""`make bench`: the benchmark ladder. Every figure is measured in this run, on this machine, next to baselines
+measured on the same files, and written to BENCHMARKS.md with the command that reproduces it.
 
-    python -m tests.benchmarks.run [--subscribers N] [--out DIR]
+    python -m tests.benchmarks.run [--sizes 700,2800,11000,42000] [--against REV] [--out DIR]
 
-Stages: generate (synthetic landing data), ingest (parse, validate, dedupe, identify, roll up), app
-identification with 10 vs 10,000 rules. Baselines: `gzip -dc` of the same files (the floor: reading is
-at least that), and DuckDB doing the equivalent parse + filter + rollup on one machine.
+Per size (subscribers; one generated month at the default density, ~730 xDR lines per subscriber):
+generate, the `gzip -dc` floor and the DuckDB baseline (tests/benchmarks/duckdb_ingest.py) on the same files,
+then `flowops ingest --month`, `tags` and `segment` in a child process whose JVM, driver and Python workers
+are sampled for CPU and peak memory. Then: the fitted exponent of time against lines; the same month through
+an older flowops (`--against`, default the last commit before the speed work); silver against raw at
+realistic density (300 and 600 records per subscriber-day); a profile of one ingest (steps, Spark jobs, CPU by
+process); app identification with 10 vs 10,000 rules; tag computation against the number of tags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "BENCHMARKS.md"
+MONTH = "2026-01"
+BEFORE = "565b4cd"  # the last commit before the ingest was rebuilt for speed (issue 11)
+COMMAND = "make bench"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--sizes", default="700,2800,11000,42000", help="subscribers per ladder step")
+    parser.add_argument("--against", default=BEFORE, help="an older flowops revision to time on the same month")
+    parser.add_argument("--against-size", type=int, default=4000, help="subscribers of the month timed against it")
+    parser.add_argument("--density-lines", type=int, default=2_000_000, help="lines of each density month")
     parser.add_argument("--out", default=str(ROOT / ".bench"))
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     os.environ.setdefault("FLOWOPS_PII_KEY", "bench-key")
-    results: dict[str, dict] = {}
-    results["generate"] = bench_generate(out / "raw", args.subscribers)
-    results["floor"] = bench_gzip_floor(out / "raw")
-    results["duckdb"] = bench_duckdb(out / "raw")
-    results["ingest"] = bench_ingest(out)
-    results["identify"] = bench_identify(out)
-    results["tags"] = bench_tags(out)
-    write_report(results, args)
+    started = time.perf_counter()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict = {"ladder": [], "args": vars(args)}
+    for subscribers in sizes:
+        results["ladder"].append(bench_size(out / f"s{subscribers}", subscribers))
+        print(json.dumps(results["ladder"][-1]), flush=True)
+    results["against"] = bench_against(out / "against", args.against, args.against_size)
+    results["density"] = [bench_density(out / f"d{n}", n, args.density_lines) for n in (300, 600)]
+    mid = out / f"s{sizes[min(1, len(sizes) - 1)]}"
+    results["identify"] = bench_identify(mid)
+    results["tags"] = bench_tags(mid)
+    results["seconds"] = time.perf_counter() - started
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_report(results)
     print(REPORT.read_text())
     return 0
 
 
-def _child(code: str) -> dict:
-    """Run `code` in a fresh interpreter; it prints one JSON line. Returns it plus wall time and peak RSS."""
+# --------------------------------------------------------------------------- children and sampling
+class Sampler(threading.Thread):
+    """Samples the process tree under `pid` every half second: CPU seconds and peak RSS by kind (the JVM, the
+    Python driver, the largest Python worker)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.done = pid, False
+        self.cpu: dict[int, tuple[str, float]] = {}
+        self.peak = {"jvm": 0.0, "driver": 0.0, "worker": 0.0}
+
+    def run(self) -> None:
+        hz, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        while not self.done:
+            for pid in _tree(self.pid):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                kind = "jvm" if "java" in cmd.split(" ")[0] else "worker" if "pyspark.daemon" in cmd else "driver"
+                self.cpu[pid] = (kind, (int(stat[11]) + int(stat[12])) / hz)
+                self.peak[kind] = max(self.peak[kind], int(stat[21]) * page / 1e6)
+            time.sleep(0.5)
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, seconds in self.cpu.values():
+            out[kind] = out.get(kind, 0.0) + seconds
+        return out
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _child(code: str, env: dict | None = None, cwd: Path = ROOT) -> dict:
+    """Run `code` in a fresh interpreter (it prints one JSON line last); add wall time, CPU and peak memory."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
-    )
-    wall = time.perf_counter() - started
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT / "lib"), **(env or {})})
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.done = True
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        raise RuntimeError(f"benchmark child failed:\n{stderr[-4000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result.update(wall_s=time.perf_counter() - started, cpu_s=sampler.cpu_by_kind(), peak_mb=sampler.peak)
     return result
 
 
-def bench_generate(raw: Path, subscribers: int) -> dict:
-    code = (
-        "import json\nfrom flowops.synth import generate\n"
-        "if __name__ == '__main__':\n"
-        f"    r = generate({str(raw)!r}, subscribers={subscribers}, start_month='2026-01', months=1, seed=7, "
-        "bad_rate=0.01)\n"
-        "    print(json.dumps({'lines': r.xdr_lines, 'files': r.xdr_files, 'bytes': r.bytes, 'seconds': r.elapsed_s}))"
-    )
-    # A separate child so its peak RSS is its own (RUSAGE_CHILDREN keeps the maximum over children).
-    return _child(code)
+def _flowops(code: str, lake: Path, event_log: Path | None = None) -> dict:
+    conf = ""
+    if event_log:
+        event_log.mkdir(parents=True, exist_ok=True)
+        conf = (f"settings = settings.model_copy(update={{'spark': settings.spark.model_copy(update={{'conf': "
+                f"{{'spark.eventLog.enabled': 'true', 'spark.eventLog.compress': 'false', "
+                f"'spark.eventLog.dir': 'file://{event_log}'}}}})}})\n")
+    return _child("import json, time\nfrom flowops.config import load_settings\nfrom flowops.context import Context\n"
+                  f"settings = load_settings('conf', lake_root={str(lake)!r})\n{conf}"
+                  "ctx = Context(settings)\nctx.spark\n" + code)
 
 
-def _usage_files(raw: Path) -> list[Path]:
-    """The readable xDR files (empty and cut files excluded: the baselines cannot read those at all)."""
+# --------------------------------------------------------------------------- one ladder step
+def bench_size(out: Path, subscribers: int, records_per_day: float | None = None, steps: bool = True) -> dict:
+    raw, lake = out / "raw", out / "lake"
+    result = {"subscribers": subscribers, "records_per_day": records_per_day}
+    result["generate"] = _child(
+        "import json\nfrom flowops.synth import generate\nif __name__ == '__main__':\n"
+        f"    r = generate({str(raw)!r}, subscribers={subscribers}, start_month={MONTH!r}, months=1, seed=7, "
+        f"bad_rate=0.01, records_per_day={records_per_day!r})\n"
+        "    print(json.dumps({'lines': r.xdr_lines, 'files': r.xdr_files, 'seconds': r.elapsed_s}))")
+    result["floor"] = gzip_floor(raw)
+    result["duckdb"] = _child(f"import json\nfrom pathlib import Path\nfrom tests.benchmarks.duckdb_ingest import run\n"
+                              f"print(json.dumps(run(Path({str(raw)!r}), Path({str(out / 'duckdb')!r}))))")
+    shutil.rmtree(out / "duckdb", ignore_errors=True)
+    result["ingest"] = _flowops(
+        f"from flowops.steps.ingest import ingest\nt = time.perf_counter()\n"
+        f"usage, monthly = ingest(ctx, {str(raw)!r}, month={MONTH!r})\nseconds = time.perf_counter() - t\n"
+        "print(json.dumps({'seconds': seconds, 'lines': usage.rows_in + monthly.rows_in, 'xdr_lines': usage.rows_in,"
+        " 'accepted': usage.counts['accepted'], 'usage_seconds': sum(v for k, v in usage.counts.items() "
+        "if k.startswith('step_ms.')) / 1000, 'steps': {k[8:]: v / 1000 for k, v in usage.counts.items() "
+        "if k.startswith('step_ms.')}, 'cores': ctx.spark.sparkContext.defaultParallelism}))",
+        lake, event_log=out / "events")
+    result["sizes"] = {table: _table_bytes(lake / table)
+                       for table in ("bronze/usage_events", "silver/usage_daily", "silver/device_daily")}
+    if steps:
+        result["tags"] = _flowops(
+            f"from flowops.gold import run_tags, run_segment\nt = time.perf_counter()\nrun = run_tags(ctx, {MONTH!r})\n"
+            f"tags = time.perf_counter() - t\nt = time.perf_counter()\nsegment, _ = run_segment(ctx, {MONTH!r})\n"
+            "print(json.dumps({'tags_seconds': tags, 'segment_seconds': time.perf_counter() - t, "
+            "'subscribers': run.counts['subscribers'], 'tags': run.counts['tags']}))", lake)
+    result["jobs"] = spark_jobs(out / "events")
+    return result
+
+
+def gzip_floor(raw: Path) -> dict:
+    """`gzip -dc` of the readable xDR files, two processes (one per core): reading can never be faster."""
     from flowops.ingest.lines import check_file
 
-    files = sorted(raw.glob("usage/dt=*/hour=*/*.txt.gz"))
-    return [f for f in files if check_file(str(f), f.name).ok]
-
-
-def bench_gzip_floor(raw: Path) -> dict:
-    """`gzip -dc` of the readable files into /dev/null: reading them can never be faster than this."""
-    import gzip
-
-    files = _usage_files(raw)
+    files = [str(f) for f in sorted(raw.glob("usage/dt=*/hour=*/*.txt.gz")) if check_file(str(f), f.name).ok]
+    halves = [files[0::2], files[1::2]]
     started = time.perf_counter()
-    for chunk in range(0, len(files), 200):
-        subprocess.run(["gzip", "-dc", *map(str, files[chunk : chunk + 200])], stdout=subprocess.DEVNULL, check=True)
-    seconds = time.perf_counter() - started
-    text = sum(len(gzip.decompress(f.read_bytes())) for f in files)  # untimed: the size of the text
-    return {"seconds": seconds, "text_bytes": text, "gz_bytes": sum(f.stat().st_size for f in files)}
+    procs = [subprocess.Popen(f"cat {' '.join(map(repr, part))} | gzip -dc > /dev/null", shell=True)
+             for part in halves if part]
+    for proc in procs:
+        proc.wait()
+    return {"seconds": time.perf_counter() - started, "gz_bytes": sum(Path(f).stat().st_size for f in files)}
 
 
-def bench_duckdb(raw: Path) -> dict:
-    """What a single-machine user would write instead: parse, basic validity filter, daily rollup."""
-    import duckdb
+def _table_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*.parquet")) if path.exists() else 0
 
-    con = duckdb.connect()
-    con.execute("SET threads TO 2")
-    pattern = "[" + ", ".join(f"'{f}'" for f in _usage_files(raw)) + "]"
-    started = time.perf_counter()
-    query = f"""
-        WITH lines AS (
-            SELECT * FROM read_csv({pattern}, delim='|', header=false, quote='', escape='', all_varchar=true,
-                                   ignore_errors=true, null_padding=false, columns={{
-                'record_id':'VARCHAR','msisdn':'VARCHAR','imsi':'VARCHAR','imei':'VARCHAR','start_time':'VARCHAR',
-                'end_time':'VARCHAR','rat':'VARCHAR','apn':'VARCHAR','cell_id':'VARCHAR','protocol':'VARCHAR',
-                'server_ip':'VARCHAR','server_port':'VARCHAR','host':'VARCHAR','sni':'VARCHAR','uri':'VARCHAR',
-                'user_agent':'VARCHAR','ul_bytes':'VARCHAR','dl_bytes':'VARCHAR'}})
-        ), typed AS (
-            SELECT regexp_replace(msisdn, '^(\\+86|86)', '') AS msisdn, try_strptime(start_time, '%Y-%m-%d %H:%M:%S') AS st,
-                   coalesce(nullif(host, ''), sni) AS host, rat,
-                   TRY_CAST(ul_bytes AS BIGINT) AS ul, TRY_CAST(dl_bytes AS BIGINT) AS dl
-            FROM lines
-        )
-        SELECT count(*) AS groups, sum(n) AS records FROM (
-            SELECT msisdn, CAST(st AS DATE) AS d, host, rat, hour(st) >= 23 OR hour(st) < 7 AS idle,
-                   sum(ul) AS ul, sum(dl) AS dl, count(*) AS n
-            FROM typed
-            WHERE regexp_matches(msisdn, '^1[3-9][0-9]{{9}}$') AND st IS NOT NULL AND ul >= 0 AND dl >= 0
-            GROUP BY ALL)
-    """
+
+def spark_jobs(events: Path, top: int = 8) -> list[dict]:
+    """The slowest Spark jobs of the ingest, from its event log: where the time went, by call site."""
+    logs = sorted(events.rglob("events_*")) if events.exists() else []
+    jobs: dict[int, dict] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            kind = event["Event"]
+            if kind == "SparkListenerJobStart":
+                props = event.get("Properties", {})
+                jobs[event["Job ID"]] = {"start": event["Submission Time"], "site": props.get("callSite.short", ""),
+                                         "tasks": sum(s["Number of Tasks"] for s in event["Stage Infos"])}
+            elif kind == "SparkListenerJobEnd" and event["Job ID"] in jobs:
+                jobs[event["Job ID"]]["seconds"] = (event["Completion Time"] - jobs[event["Job ID"]]["start"]) / 1000
+    done = [j for j in jobs.values() if "seconds" in j]
+    return sorted(({"site": j["site"], "tasks": j["tasks"], "seconds": j["seconds"]} for j in done),
+                  key=lambda j: -j["seconds"])[:top] + [{"site": "(all jobs)", "tasks": len(done),
+                                                        "seconds": sum(j["seconds"] for j in done)}]
+
+
+# --------------------------------------------------------------------------- comparisons
+def bench_against(out: Path, revision: str, subscribers: int) -> dict:
+    """The same month through flowops at `revision` and now: same files, same run, same machine."""
+    raw = out / "raw"
+    now = bench_size(out / "now", subscribers, steps=False)
+    shutil.move(str(out / "now" / "raw"), str(raw))
+    tree = out / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True,
+                   capture_output=True)
     try:
-        groups, records = con.execute(query).fetchone()
-        error = None
-    except duckdb.Error as exc:  # say so rather than hide it
-        groups = records = None
-        error = str(exc).splitlines()[0][:200]
-    return {"seconds": time.perf_counter() - started, "groups": groups, "records": records, "error": error}
+        code = ("import json, time\nfrom flowops.config import load_settings\nfrom flowops.context import Context\n"
+                "from flowops.ingest.usage import ingest\n"
+                f"ctx = Context(load_settings('conf', lake_root={str(out / 'old_lake')!r}))\nctx.spark\n"
+                f"t = time.perf_counter()\nruns = ingest(ctx, {str(raw)!r}, month={MONTH!r})\n"
+                "print(json.dumps({'seconds': time.perf_counter() - t, 'lines': sum(r.rows_in for r in runs)}))")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(tree / "lib")})
+        if proc.returncode != 0:
+            raise RuntimeError(f"flowops {revision} failed:\n{proc.stderr[-3000:]}")
+        before = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False, capture_output=True)
+    return {"revision": revision, "subscribers": subscribers, "before": before, "now": now}
 
 
-def bench_ingest(out: Path) -> dict:
-    code = (
-        "import json, time\n"
-        "from flowops.config import load_settings\nfrom flowops.context import Context\n"
-        "from flowops.steps.ingest import ingest\n"
-        f"ctx = Context(load_settings('conf', lake_root={str(out / 'lake')!r}))\n"
-        "t = time.perf_counter()\n"
-        f"run = ingest(ctx, {str(out / 'raw')!r}, month='2026-01')[0]\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t, 'lines': run.rows_in, 'accepted': run.counts['accepted'],"
-        " 'cores': ctx.spark.sparkContext.defaultParallelism}))"
-    )
-    result = _child(code)
-    for layer in ("bronze/usage_events", "silver/usage_daily"):
-        result[f"{layer}_bytes"] = sum(f.stat().st_size for f in (out / "lake" / layer).rglob("*.parquet"))
-    return result
+def bench_density(out: Path, records_per_day: int, lines: int) -> dict:
+    """Silver against raw gzip at a realistic density: a month of about `lines` lines."""
+    subscribers = max(20, round(lines / (records_per_day * 30 * 0.85)))
+    return bench_size(out, subscribers, records_per_day=records_per_day, steps=False)
 
 
-def bench_identify(out: Path) -> dict:
-    """Identification alone, on the ingested records, with 10 and with 10,000 host rules."""
-    rules_dir = out / "rules"
+def bench_identify(size_dir: Path) -> dict:
+    """App identification alone on the size's bronze records, with 10 and with 10,000 host rules."""
+    import yaml
+
+    rules_dir = size_dir / "rules"
+    rng = random.Random(10)
+    real = ["weixin.qq.com", "douyin.com", "douyinvod.com", "taobao.com", "alicdn.com", "qq.com", "baidu.com",
+            "bilivideo.com", "iqiyi.com", "10086.cn"]
     for count in (10, 10_000):
         folder = rules_dir / f"r{count}" / "apps"
         folder.mkdir(parents=True, exist_ok=True)
-        rng = random.Random(count)
-        real = [
-            "weixin.qq.com",
-            "douyin.com",
-            "douyinvod.com",
-            "taobao.com",
-            "alicdn.com",
-            "qq.com",
-            "baidu.com",
-            "bilivideo.com",
-            "iqiyi.com",
-            "10086.cn",
-        ]
-        hosts = real[:count] + [
-            f"{''.join(rng.choices('abcdefghijklmnop', k=8))}.{rng.choice(['com', 'cn', 'net'])}"
-            for _ in range(max(0, count - len(real)))
-        ]
-        apps = [
-            {"id": f"app{i}", "name": f"App {i}", "rules": [{"host": [h], "confidence": 0.9}]}
-            for i, h in enumerate(hosts)
-        ]
-        import yaml
-
+        hosts = real[:count] + [f"{''.join(rng.choices('abcdefghijklmnop', k=8))}.{rng.choice(['com', 'cn', 'net'])}"
+                                for _ in range(max(0, count - len(real)))]
+        apps = [{"id": f"app{i}", "name": f"App {i}", "rules": [{"host": [h], "confidence": 0.9}]}
+                for i, h in enumerate(hosts)]
         (folder / "bench.yml").write_text(yaml.safe_dump({"category": "tools", "apps": apps}))
-    code = (
-        "import json, time\nfrom pyspark.sql import functions as F\n"
-        "from flowops.config import load_settings\nfrom flowops.context import Context\n"
+    return _flowops(
         "from flowops.ingest.apps import AppRules, identify_apps\n"
-        f"ctx = Context(load_settings('conf', lake_root={str(out / 'lake')!r}))\n"
         "records = ctx.lake.read('bronze/usage_events').select('record_id', 'host', 'sni', 'uri', 'user_agent',"
-        " 'server_port', 'protocol').cache()\n"
-        "n = records.count()\nresult = {'records': n}\n"
+        " 'server_port', 'protocol').cache()\nresult = {'records': records.count()}\n"
         "for count in (10, 10000, 10, 10000):\n"
         f"    rules = AppRules.load({str(rules_dir)!r} + f'/r{{count}}')\n"
         "    t = time.perf_counter()\n"
         "    identify_apps(records, rules).write.format('noop').mode('overwrite').save()\n"
         "    result[f'seconds_{count}'] = time.perf_counter() - t\n"
-        "print(json.dumps(result))"
-    )
-    return _child(code)
+        "print(json.dumps(result))", size_dir / "lake")
 
 
-def _tag_confs(out: Path) -> dict[int, Path]:
-    """conf folders with a small, the shipped, and a doubled tag library (each tag defined twice)."""
+def bench_tags(size_dir: Path) -> dict:
+    """Tag computation alone against the number of tags (a small library, the shipped one, it doubled)."""
     import yaml
 
     from flowops.tags.definitions import load_library
@@ -215,131 +283,183 @@ def _tag_confs(out: Path) -> dict[int, Path]:
     confs = {}
     for label, tags in (("small", [t for t in shipped.tags if t.name in small]), ("shipped", shipped.tags),
                         ("doubled", shipped.tags)):
-        conf = out / "tagconf" / label
+        conf = size_dir / "tagconf" / label
         shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
         for f in (conf / "tags").glob("*.yml"):
             f.unlink()
-        defs = [t.as_yaml() for t in tags]
-        if label == "doubled":
-            defs += [t.as_yaml(f"{t.name}_b") for t in tags]
+        defs = [t.as_yaml() for t in tags] + ([t.as_yaml(f"{t.name}_b") for t in tags] if label == "doubled" else [])
         (conf / "tags" / "all.yml").write_text(yaml.safe_dump({"group": "bench", "tags": defs}, allow_unicode=True))
-        confs[len(defs)] = conf
-    return confs
-
-
-def bench_tags(out: Path) -> dict:
-    """The tags job on the ingested month, and tag computation alone vs the number of tags."""
-    confs = _tag_confs(out)
-    code = (
-        "import json, time\n"
-        "from flowops.config import load_settings\nfrom flowops.context import Context\n"
-        "from flowops.gold import compute_tags, read_sources, run_tags\n"
-        "from flowops.tags.base import Window\nfrom flowops.tags.definitions import load_library\n"
-        f"ctx = Context(load_settings('conf', lake_root={str(out / 'lake')!r}))\n"
-        "t = time.perf_counter()\nrun = run_tags(ctx, '2026-01')\n"
-        "result = {'job_seconds': time.perf_counter() - t, 'subscribers': run.counts['subscribers'],"
-        " 'tags': run.counts['tags'], 'compute': {}}\n"
-        "sources = read_sources(ctx.lake, Window('2026-01'), 'conf')\n"
-        f"confs = {json.dumps({str(k): str(v) for k, v in confs.items()})}\n"
+        confs[len(defs)] = str(conf)
+    return _flowops(
+        "from flowops.gold import compute_tags, read_sources\nfrom flowops.tags.base import Window\n"
+        "from flowops.tags.definitions import load_library\n"
+        f"sources = read_sources(ctx.lake, Window({MONTH!r}), 'conf')\nresult = {{}}\n"
+        f"confs = {json.dumps(confs)}\n"
         "for _ in range(2):\n"
         "    for n, conf in confs.items():\n"
         "        library = load_library(conf)\n"
         "        t = time.perf_counter()\n"
-        "        compute_tags(sources, library, '2026-01').write.format('noop').mode('overwrite').save()\n"
-        "        result['compute'][n] = time.perf_counter() - t\n"
-        "print(json.dumps(result))"
-    )
-    return _child(code)
+        f"        compute_tags(sources, library, {MONTH!r}).write.format('noop').mode('overwrite').save()\n"
+        "        result[n] = time.perf_counter() - t\n"
+        "print(json.dumps({'compute': result}))", size_dir / "lake")
 
 
-def write_report(r: dict, args: argparse.Namespace) -> None:
-    gen, floor, duck, ing, ident = r["generate"], r["floor"], r["duckdb"], r["ingest"], r["identify"]
-    raw_mb = floor["gz_bytes"] / 1e6
-    text_mb = floor["text_bytes"] / 1e6
-    cores = ing["cores"]
-    duck_line = (
-        f"| DuckDB parse + filter + rollup (2 threads) | {duck['seconds']:.1f} s | "
-        f"{duck['seconds'] / floor['seconds']:.1f}x the floor | {ing['seconds'] / duck['seconds']:.1f}x faster than flowops ingest |"
-        if not duck["error"]
-        else f"| DuckDB parse + filter + rollup | failed after {duck['seconds']:.1f} s: {duck['error']} | | |"
-    )
+# --------------------------------------------------------------------------- report
+def exponent(points: list[tuple[float, float]]) -> float:
+    """The least-squares slope of log(seconds) against log(lines): 1.0 is linear."""
+    xs, ys = [math.log(x) for x, _ in points], [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def write_report(r: dict) -> None:
+    ladder = r["ladder"]
+    cores = ladder[0]["ingest"]["cores"]
+    rows = []
+    for s in ladder:
+        ing, duck, floor = s["ingest"], s["duckdb"], s["floor"]
+        lines, gz_mb = ing["xdr_lines"], floor["gz_bytes"] / 1e6
+        rows.append(
+            f"| {s['subscribers']:,} | {lines / 1e6:.2f} M | {gz_mb:,.0f} | {floor['seconds']:.1f} s | "
+            f"{duck['seconds']:.1f} s | {ing['usage_seconds']:.1f} s | {lines / ing['usage_seconds'] / cores:,.0f} | "
+            f"{gz_mb / ing['usage_seconds'] / cores:.2f} | {ing['usage_seconds'] / duck['seconds']:.2f}x | "
+            f"{ing['usage_seconds'] / floor['seconds']:.1f}x | {ing['peak_mb']['jvm']:,.0f} / {ing['peak_mb']['driver']:,.0f}"
+            f" / {ing['peak_mb']['worker']:,.0f} | {s['tags']['tags_seconds']:.1f} s | "
+            f"{s['tags']['segment_seconds']:.1f} s | {s['tags']['subscribers'] / s['tags']['tags_seconds']:,.0f} |")
+    fit = {name: exponent([(s["ingest"]["xdr_lines"], get(s)) for s in ladder]) for name, get in (
+        ("flowops ingest", lambda s: s["ingest"]["usage_seconds"]), ("DuckDB baseline", lambda s: s["duckdb"]["seconds"]),
+        ("gzip floor", lambda s: s["floor"]["seconds"]), ("tags", lambda s: s["tags"]["tags_seconds"]),
+        ("segment", lambda s: s["tags"]["segment_seconds"]))} if len(ladder) > 1 else {}
+    against = r["against"]
+    before, now = against["before"], against["now"]["ingest"]
+    big = ladder[-1]
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `make bench` (`python -m tests.benchmarks.run --subscribers {args.subscribers}`) on "
-        f"{platform.node() or 'this machine'}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}. Every ratio compares two runs made in the same benchmark run on the same files.",
+        f"Measured by `{COMMAND}` (`python -m tests.benchmarks.run --sizes {r['args']['sizes']}`) on "
+        f"{platform.node() or 'this machine'}: {os.cpu_count()} cores, {_memory_gb():.0f} GiB, Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; the whole bench took {r['seconds'] / 60:.0f} min. "
+        "Every ratio compares runs made in this same benchmark run, on the same files. Spark runs embedded "
+        f"(`local[*]`, {cores} cores); each flowops step runs in a fresh process, as the CLI does.",
         "",
-        "## Generator (`flowops generate`)",
+        "## Ingest, tags and segment: the ladder",
         "",
-        "| figure | value |",
+        "One generated month per size (default density, bad rate 1%). *flowops ingest* is `flowops ingest --month`'s "
+        "usage run (every landed day as one batch: read, check, parse, dedupe, identify, pseudonymise, bronze, "
+        "quarantine, silver rollups, reconciliation). The *floor* is `gzip -dc` of the same files, 2 processes. "
+        "The *DuckDB* baseline does comparable work on the same files with 2 threads (whole-file gzip check, "
+        "split, validate with reasons, drop replays, keyed hash of the msisdn, host suffix -> app, bronze and "
+        "silver as zstd Parquet; see `tests/benchmarks/duckdb_ingest.py` for what it leaves out). Peak memory is "
+        "resident set size, sampled every 0.5 s: the JVM (driver and executors in one, embedded), the Python "
+        "driver, and the largest Python worker.",
+        "",
+        "| subscribers | xDR lines | raw gzip MB | gzip floor | DuckDB | flowops ingest | rows/s per core | "
+        "MB/s per core | vs DuckDB | vs floor | peak MB JVM / driver / worker | tags | segment | subscribers/s tagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Time against lines, least-squares exponent of log(seconds) on log(lines) over the ladder (1.0 = linear):",
+        "",
+        "| step | exponent |",
         "|---|---|",
-        f"| xDR lines | {gen['lines']:,} in {gen['files']:,} files, {gen['bytes'] / 1e6:,.1f} MB written |",
-        f"| time | {gen['seconds']:.1f} s ({gen['lines'] / gen['seconds']:,.0f} lines/s) |",
-        f"| peak RSS (generator process) | {gen['peak_rss_mb']:,.0f} MB |",
-        f"| vs `gzip -dc` of its own output | {gen['seconds'] / floor['seconds']:.1f}x the time it takes just to decompress it |",
+        *[f"| {name} | {value:.2f} |" for name, value in fit.items()],
         "",
-        "## Ingest (`flowops ingest --month`: every usage day of the month, then its CRM, billing and order files)",
+        f"## Against flowops {against['revision']} (before the speed work), same month, same run",
         "",
-        "| figure | value |",
-        "|---|---|",
-        f"| lines in / accepted | {ing['lines']:,} / {ing['accepted']:,} |",
-        f"| time | {ing['seconds']:.1f} s on {cores} cores: {ing['lines'] / ing['seconds'] / cores:,.0f} rows/s per core, "
-        f"{raw_mb / ing['seconds'] / cores:.2f} MB/s of raw gzip per core ({text_mb / ing['seconds'] / cores:.1f} MB/s of text) |",
-        f"| raw gzip -> bronze -> silver | {raw_mb:,.1f} MB -> {ing['bronze/usage_events_bytes'] / 1e6:,.1f} MB -> "
-        f"{ing['silver/usage_daily_bytes'] / 1e6:,.1f} MB (silver is {floor['gz_bytes'] / max(1, ing['silver/usage_daily_bytes']):,.0f}x smaller than raw; "
-        f"{floor['text_bytes'] / max(1, ing['silver/usage_daily_bytes']):,.0f}x smaller than the text) |",
+        f"{against['subscribers']:,} subscribers, {now['xdr_lines']:,} xDR lines, the whole `flowops ingest --month` "
+        "(usage days, then the CRM, billing and order files):",
         "",
-        "Same files, same run:",
-        "",
-        "| baseline | time | ratio | flowops ingest vs it |",
+        "| flowops | seconds | rows/s per core | ratio |",
         "|---|---|---|---|",
-        f"| `gzip -dc` (the floor) | {floor['seconds']:.1f} s | 1x | flowops takes {ing['seconds'] / floor['seconds']:.0f}x the floor |",
-        duck_line,
+        f"| {against['revision']} | {before['seconds']:.1f} | {before['lines'] / before['seconds'] / cores:,.0f} | 1x |",
+        f"| this commit | {now['seconds']:.1f} | {now['lines'] / now['seconds'] / cores:,.0f} | "
+        f"{before['seconds'] / now['seconds']:.1f}x faster |",
+        f"| DuckDB baseline (usage only) | {against['now']['duckdb']['seconds']:.1f} | | flowops usage ingest is "
+        f"{now['usage_seconds'] / against['now']['duckdb']['seconds']:.2f}x its time |",
         "",
-        "DuckDB's query is the closest single-machine equivalent (parse, drop invalid rows, roll up by subscriber, "
-        "day, host, RAT and idle) but does less: no quarantine with reasons, no dedupe against the lake, no "
-        "fingerprint or TAC identification, no pseudonymisation, no Delta commits.",
-        "",
-        "## App identification, 10 vs 10,000 rules",
-        "",
-        f"`identify_apps` alone on the {ident['records']:,} ingested records (second of two runs each):",
-        "",
-        "| rules | time | ratio |",
-        "|---|---|---|",
-        f"| 10 | {ident['seconds_10']:.1f} s | 1x |",
-        f"| 10,000 | {ident['seconds_10000']:.1f} s | {ident['seconds_10000'] / ident['seconds_10']:.2f}x |",
-        "",
+        *profile_lines(big),
+        *density_lines(r["density"]),
+        *identify_lines(r["identify"]),
         *tag_lines(r["tags"]),
+        *generator_lines(ladder, r["density"]),
     ]
-    REPORT.write_text("\n".join(lines))
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+def _memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def profile_lines(s: dict) -> list[str]:
+    ing = s["ingest"]
+    total = sum(ing["steps"].values())
+    return [
+        f"## Where an ingest's time goes ({s['subscribers']:,} subscribers, {ing['xdr_lines'] / 1e6:.1f} M lines)",
+        "",
+        "Per step (`ops/runs` keeps each step's milliseconds as `step_ms.<step>`):",
+        "",
+        "| step | seconds | share |",
+        "|---|---|---|",
+        *[f"| {name} | {sec:.1f} | {100 * sec / total:.0f}% |" for name, sec in ing["steps"].items()],
+        "",
+        "CPU seconds by process over the whole child (JVM = Spark's driver and executors; workers = the Python "
+        "processes that read, parse, identify and pseudonymise): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(ing["cpu_s"].items())) + f", in {ing['wall_s']:.0f} s of wall time.",
+        "",
+        "Slowest Spark jobs (from the run's event log; re-create with `spark.eventLog.enabled`):",
+        "",
+        "| job (call site) | tasks | seconds |",
+        "|---|---|---|",
+        *[f"| {j['site'][:70] or '(write / internal)'} | {j['tasks']} | {j['seconds']:.1f} |" for j in s["jobs"]],
+        "",
+    ]
+
+
+def density_lines(density: list[dict]) -> list[str]:
+    out = ["## Silver against raw at realistic density", "",
+           "A DPI probe writes a record per flow: hundreds per subscriber-day. `flowops generate --records-per-day N` "
+           "splits each session into flows (same app, its hosts and paths; the same planted bytes). Same columns "
+           "and grain of silver at every density:", "",
+           "| records per subscriber-day | subscribers | xDR lines | raw gzip | bronze | silver usage_daily | "
+           "silver / raw | ingest |",
+           "|---|---|---|---|---|---|---|---|"]
+    for d in density:
+        raw, silver = d["floor"]["gz_bytes"], d["sizes"]["silver/usage_daily"]
+        out.append(f"| {d['records_per_day']} | {d['subscribers']:,} | {d['ingest']['xdr_lines']:,} | "
+                   f"{raw / 1e6:,.1f} MB | {d['sizes']['bronze/usage_events'] / 1e6:,.1f} MB | {silver / 1e6:,.2f} MB | "
+                   f"1 : {raw / max(silver, 1):,.0f} | {d['ingest']['usage_seconds']:.1f} s |")
+    return [*out, ""]
+
+
+def identify_lines(ident: dict) -> list[str]:
+    return ["## App identification, 10 vs 10,000 rules", "",
+            f"`identify_apps` alone on {ident['records']:,} bronze records (second of two runs each):", "",
+            "| rules | time | ratio |", "|---|---|---|",
+            f"| 10 | {ident['seconds_10']:.1f} s | 1x |",
+            f"| 10,000 | {ident['seconds_10000']:.1f} s | {ident['seconds_10000'] / ident['seconds_10']:.2f}x |", ""]
 
 
 def tag_lines(tags: dict) -> list[str]:
     compute = {int(n): s for n, s in tags["compute"].items()}
     base = compute[min(compute)]
-    return [
-        "## Tags (`flowops tags --month`)",
-        "",
-        f"The whole job on the ingested month (read silver, {tags['tags']} tags, one Delta commit, read back the "
-        f"count): {tags['subscribers']:,} subscribers in {tags['job_seconds']:.1f} s, "
-        f"{tags['subscribers'] / tags['job_seconds']:,.0f} subscribers/s. (One month of history only, so trend "
-        "tags are computed but null.)",
-        "",
-        "Tag computation alone (same sources, written to Spark's `noop` sink; second of two runs each):",
-        "",
-        "| tags | time | ratio |",
-        "|---|---|---|",
-        *[f"| {n} | {s:.1f} s | {s / base:.2f}x |" for n, s in sorted(compute.items())],
-        "",
-        "Every silver source is scanned once whatever the number of tags (tests/integration/test_segments.py "
-        "counts the scans in the physical plan); tags are column expressions over the per-subscriber base "
-        "aggregates. The small library is cheaper because Spark prunes the base aggregates it does not read "
-        "(per-category MB maps, top apps, device and order aggregates); once every base aggregate is read, "
-        "doubling the number of tags adds almost nothing. The rest of the job's time is reading the partition "
-        "lists, analysing the tag plan, the Delta write and reading back the row count.",
-        "",
-    ]
+    return ["## Tag computation against the number of tags", "",
+            "Same sources, written to Spark's `noop` sink; second of two runs each:", "",
+            "| tags | time | ratio |", "|---|---|---|",
+            *[f"| {n} | {s:.1f} s | {s / base:.2f}x |" for n, s in sorted(compute.items())], "",
+            "Every silver source is scanned once whatever the number of tags (tests/integration/test_segments.py "
+            "counts the scans in the physical plan); tags are column expressions over per-subscriber base "
+            "aggregates, so doubling the library adds little once every base aggregate is read.", ""]
+
+
+def generator_lines(ladder: list[dict], density: list[dict]) -> list[str]:
+    out = ["## Generator (`flowops generate`)", "", "| subscribers | records per subscriber-day | lines | seconds | "
+           "lines/s | vs flowops ingest |", "|---|---|---|---|---|---|"]
+    for s in [*ladder, *density]:
+        gen = s["generate"]
+        out.append(f"| {s['subscribers']:,} | {s['records_per_day'] or 'default (~25)'} | {gen['lines']:,} | "
+                   f"{gen['seconds']:.1f} | {gen['lines'] / gen['seconds']:,.0f} | "
+                   f"{s['ingest']['usage_seconds'] / gen['seconds']:.0f}x faster than ingesting it |")
+    return [*out, ""]
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def test_demo_runs_the_pipeline_and_prints_the_summary(demo_run):
                   "gold/flow_stages", "restricted/subscriber_keys"):
         assert table in out
     assert "labelled DEMO key" in out
-    ingest_line = next(line for line in out.splitlines() if line.strip().startswith("ingest 2026-03"))
+    ingest_line = next(line for line in out.splitlines() if line.strip().startswith("ingest "))
+    assert "2026-01 .. 2026-03 as one batch" in ingest_line
     assert " accepted + " in ingest_line and "unknown app share" in ingest_line
 
 

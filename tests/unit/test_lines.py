@@ -80,9 +80,14 @@ def test_odd_file_names_are_read_as_they_are(spark, tmp_path):
 
 
 def test_files_are_grouped_in_name_order_by_size():
-    files = [LandedFile(f"/x/{i}", f"usage/dt=2026-01-0{1 + i // 4}/f{i}", 10) for i in range(8)]
+    mb = 1 << 20
+    files = [LandedFile(f"/x/{i}", f"usage/dt=2026-01-0{1 + i // 4}/f{i}", 20 * mb) for i in range(8)]
 
     groups = group_files(list(reversed(files)), tasks=4)
+    small = group_files([LandedFile(f"/x/{i}", f"f{i}", mb) for i in range(8)], tasks=4)
+    huge = group_files([LandedFile(f"/x/{i}", f"f{i}", 40 * mb) for i in range(8)], tasks=2)
 
     assert [[f.source_file for f in g] for g in groups] == [[f.source_file for f in files[i:i + 2]]
                                                             for i in range(0, 8, 2)]
+    assert len(small) == 1                 # a task is worth its set-up only with some data
+    assert [len(g) for g in huge] == [1] * 8  # and holds at most 64 MB, however few tasks were asked for

@@ -16,8 +16,12 @@ POSITION = ["source_file", "line_no"]
 
 
 def repeated_keys(accepted_df: DataFrame) -> DataFrame:
-    """Keys delivered more than once in `accepted_df` (a count per key: a hash aggregation, no sort)."""
-    return accepted_df.groupBy(*KEY).count().where(F.col("count") > 1).select(*KEY)
+    """Keys delivered more than once in `accepted_df`: a count per 64-bit hash of the key (a hash aggregation
+    on a number, no sort, no strings shuffled), then the exact keys of the few hashes seen twice or more."""
+    hashed = accepted_df.select(*KEY, F.xxhash64(*KEY).alias("_hash"))
+    twice = hashed.groupBy("_hash").count().where(F.col("count") > 1).select("_hash")
+    return (hashed.join(F.broadcast(twice), on="_hash", how="left_semi").groupBy(*KEY).count()
+            .where(F.col("count") > 1).select(*KEY))
 
 
 def later_copies(accepted_df: DataFrame, repeated_df: DataFrame) -> DataFrame:

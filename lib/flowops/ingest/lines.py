@@ -33,11 +33,11 @@ from flowops.ingest.vector import repeated
 READ_BYTES = 4 << 20       # bytes read from a file at a time
 INFLATE_BYTES = 32 << 20   # most text inflated from them at a time: memory per task stays bounded
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not an xDR or CSV record
-TASK_BYTES = 64 << 20  # landed bytes per Spark task (files are grouped, never split)
+TASK_BYTES = 64 << 20      # most landed bytes per Spark task (files are grouped, never split)
+MIN_TASK_BYTES = 8 << 20   # fewest: a task costs a Python worker's set-up, worth it only for some data
 OK, EMPTY, TRUNCATED, CORRUPT, UNREADABLE = "ok", "empty_file", "truncated_gzip", "corrupt_gzip", "unreadable_file"
 OVERSIZED = "oversized_line"
 NEWLINE, CR = 10, 13
-FILE_COLUMNS = "source_file string, line_no long, file_status string, file_lines long, file_detail string"
 Parse = Callable[[pa.BinaryArray, str], dict[str, pa.Array]]
 
 
@@ -150,7 +150,8 @@ def _file_batches(path: str, source_file: str, parse: Parse | None, schema: pa.S
     for item in scan_file(path):
         if isinstance(item, FileCheck):
             status = {"source_file": source_file, "file_status": item.status, "file_lines": item.lines,
-                      "file_detail": item.detail or None}
+                      "file_detail": item.detail or None, **(parse.finish(source_file) if hasattr(parse, "finish")
+                                                              else {})}
             yield pa.RecordBatch.from_pylist([status], schema=schema)
             return
         values = line_values(item)
@@ -175,7 +176,7 @@ def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
     """Consecutive files (in name order, so a day's files stay together) in groups of similar size."""
     ordered = sorted(files, key=lambda f: f.source_file)
     total = sum(max(f.size, 1) for f in ordered)
-    target = max(min(total / max(tasks, 1), TASK_BYTES), 1)
+    target = min(max(total / max(tasks, 1), MIN_TASK_BYTES), TASK_BYTES)
     groups: list[list[LandedFile]] = [[]]
     filled = 0.0
     for landed in ordered:
@@ -188,7 +189,7 @@ def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
 
 
 def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | None = None,
-                columns: str = "value binary") -> DataFrame:
+                columns: str = "value binary", summary: str = "") -> DataFrame:
     """Every line of `files` and one status row per file (see the module docstring).
 
     Args:
@@ -197,14 +198,16 @@ def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | Non
         parse: turns a batch of one file's lines (raw bytes, and the file's name under RAW) into `columns`; by
             default each line is kept as `value`. It runs in the reading task, once per batch of lines.
         columns: what `parse` returns (Spark DDL), after `source_file` and `line_no`; null in status rows.
+        summary: what `parse.finish(source_file)`, called once a file is read through, adds to its status row
+            (Spark DDL), e.g. counts the parse kept while it read.
 
     Returns:
-        `source_file, line_no, <columns>, file_status, file_lines, file_detail`. Files are grouped into tasks of
-        similar size (at least four per core, so no core idles while another finishes a big task); each file is
-        read by exactly one task.
+        `source_file, line_no, <columns>, file_status, file_lines, file_detail, <summary>`. Files are grouped
+        into tasks of similar size (four per core when there is enough data, so no core idles while another
+        finishes a big task); each file is read by exactly one task.
     """
     schema = T.StructType.fromDDL(f"source_file string, line_no long, {columns}, file_status string, "
-                                  "file_lines long, file_detail string")
+                                  f"file_lines long, file_detail string{', ' + summary if summary else ''}")
     if not files:
         return spark.createDataFrame([], schema)
     arrow_schema = to_arrow_schema(schema, timezone=spark.conf.get("spark.sql.session.timeZone"))

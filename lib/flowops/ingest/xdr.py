@@ -11,6 +11,7 @@ too large for the JIT) plus several seconds of JIT warm-up per job; see BENCHMAR
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,8 @@ PARSED_COLUMNS = (
     "user_agent string, ul_bytes long, dl_bytes long"
 )
 RECORD_COLUMNS = f"{PARSED_COLUMNS}, {APP_DDL}, sub_id string"
+# What `RecordParser.finish` tells about a file read through: lines rejected per reason, days it has records of.
+RECORD_SUMMARY = "file_reasons map<string, long>, file_days array<string>"
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,16 @@ class RecordParser:
         self.rules, self.apps, self.key = rules, apps, key
         self._identifier: Identifier | None = None
         self._pseudonyms: dict[str, str] = {}
+        self._files: dict[str, tuple[Counter, set[str]]] = {}
 
     def __getstate__(self) -> dict:
-        return {"rules": self.rules, "apps": self.apps, "key": self.key, "_identifier": None, "_pseudonyms": {}}
+        return {"rules": self.rules, "apps": self.apps, "key": self.key, "_identifier": None, "_pseudonyms": {},
+                "_files": {}}
+
+    def finish(self, source_file: str) -> dict:
+        """RECORD_SUMMARY of a file read through (its rejected lines per reason, its accepted records' days)."""
+        reasons, days = self._files.pop(source_file, (Counter(), set()))
+        return {"file_reasons": dict(reasons), "file_days": sorted(days)}
 
     def __call__(self, values: pa.BinaryArray, source_file: str) -> dict[str, pa.Array]:
         """Parse the lines of `usage/dt=YYYY-MM-DD/hour=HH/<name>`."""
@@ -196,6 +206,10 @@ class RecordParser:
         columns.update(self._identifier.identify(columns["host"], columns["sni"], segment, columns["user_agent"],
                                                  port, columns["protocol"]))
         columns["sub_id"] = pseudonyms(columns["msisdn"], self.key.value, self._pseudonyms)
+        reasons, days = self._files.setdefault(source_file, (Counter(), set()))
+        for count in pc.value_counts(columns["reason"].drop_null()).to_pylist():
+            reasons[count["values"]] += count["counts"]
+        days.update(pc.unique(pc.if_else(pc.is_null(columns["reason"]), columns["dt"], None)).drop_null().to_pylist())
         return columns
 
 
