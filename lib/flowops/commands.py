@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,21 @@ def add_show(sub: Sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--version", type=int, dest="table_version", metavar="V", help="time travel to version V")
     p.add_argument("--history", action="store_true", help="print the table's commits instead of rows")
     p.add_argument("--vertical", action="store_true", help="one field per line")
+    p.add_argument("--personal-data", action="store_true",
+                   help="required to print a restricted/ table (phone numbers): you are printing personal data")
     p.set_defaults(handler=run_show)
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from flowops.tags.definitions import unsafe_sql
+
+    restricted = args.table.split("/", 1)[0] == "restricted"
+    if restricted and not args.personal_data and not args.history:
+        raise FlowopsError(f"{args.table} holds personal data (phone numbers): add --personal-data to print it")
+    if args.where and (reason := unsafe_sql(args.where)):
+        raise FlowopsError(f"--where refused: {reason}")
+    if restricted and not args.history:
+        print(f"flowops show: printing personal data from {args.table}", file=sys.stderr)
     ctx = Context.from_args(args, app_name="flowops-show")
     lake = ctx.lake
     if args.history:
@@ -101,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.lake:
         args.lake = str(out / "lakehouse")
-    ctx = Context.from_args(args, app_name="flowops-demo")
+    ctx = Context.from_args(args, app_name="flowops-demo", demo=True)
     print(demo(ctx, out=out, subscribers=args.subscribers, month=args.month, seed=args.seed,
                bad_rate=args.bad_rate))
     return 0

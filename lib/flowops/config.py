@@ -25,16 +25,18 @@ ENV_OVERRIDES = {
 }
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LakeSettings(_Strict):
+class LakeSettings(StrictModel):
     root: str = "./lakehouse"
     engine: Engine = "auto"
+    lock_timeout_s: float = Field(600, gt=0)
+    lock_stale_s: float = Field(30, gt=5)
 
 
-class SparkSettings(_Strict):
+class SparkSettings(StrictModel):
     master: str = "local[*]"
     app_name: str = "flowops"
     driver_memory: str = "8g"
@@ -60,7 +62,7 @@ class SparkSettings(_Strict):
         return value
 
 
-class PipelineSettings(_Strict):
+class PipelineSettings(StrictModel):
     timezone: str = "Asia/Shanghai"
     idle_hours: tuple[int, int] = (23, 7)
     late_arrival_days: int = Field(3, ge=0, le=31)
@@ -84,16 +86,15 @@ class PipelineSettings(_Strict):
         return value
 
 
-class PiiSettings(_Strict):
+class PiiSettings(StrictModel):
     key_env: str = "FLOWOPS_PII_KEY"
-    allow_demo_key: bool = True
 
 
-class MlflowSettings(_Strict):
+class MlflowSettings(StrictModel):
     tracking_uri: str = "sqlite:///mlruns.db"
 
 
-class Settings(_Strict):
+class Settings(StrictModel):
     """Everything in conf/pipeline.yml, after env and CLI overrides."""
 
     lake: LakeSettings = LakeSettings()
@@ -104,17 +105,36 @@ class Settings(_Strict):
     conf_dir: str = Field(default=str(DEFAULT_CONF_DIR), exclude=True)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> Any:
-    """Read one YAML file, failing with the file and line on a syntax error."""
+    """Read one YAML file, failing with the file and line on a syntax error or a key given twice."""
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def config_files(folder: Path) -> list[Path]:
+    """The YAML files of a conf folder, `*.yml` and `*.yaml` alike (never one silently ignored), sorted."""
+    return sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -18,13 +18,14 @@ class Context:
 
     settings: Settings
     app_name: str = "flowops"
+    demo: bool = False  # only `flowops demo` (and tests) may pseudonymise with the public demo key
 
     @classmethod
-    def from_args(cls, args: Any, app_name: str = "flowops") -> Context:
+    def from_args(cls, args: Any, app_name: str = "flowops", demo: bool = False) -> Context:
         """Build from parsed CLI/job arguments carrying conf, lake, master and engine."""
         settings = load_settings(args.conf, lake_root=getattr(args, "lake", None),
                                  master=getattr(args, "master", None), engine=getattr(args, "engine", None))
-        return cls(settings=settings, app_name=app_name)
+        return cls(settings=settings, app_name=app_name, demo=demo)
 
     @cached_property
     def spark(self) -> SparkSession:
@@ -34,4 +35,6 @@ class Context:
 
     @cached_property
     def lake(self) -> Lake:
-        return Lake(self.spark, self.settings.lake.root, self.settings.lake.engine)
+        lake = self.settings.lake
+        return Lake(self.spark, lake.root, lake.engine, lock_timeout_s=lake.lock_timeout_s,
+                    lock_stale_s=lake.lock_stale_s, job=self.app_name)

@@ -18,38 +18,21 @@ from flowops.context import Context
 from flowops.errors import LakeError
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.lake import Lake
+from flowops.lake.tables import SUBSCRIBER_TAGS, TableSpec, spec_for, subscriber_tags_spec
 from flowops.landing import month_days, parse_month
 from flowops.products import load_catalogue, products_df
 from flowops.runs import Run, recorded_run
 from flowops.segments import FLOW_STAGES, STAGES, assign_stages, load_segments
-from flowops.tables import TableSpec, _fields, spec_for
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
 from flowops.tags.definitions import TagLibrary, load_library
 from flowops.tags.engine import check_expressions, select_tags, with_tags
 
 log = logging.getLogger(__name__)
-SUBSCRIBER_TAGS = "gold/subscriber_tags"
 
 
 def tags_spec(library: TagLibrary, existing: T.StructType | None = None) -> TableSpec:
-    """gold/subscriber_tags: month, sub_id and one column per tag.
-
-    Columns of tags since removed from the conf stay in the table (null in months computed without them), so
-    older months keep their values; a tag whose type changed is refused.
-    """
-    fields = [("month", T.StringType()), ("sub_id", T.StringType())]
-    fields += [(tag.name, spark_type(tag.type)) for tag in library.tags]
-    declared = dict(fields)
-    for field in existing.fields if existing else []:
-        if field.name not in declared:
-            fields.append((field.name, field.dataType))
-        elif field.dataType.simpleString() != declared[field.name].simpleString():
-            raise LakeError(
-                f"tag {field.name} is {declared[field.name].simpleString()} in the conf but "
-                f"{field.dataType.simpleString()} in {SUBSCRIBER_TAGS}: give the new definition a new name, "
-                "or rebuild the table")
-    return TableSpec(name=SUBSCRIBER_TAGS, schema=_fields(*fields), partition_by=("month",),
-                     description="subscriber x month, one column per tag (conf/tags).")
+    """gold/subscriber_tags for `library` (see `lake.tables.subscriber_tags_spec`)."""
+    return subscriber_tags_spec([(tag.name, spark_type(tag.type)) for tag in library.tags], existing)
 
 
 def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:

@@ -60,16 +60,31 @@ def require_raw(raw: str | Path) -> Path:
     return root
 
 
-def usage_files(raw: str | Path, day: str) -> list[Path]:
-    """The day's xDR files, sorted; a clear error when the day has landed nothing."""
+XDR_FILE = re.compile(r"^hour=([01][0-9]|2[0-3])/[^/]+\.txt\.gz$")
+
+
+def usage_files(raw: str | Path, day: str) -> tuple[list[Path], list[Path]]:
+    """Everything landed for a day, sorted: its xDR files (`hour=HH/<name>.txt.gz`), and every other file
+    under the day's folder, which ingest quarantines rather than skips. Names are matched as they are, never
+    as glob patterns. A clear error when the day has landed nothing at all."""
     root = require_raw(raw)
     folder = root / "usage" / f"dt={parse_date(day).isoformat()}"
-    files = sorted(folder.glob("hour=*/*.txt.gz"))
-    if not files:
+    found = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    xdr = [p for p in found if XDR_FILE.match(p.relative_to(folder).as_posix()) and _readable_name(p)]
+    if not found:
         landed = available_days(root)
         hint = f"landed days run {landed[0]} .. {landed[-1]}" if landed else "no usage has landed at all"
         raise LandingError(f"no usage files for {day} under {root / 'usage'} ({hint})")
-    return files
+    return xdr, [p for p in found if p not in set(xdr)]
+
+
+def _readable_name(path: Path) -> bool:
+    """A name that is text (UTF-8): tables store it; a name of other bytes is quarantined under a readable form."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def available_days(raw: str | Path) -> list[str]:

@@ -9,13 +9,13 @@ from pydantic import Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from flowops.config import _Strict, load_yaml, validate
+from flowops.config import StrictModel, load_yaml, validate
 from flowops.errors import ConfigError
 
 ProductType = Literal["base_plan", "data_plan", "booster", "idle_pack", "app", "terminal"]
 
 
-class Product(_Strict):
+class Product(StrictModel):
     id: str = Field(pattern=r"^[A-Z0-9_]+$")
     type: ProductType
     name: str
@@ -25,7 +25,7 @@ class Product(_Strict):
     generation: Literal["2G", "3G", "4G", "5G"] | None = None
 
 
-class Catalogue(_Strict):
+class Catalogue(StrictModel):
     products: list[Product]
 
     @model_validator(mode="after")

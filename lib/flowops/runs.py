@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 
 import flowops
+from flowops.ingest.pii import mask_digits_text
 from flowops.lake import Lake
-from flowops.tables import RUNS
+from flowops.lake.tables import RUNS
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator
     try:
         yield run
     except BaseException as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", describe_error(exc)
         raise
     finally:
         seconds = time.perf_counter() - clock
@@ -97,6 +98,13 @@ def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator
                 raise
             log.error("could not record the failed run %s in ops/runs: %s", run.run_id, exc)
         log.info("%s %s in %.1fs (run %s)", job, "finished" if status == "ok" else "FAILED", seconds, run.run_id)
+
+
+def describe_error(exc: BaseException) -> str:
+    """What ops/runs keeps of a failure: its type and the first line of its message, long digit runs masked
+    (a message may quote a record; the details are in the job's log, not the table)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:500]
+    return f"{type(exc).__name__}: {mask_digits_text(first)}"
 
 
 def write_run_row(lake: Lake, run: Run, started: dt.datetime, seconds: float, status: str,

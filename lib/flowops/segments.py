@@ -18,10 +18,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from flowops.config import _Strict, describe_errors, load_yaml
+from flowops.config import StrictModel, describe_errors, load_yaml
 from flowops.errors import ConfigError
-from flowops.tables import TableSpec, _fields, register
-from flowops.tags.definitions import NAME, TagLibrary, sql_identifiers
+from flowops.lake.tables import FLOW_STAGES  # noqa: F401 - the stage table's contract, re-exported
+from flowops.tags.definitions import NAME, TagLibrary, sql_identifiers, unsafe_sql
 
 STAGES: tuple[str, ...] = ("retain", "alert", "upgrade", "order", "lift", "wake")
 FLOW_TYPES: tuple[str, ...] = ("plan_zero_usage", "plan_low_usage", "no_plan_low_usage", "steady", "falling",
@@ -30,44 +30,35 @@ Stage = Literal["retain", "alert", "upgrade", "order", "lift", "wake"]
 FlowType = Literal["plan_zero_usage", "plan_low_usage", "no_plan_low_usage", "steady", "falling", "rising",
                    "allowance_exhausted", "over_allowance"]
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
-
-FLOW_STAGES = TableSpec(
-    name="gold/flow_stages",
-    schema=_fields(("month", T.StringType()), ("sub_id", T.StringType()), ("stage", T.StringType()),
-                   ("reason", T.StringType()), ("evidence", T.MapType(T.StringType(), T.StringType())),
-                   ("flow_type", T.StringType())),
-    partition_by=("month",),
-    description="subscriber x month: flow stage, the rule that gave it (reason) with the tag values it read "
-                "(evidence), and the flow customer type.",
-)
-register(FLOW_STAGES)
+Threshold = bool | int | float | str | list[int | float | str]
 
 
-class RuleModel(_Strict):
+
+class RuleModel(StrictModel):
     name: str = Field(pattern=NAME)
     stage: Stage
     when: str = Field(min_length=1)
     evidence: list[str] = Field(default_factory=list)
 
 
-class DefaultModel(_Strict):
+class DefaultModel(StrictModel):
     name: str = Field(pattern=NAME)
     stage: Stage
     evidence: list[str] = Field(default_factory=list)
 
 
-class FlowRuleModel(_Strict):
+class FlowRuleModel(StrictModel):
     name: FlowType
     when: str = Field(min_length=1)
 
 
-class FlowTypesModel(_Strict):
+class FlowTypesModel(StrictModel):
     rules: list[FlowRuleModel]
     default: FlowType
 
 
-class SegmentsModel(_Strict):
-    thresholds: dict[str, float | int | str] = Field(default_factory=dict)
+class SegmentsModel(StrictModel):
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
     stages: dict[Stage, str]
     rules: list[RuleModel] = Field(min_length=1)
     default: DefaultModel
@@ -119,6 +110,8 @@ def load_segments(conf_dir: str | Path, library: TagLibrary) -> Segments:
 
     def rule(name: str, stage: str, when: str, evidence: list[str], what: str) -> Rule:
         where = f"{path}: {what} {name}"
+        if reason := unsafe_sql(when):
+            raise ConfigError(f"{where}: condition refused: {reason}")
         text = _substitute(when, model.thresholds, where)
         reads = [*sql_identifiers(text), *evidence] if text else list(evidence)
         unknown = [n for n in reads if n not in library]
@@ -136,14 +129,26 @@ def load_segments(conf_dir: str | Path, library: TagLibrary) -> Segments:
     )
 
 
-def _substitute(text: str, thresholds: dict[str, float | int | str], where: str) -> str:
+def _substitute(text: str, thresholds: dict[str, Threshold], where: str) -> str:
+    """`${name}` replaced by its threshold written as an SQL literal by code (a list as literals separated by
+    commas, for `IN (${name})`): a value is data, never SQL text."""
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in thresholds:
             known = ", ".join(sorted(thresholds)) or "none"
             raise ConfigError(f"{where}: unknown threshold ${{{name}}} (thresholds: {known})")
-        return str(thresholds[name])
+        found = thresholds[name]
+        return ", ".join(sql_literal(v) for v in found) if isinstance(found, list) else sql_literal(found)
     return _PLACEHOLDER.sub(value, text)
+
+
+def sql_literal(value: bool | int | float | str) -> str:
+    """A typed value as Spark SQL literal text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _condition(rule: Rule, segments: Segments, df: DataFrame) -> Column:

@@ -31,6 +31,8 @@ STORAGE_CONF = {
     "spark.sql.files.maxRecordsPerFile": "5000000",
     # Landing files are listed explicitly; stat them on the driver rather than in a Spark job per read.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "10000",
+    # Plan strings (UI, event log, explain, error text) never show a phone-number-like or IMEI-like literal.
+    "spark.sql.redaction.string.regex": r"(?<![0-9])(\+?86)?1[3-9][0-9]{9}(?![0-9])|[0-9]{14,}",
 }
 
 # Always on, in every mode: how the plans run. HotSpot does not JIT-compile a method over 8,000 bytes of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,3 +45,36 @@ def demo_run(spark, tmp_path_factory) -> DemoRun:
         if saved is not None:
             os.environ["FLOWOPS_PII_KEY"] = saved
     return DemoRun(out, code, buffer.getvalue())
+
+
+def personal_leaks(lake_root: Path, numbers: set[str]) -> list[tuple[str, str]]:
+    """(table, number) for every personal number found in a table outside restricted/, every column read by an
+    independent reader (delta-rs) down to the values inside maps, arrays and structs."""
+    from deltalake import DeltaTable
+
+    leaks = []
+    for log in sorted(lake_root.rglob("_delta_log")):
+        table = log.parent.relative_to(lake_root).as_posix()
+        if table.startswith("restricted/") or "/_staging/" in table:
+            continue
+        data = DeltaTable(str(log.parent)).to_pyarrow_dataset().to_table()
+        runs = {run for column in data.columns for text in _texts(column.combine_chunks())
+                for run in re.findall(r"\d{11,}", text)}
+        leaks += [(table, n) for n in numbers if any(n in run for run in runs)]
+    return leaks
+
+
+def _texts(array) -> list[str]:
+    """The distinct texts holding 11 or more digits in a column, looking inside nested values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_struct(kind):
+        return [t for i in range(kind.num_fields) for t in _texts(array.field(i))]
+    if pa.types.is_map(kind):
+        return _texts(array.keys) + _texts(array.items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _texts(array.flatten())
+    text = array.cast(pa.large_string())
+    return pc.unique(text.filter(pc.match_substring_regex(text, r"\d{11}"))).to_pylist()

@@ -20,7 +20,7 @@ from flowops.gold import SUBSCRIBER_TAGS, run_segment, run_tags
 from flowops.segments import STAGES, load_segments
 from flowops.tags.definitions import load_library
 from tests.conftest import CONF, make_settings
-from tests.integration.conftest import DEMO_MONTH
+from tests.integration.conftest import DEMO_MONTH, personal_leaks
 
 pytestmark = pytest.mark.slow
 
@@ -92,14 +92,17 @@ def test_rerunning_segment_rewrites_the_month_with_the_same_content(ctx):
     assert content() == before
 
 
-def test_gold_tables_hold_no_phone_numbers(ctx):
-    msisdns = {r.msisdn for r in ctx.lake.read("restricted/subscriber_keys").select("msisdn").collect()}
-    for table in (SUBSCRIBER_TAGS, "gold/flow_stages"):
-        df = ctx.lake.read(table)
-        text = df.select(F.concat_ws("|", *[F.col(f.name).cast("string") for f in df.schema.fields
-                                             if not isinstance(f.dataType, T.MapType | T.ArrayType)]).alias("t"))
-        found = text.select(F.explode(F.regexp_extract_all("t", F.lit(r"(1\d{10})"), 1)).alias("n")).distinct()
-        assert not {r.n for r in found.collect()} & msisdns, table
+def test_no_table_outside_restricted_holds_a_phone_number(ctx, demo_run):
+    personal = set()
+    for crm in (demo_run.raw / "crm").glob("month=*/subscribers.csv"):
+        rows = pd.read_csv(crm, dtype=str)
+        personal |= set(rows["msisdn"]) | set(rows["imsi"])
+    personal |= set(pd.read_csv(demo_run.raw / "_truth" / "handsets.csv", dtype=str)["imei"])
+    assert len(personal) > 300
+
+    assert personal_leaks(demo_run.lake, personal) == []
+    assert {SUBSCRIBER_TAGS, "gold/flow_stages", "ops/runs"} <= {
+        p.parent.relative_to(demo_run.lake).as_posix() for p in demo_run.lake.rglob("_delta_log")}
 
 
 def test_tags_and_segment_refuse_a_month_that_did_not_land(ctx):

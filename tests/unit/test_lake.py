@@ -16,7 +16,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from flowops import lake as lake_module
 from flowops.errors import LakeError
-from flowops.tables import TableSpec, register
+from flowops.lake.tables import TableSpec, register
 
 EVENTS = TableSpec(
     name="test/events",
@@ -205,6 +205,7 @@ def test_a_killed_writer_process_leaves_a_readable_table_and_the_rerun_succeeds(
 
     path = Path(lake.path("test/events"))
     assert (path / "_staging").exists()
+    assert (path / "_flowops.lock").exists()   # killed while holding the table's lock
     assertDataFrameEqual(lake.read("test/events"), events_df(spark))
 
     lake.write(events_df(spark, ROWS[2:]), "test/events", mode="append")

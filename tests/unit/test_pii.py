@@ -39,10 +39,11 @@ def test_spark_pseudonyms_are_the_standard_hmac(spark):
 
 def test_key_comes_from_the_environment_or_the_labelled_demo_key(caplog):
     assert pii_key(PiiSettings(), {"FLOWOPS_PII_KEY": "secret"}) == b"secret"
-    assert pii_key(PiiSettings(), {}) == DEMO_KEY.encode()
+    assert pii_key(PiiSettings(), {"FLOWOPS_PII_KEY": "secret"}, demo=True) == b"secret"
+    assert pii_key(PiiSettings(), {}, demo=True) == DEMO_KEY.encode()
     assert "DEMO pseudonymisation key" in caplog.text
-    with pytest.raises(ConfigError, match="FLOWOPS_PII_KEY is not set and pii.allow_demo_key is false"):
-        pii_key(PiiSettings(allow_demo_key=False), {})
+    with pytest.raises(ConfigError, match=r"FLOWOPS_PII_KEY is not set: .*\(only `flowops demo` runs on the public"):
+        pii_key(PiiSettings(), {})
 
 
 def test_masking_hides_long_digit_runs_only(spark):

@@ -153,3 +153,47 @@ def test_the_catalogue_lists_every_tag_and_the_committed_copy_is_current():
     assert {c.name for c in BASE_COLUMNS} <= set(listed)
     committed = (ROOT / "docs" / "tags.md").read_text(encoding="utf-8")
     assert committed == text, "docs/tags.md is stale: run `flowops tags --catalog`"
+
+
+@pytest.mark.parametrize("expr", ["reflect('java.lang.Runtime', 'getRuntime')", "JAVA_METHOD ('x', 'y')",
+                                  "try_reflect('a', 'b')",
+                                  "dou_mb + (SELECT max(value) FROM parquet.`/etc/secrets`)"])
+def test_hostile_expressions_are_refused_before_anything_runs(tmp_path, expr):
+    error = error_for(tmp_path, f"- {{name: x1, description: d, type: double, expr: \"{expr}\"}}")
+
+    assert re.search(r"extra\.yml: tag x1: expr refused: (\w+\(\) calls Java methods|a subquery \(SELECT\))",
+                     error), error
+
+
+def test_segment_thresholds_are_typed_values_written_as_literals(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    path = conf / "segments.yml"
+    text = path.read_text(encoding="utf-8")
+    library = load_library(conf)
+    rule = next(r for r in load_segments(conf, library).rules if r.name == "falling_usage")
+    assert "value_tier IN ('vip', 'high', 'mid')" in rule.when
+
+    path.write_text(text.replace("falling_tiers: [vip, high, mid]", "falling_tiers: [\"vip') OR (true\", high]"),
+                    encoding="utf-8")
+    rule = next(r for r in load_segments(conf, library).rules if r.name == "falling_usage")
+    assert "value_tier IN ('vip\\') OR (true', 'high')" in rule.when   # a value stays a value
+    path.write_text(text.replace("when: has_complaints", "when: has_complaints OR java_method('a', 'b')"),
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"rule complaints: condition refused: java_method\(\) calls Java"):
+        load_segments(conf, library)
+
+
+def test_a_key_given_twice_and_yaml_files_of_either_extension(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "tags" / "extra.yaml").write_text("group: extra\ntags:\n  - {name: x1, description: d, type: double, "
+                                              "expr: dou_mb * 2}\n", encoding="utf-8")
+    assert "x1" in load_library(conf)   # *.yaml is read like *.yml, never ignored
+
+    (conf / "tags" / "extra.yaml").write_text("group: extra\ntags:\n  - name: x1\n    description: d\n"
+                                              "    type: double\n    expr: dou_mb * 2\n    expr: dou_mb * 3\n",
+                                              encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"extra\.yaml: not valid YAML at line 7.*key 'expr' is given twice "
+                                          r"\(first at line 6\)"):
+        load_library(conf)

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from flowops.config import _Strict, load_yaml, validate
+from flowops.config import StrictModel, config_files, load_yaml, validate
 from flowops.errors import ConfigError
 from flowops.ingest.hosts import domain_labels, normalise_host, ua_tokens
 from flowops.ingest.pii import mask_digits_text
@@ -44,7 +44,7 @@ PROTOCOLS = ("HTTP", "HTTPS", "QUIC", "DNS", "OTHER")
 MAX_AGENT = 512  # characters of a user agent kept in bronze
 
 
-class RuleModel(_Strict):
+class RuleModel(StrictModel):
     host: list[str] = Field(default_factory=list)
     uri_prefix: list[str] = Field(default_factory=list)
     ua: list[str] = Field(default_factory=list)
@@ -103,7 +103,7 @@ class RuleModel(_Strict):
         return self
 
 
-class AppModel(_Strict):
+class AppModel(StrictModel):
     id: str
     name: str
     vendor: str = ""
@@ -119,7 +119,7 @@ class AppModel(_Strict):
         return value
 
 
-class AppFileModel(_Strict):
+class AppFileModel(StrictModel):
     category: str
     apps: list[AppModel] = Field(min_length=1)
 
@@ -166,9 +166,9 @@ class AppRules:
     def load(cls, conf_dir: str | Path) -> AppRules:
         """Read and check every `conf/apps/*.yml`; errors name the file, the app and the problem."""
         folder = Path(conf_dir) / "apps"
-        files = sorted(folder.glob("*.yml"))
+        files = config_files(folder)
         if not files:
-            raise ConfigError(f"no app fingerprint files (*.yml) in {folder}")
+            raise ConfigError(f"no app fingerprint files (*.yml, *.yaml) in {folder}")
         rules: list[Rule] = []
         owners: dict[tuple[str, str], str] = {}
         seen_ids: dict[str, Path] = {}

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 
 from flowops.ingest import xdr
 from flowops.ingest.pii import mask_fields
-from flowops.tables import BILLING_MONTHLY, ORDERS, SUBSCRIBERS, TableSpec
+from flowops.lake.tables import BILLING_MONTHLY, ORDERS, SUBSCRIBERS, TableSpec
 
 # Commas outside double quotes separate fields (RFC 4180 quoting, no newlines inside fields).
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'

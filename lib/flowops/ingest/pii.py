@@ -31,18 +31,25 @@ DEMO_KEY = "flowops-DEMO-key-not-secret"
 SUB_ID_HEX = 24  # 96 bits: collision-free in practice for an operator's whole base
 
 
-def pii_key(settings: PiiSettings, environ: dict[str, str] | None = None) -> bytes:
-    """The pseudonymisation key, from the environment or (if allowed) the labelled demo key."""
+def pii_key(settings: PiiSettings, environ: dict[str, str] | None = None, *, demo: bool = False) -> bytes:
+    """The pseudonymisation key, from the environment. Only `flowops demo` (and tests), passing `demo=True`,
+    fall back to the public, labelled demo key when it is not set; every other job refuses to run."""
     environ = os.environ if environ is None else environ
     key = environ.get(settings.key_env, "")
     if key:
         return key.encode("utf-8")
-    if not settings.allow_demo_key:
-        raise ConfigError(f"{settings.key_env} is not set and pii.allow_demo_key is false: set the "
-                          "pseudonymisation key in the environment")
+    if not demo:
+        raise ConfigError(f"{settings.key_env} is not set: the pseudonymisation key must come from the environment "
+                          "(only `flowops demo` runs on the public demo key)")
     log.warning("%s not set: using the labelled DEMO pseudonymisation key (fine for demos, never for "
                 "production data)", settings.key_env)
     return DEMO_KEY.encode("utf-8")
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short, one-way tag of the key, kept in commit metadata: two keys have different tags, and the tag does
+    not help to find the key (an HMAC of a fixed text, truncated)."""
+    return hmac.new(key, b"flowops key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
 class Pseudonymiser:

@@ -29,7 +29,7 @@ XDR_FIELDS = (
     "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
     "server_ip", "server_port", "host", "sni", "uri", "user_agent", "ul_bytes", "dl_bytes",
 )
-PERSONAL_FIELDS = (1, 2, 3)  # msisdn, imsi, imei
+PERSONAL_FIELDS = (1, 2, 3, 8)  # msisdn, imsi, imei, cell_id (masked in quarantined lines)
 
 # Reject reasons, in the order they are checked.
 BAD_ENCODING = "bad_encoding"
@@ -100,7 +100,7 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date, rules: ParseRules)
     text = pc.if_else(pa.array(is_utf8), values, pa.scalar(b"", pa.binary())).cast(pa.string())
     parts = pc.split_pattern(text, "|")
     field_count = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    field = _fields(parts, field_count)
+    field = table_fields(parts, field_count)
 
     msisdn = normalise_msisdn(field["msisdn"])
     start, start_ok = local_micros(field["start_time"])
@@ -287,7 +287,7 @@ def _offsets(values: pa.Array) -> np.ndarray:
     return np.frombuffer(values.buffers()[1], np.int32)[values.offset:values.offset + len(values) + 1]
 
 
-def _fields(parts: pa.ListArray, field_count: np.ndarray) -> dict[str, pa.StringArray]:
+def table_fields(parts: pa.ListArray, field_count: np.ndarray) -> dict[str, pa.StringArray]:
     """The XDR_FIELDS of each line, trimmed of spaces; lines with fewer fields get garbage (they are rejected
     as wrong_field_count before anything reads it)."""
     flat = parts.flatten()

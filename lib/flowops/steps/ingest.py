@@ -30,20 +30,28 @@ from flowops.context import Context
 from flowops.errors import FlowopsError
 from flowops.ingest import dedupe
 from flowops.ingest.apps import AppRules
-from flowops.ingest.keys import append_new_keys
 from flowops.ingest.lines import FileCheck, LandedFile, read_landed
 from flowops.ingest.monthly import SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
-from flowops.ingest.pii import Pseudonymiser, pii_key
+from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
+from flowops.lake.tables import (
+    DEVICE_DAILY,
+    KEY_FINGERPRINT,
+    QUARANTINE,
+    SUBSCRIBER_KEYS,
+    USAGE_CELLS,
+    USAGE_DAILY,
+    USAGE_EVENTS,
+)
 from flowops.landing import available_days, month_days, monthly_file, parse_date, parse_month, require_raw, usage_files
 from flowops.runs import FileReconciliation, Run, recorded_run
-from flowops.tables import DEVICE_DAILY, QUARANTINE, USAGE_DAILY, USAGE_EVENTS
 
 log = logging.getLogger(__name__)
 RAW_KEEP = 2000            # characters of a rejected line kept in quarantine
+UNEXPECTED = "unexpected_file"
 BROADCAST_ROWS = 200_000   # a lookup frame this small is broadcast; a larger one is joined by shuffle
 CACHE = StorageLevel.MEMORY_AND_DISK
 
@@ -59,7 +67,8 @@ class Reference:
     @classmethod
     def load(cls, ctx: Context) -> Reference:
         conf = ctx.settings.conf_dir
-        return cls(AppRules.load(conf), reference_df(ctx.spark, load_reference(conf)), pii_key(ctx.settings.pii))
+        key = pii_key(ctx.settings.pii, demo=ctx.demo)  # refuse before Spark starts, in one line
+        return cls(AppRules.load(conf), reference_df(ctx.spark, load_reference(conf)), key)
 
 
 def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None) -> list[Run]:
@@ -86,13 +95,19 @@ def ingest_days(ctx: Context, raw: str | Path, days: list[str], reference: Refer
     """Ingest the files of the given landing days as one batch; returns the recorded run."""
     landing_days = sorted(parse_date(day) for day in days)
     raw_root = require_raw(raw).resolve()
-    files = [LandedFile.under(raw_root, path) for day in landing_days
-             for path in usage_files(raw_root, day.isoformat())]
+    landed = [usage_files(raw_root, day.isoformat()) for day in landing_days]
+    files = [LandedFile.under(raw_root, path) for xdr, _ in landed for path in xdr]
+    unexpected = [_printable(path.relative_to(raw_root).as_posix()) for _, other in landed for path in other]
     reference = reference or Reference.load(ctx)
     params = {"raw": raw_root, **(label or {"date": landing_days[0].isoformat()}), "conf": ctx.settings.conf_dir}
     with recorded_run(ctx.lake, "ingest", params) as run:
-        _UsageBatch(ctx, run, reference, landing_days).ingest(files)
+        _UsageBatch(ctx, run, reference, landing_days).ingest(files, unexpected)
     return run
+
+
+def _printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by the file system as surrogates) as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -150,7 +165,8 @@ class _UsageBatch:
         self._cached.append(df.persist(CACHE))
         return df
 
-    def ingest(self, files: list[LandedFile]) -> None:
+    def ingest(self, files: list[LandedFile], unexpected: list[str]) -> None:
+        """Ingest `files`; the `unexpected` ones (not `hour=HH/<name>.txt.gz`) are quarantined whole, unread."""
         run, settings = self.run, self.settings
         pseudonymiser = Pseudonymiser(self.spark, self.reference.key)
         try:
@@ -161,6 +177,9 @@ class _UsageBatch:
                       .withColumn("record_id", F.col("record_id").cast("string")))
             with run.step("read and parse") as step:
                 tally = Tally.of(parsed)
+                for name in unexpected:
+                    tally.checks[name] = FileCheck(name, UNEXPECTED, 0, "not an xDR file (hour=HH/<name>.txt.gz); "
+                                                                        "not read")
                 step["files"] = len(tally.checks)
                 step["bad_files"] = len(tally.bad_files)
                 step["lines"] = sum(tally.lines.values())
@@ -170,23 +189,28 @@ class _UsageBatch:
             if tally.bad_files:
                 lines = lines.where(~F.col("source_file").isin(tally.bad_files))
             accepted = lines.where(F.col("reason").isNull())
-            with run.step("dedupe") as step:
-                firsts, replayed = self._drop_replays(accepted)
-                fresh, in_lake, earlier = self._drop_known(firsts)
-                step["replayed"] = sum(replayed.values())
-                step["already_in_lake"] = sum(in_lake.values())
-                step["accepted_before"] = sum(earlier.values())
-            with run.step("write bronze") as step:
-                new_records = tally.accepted - sum(replayed.values()) - sum(in_lake.values()) - sum(earlier.values())
-                # A rerun of what bronze already holds commits nothing (a first batch creates the table anyway).
-                if new_records or not self.lake.exists(USAGE_EVENTS.name):
-                    self._write_bronze(fresh)
-                accepted_counts = self._bronze_counts(files)
-                step["rows"] = run.rows_out = sum(accepted_counts.values())
+            # Bronze's lock is held from the dedupe's read of it to the commit: of two ingests of the same day, the
+            # second waits, then finds every record already there.
+            with self.lake.locked(USAGE_EVENTS.name):
+                with run.step("dedupe") as step:
+                    firsts, replayed = self._drop_replays(accepted)
+                    fresh, in_lake, earlier = self._drop_known(firsts)
+                    step["replayed"] = sum(replayed.values())
+                    step["already_in_lake"] = sum(in_lake.values())
+                    step["accepted_before"] = sum(earlier.values())
+                with run.step("write bronze") as step:
+                    new = tally.accepted - sum(replayed.values()) - sum(in_lake.values()) - sum(earlier.values())
+                    # A rerun of what bronze already holds commits nothing (a first batch creates the table).
+                    if new or not self.lake.exists(USAGE_EVENTS.name):
+                        self._write_bronze(fresh)
+                    accepted_counts = self._bronze_counts(files)
+                    step["rows"] = run.rows_out = sum(accepted_counts.values())
+            with run.step("cells") as step:
+                step["new_cells"] = self._write_cells(firsts)
             with run.step("subscriber keys") as step:
                 # From every accepted record, not only the new ones: a rerun after a crash between the bronze and
                 # the keys commits must still add the keys.
-                step["new_keys"] = append_new_keys(self.ctx, run, _subscriber_keys(accepted))
+                step["new_keys"] = append_new_keys(self.ctx, run, _subscriber_keys(accepted), self._meta())
             with run.step("quarantine") as step:
                 quarantined = self._write_quarantine(parsed, tally)
                 step["rows"] = sum(quarantined.values())
@@ -194,7 +218,8 @@ class _UsageBatch:
                 with run.step("rollup silver") as step:
                     self._rollup(sorted(tally.days))
                     step["days"] = len(tally.days)
-            _reconcile(run, files, tally, accepted_counts, quarantined, replayed, in_lake)
+            _reconcile(run, [f.source_file for f in files] + unexpected, tally, accepted_counts, quarantined,
+                       replayed, in_lake)
             run.count("accepted.by_earlier_runs", sum(earlier.values()))
             self._report_unknown_share()
         finally:
@@ -231,6 +256,23 @@ class _UsageBatch:
         self.run.wrote(USAGE_EVENTS.name, self.lake.write(bronze.select(*USAGE_EVENTS.schema.fieldNames()),
                                                           USAGE_EVENTS, mode="append", metadata=self._meta(),
                                                           shuffle=False))
+
+    def _write_cells(self, firsts: DataFrame) -> int:
+        """restricted/usage_cells: the cell of every accepted record that table does not hold yet (from every
+        first copy, not only the new ones: a rerun after a crash between the bronze and the cells commits must
+        still add them). Returns how many were added."""
+        cells = firsts.select("dt", "record_id", "cell_id")
+        with self.lake.locked(USAGE_CELLS.name):
+            days = sorted(self.lake.partition_values(USAGE_CELLS.name, "dt") & set(self.window_days))
+            if days:
+                known = self.lake.read(USAGE_CELLS.name, partitions={"dt": days}).select("dt", "record_id")
+                cells = cells.join(known, on=["dt", "record_id"], how="left_anti")
+            cells = self._cache(cells)
+            added = cells.count()
+            if added or not self.lake.exists(USAGE_CELLS.name):
+                self.run.wrote(USAGE_CELLS.name, self.lake.write(cells, USAGE_CELLS, mode="append",
+                                                                 metadata=self._meta(), shuffle=False))
+        return added
 
     def _bronze_counts(self, files: list[LandedFile]) -> dict[str, int]:
         """Accepted lines per file, as bronze holds them (whichever run wrote them)."""
@@ -285,7 +327,22 @@ class _UsageBatch:
                      100 * (row["unknown"] or 0) / row["all"], 100 * (row["unknown_records"] or 0) / row["records"])
 
     def _meta(self) -> dict[str, str]:
-        return _meta(self.run)
+        return _meta(self.run, self.reference.key)
+
+
+def append_new_keys(ctx: Context, run: Run, keys: DataFrame, meta: dict[str, str]) -> int:
+    """Append to restricted/subscriber_keys (the one place phone numbers are kept) the `sub_id, msisdn,
+    first_seen, source` rows whose sub_id it does not hold yet; returns how many. Holds the table's lock from
+    the read to the commit, so two jobs cannot both add the same key."""
+    with ctx.lake.locked(SUBSCRIBER_KEYS.name):
+        if ctx.lake.exists(SUBSCRIBER_KEYS.name):
+            keys = keys.join(ctx.lake.read(SUBSCRIBER_KEYS.name).select("sub_id"), on="sub_id", how="left_anti")
+        keys = keys.persist(CACHE)
+        count = keys.count()
+        if count:
+            run.wrote(SUBSCRIBER_KEYS.name, ctx.lake.write(keys, SUBSCRIBER_KEYS, mode="append", metadata=meta))
+        keys.unpersist()
+    return count
 
 
 def _subscriber_keys(accepted: DataFrame) -> DataFrame:
@@ -295,13 +352,12 @@ def _subscriber_keys(accepted: DataFrame) -> DataFrame:
             .withColumn("source", F.lit("usage")))
 
 
-def _reconcile(run: Run, files: list[LandedFile], tally: Tally, accepted: dict[str, int],
+def _reconcile(run: Run, files: list[str], tally: Tally, accepted: dict[str, int],
                quarantined: dict[str, int], replayed: Counter, in_lake: Counter) -> None:
     """lines in = accepted + quarantined + duplicates for every landed file, each term counted on its own
     (lines by the reader, accepted and quarantined read back from the tables, duplicates from the dedupe);
     fail loudly when a file does not add up."""
-    for landed in files:
-        name = landed.source_file
+    for name in files:
         check = tally.checks[name]
         run.files.append(FileReconciliation(name, check.status, check.lines, accepted.get(name, 0),
                                             quarantined.get(name, 0), replayed[name] + in_lake[name]))
@@ -323,8 +379,9 @@ def _reconcile(run: Run, files: list[LandedFile], tally: Tally, accepted: dict[s
              run.rows_in, run.counts["accepted"], run.counts["quarantined"], run.counts["duplicates"])
 
 
-def _meta(run: Run) -> dict[str, str]:
-    return {"flowops.runId": run.run_id, "flowops.job": run.job}
+def _meta(run: Run, key: bytes) -> dict[str, str]:
+    """Commit metadata of the step's writes: the run, and the fingerprint of the key its sub_ids come from."""
+    return {"flowops.runId": run.run_id, "flowops.job": run.job, KEY_FINGERPRINT: key_fingerprint(key)}
 
 
 def _landing_day(source_file: str) -> str:
@@ -336,7 +393,7 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
     parse_month(month)
     raw_root = require_raw(raw).resolve()
     files = [LandedFile.under(raw_root, monthly_file(raw_root, source.name, month)) for source in SOURCES]
-    key = reference.key if reference else pii_key(ctx.settings.pii)
+    key = reference.key if reference else pii_key(ctx.settings.pii, demo=ctx.demo)
     pseudonymiser = Pseudonymiser(ctx.spark, key)
     quarantine: list[DataFrame] = []
     read = read_landed(ctx.spark, files).persist(CACHE)  # the three files in one pass
@@ -348,7 +405,7 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
             for source, landed in zip(SOURCES, files, strict=True):
                 with run.step(source.name) as step:
                     reconciliation, rejected = _land_source(ctx, run, source, landed, month, pseudonymiser, read,
-                                                            firsts)
+                                                            firsts, key)
                     run.files.append(reconciliation)
                     quarantine.append(rejected)
                     step["accepted"] = reconciliation.accepted
@@ -357,7 +414,7 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
             for frame in quarantine[1:]:
                 merged = merged.unionByName(frame)
             run.wrote(QUARANTINE.name, ctx.lake.write(merged, QUARANTINE, mode="overwrite", partitions={"dt": [month]},
-                                                      metadata=_meta(run)))
+                                                      metadata=_meta(run, key)))
             run.rows_in = sum(f.lines_in for f in run.files)
             run.rows_out = sum(f.accepted for f in run.files)
             unbalanced = [f for f in run.files if not f.balanced]
@@ -372,8 +429,8 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
 
 
 def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str,
-                 pseudonymiser: Pseudonymiser, read: DataFrame,
-                 firsts: dict) -> tuple[FileReconciliation, DataFrame]:
+                 pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict,
+                 key: bytes) -> tuple[FileReconciliation, DataFrame]:
     """Write one source's silver month; return its reconciliation and its (cached) quarantine rows."""
     lake = ctx.lake
     name = landed.source_file
@@ -400,11 +457,12 @@ def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, mon
     rows = parse_rows(lines, source, month, pseudonymiser.sub_id).persist(CACHE)
     good = rows.where(F.col("reason").isNull())
     run.wrote(source.table.name, lake.write(good.select(*source.table.schema.fieldNames()), source.table,
-                                            mode="overwrite", partitions={"month": [month]}, metadata=_meta(run)))
+                                            mode="overwrite", partitions={"month": [month]}, metadata=_meta(run, key)))
     written = lake.read(source.table.name, partitions={"month": [month]}).count()
     if source.name == "crm":
         append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
-            "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")))
+            "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")),
+            _meta(run, key))
     bad = rows.where(F.col("reason").isNotNull()).select(
         F.lit(month).alias("dt"), F.lit(source.name).alias("source"), "source_file", "line_no", "reason", "detail",
         F.substring(monthly_quarantine_text(source, F.col("value")), 1, RAW_KEEP).alias("raw"),

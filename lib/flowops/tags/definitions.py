@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from flowops.config import _Strict, describe_errors, load_yaml
+from flowops.config import StrictModel, config_files, describe_errors, load_yaml
 from flowops.errors import ConfigError
 from flowops.tags.base import BASE_TYPES, SPARK_TYPES
 from flowops.tags.functions import COLUMN_KINDS, REGISTRY, Param
@@ -42,7 +42,7 @@ RESERVED = frozenset({"sub_id", "month"})  # the key columns of gold/subscriber_
 TypeName = str
 
 
-class TagModel(_Strict):
+class TagModel(StrictModel):
     name: str = Field(pattern=NAME)
     description: str = Field(min_length=1)
     type: TypeName
@@ -63,7 +63,7 @@ class TagModel(_Strict):
         return self
 
 
-class TagFile(_Strict):
+class TagFile(StrictModel):
     group: str = Field(pattern=NAME)
     description: str | None = None
     tags: list[TagModel]
@@ -136,9 +136,9 @@ class TagLibrary:
 def load_library(conf_dir: str | Path) -> TagLibrary:
     """Read every `conf/tags/*.yml`, check the definitions and order them by dependency."""
     folder = Path(conf_dir) / "tags"
-    files = sorted(folder.glob("*.yml"))
+    files = config_files(folder)
     if not files:
-        raise ConfigError(f"no tag definitions (*.yml) in {folder}")
+        raise ConfigError(f"no tag definitions (*.yml, *.yaml) in {folder}")
     models: list[tuple[TagModel, str, str]] = []
     groups: dict[str, str | None] = {}
     for path in files:
@@ -195,6 +195,8 @@ def build_library(models: Iterable[tuple[TagModel, str, str]], groups: dict[str,
 def _check(model: TagModel, types: Mapping[str, str]) -> tuple[str, ...]:
     """Dependencies of one definition; ValueError says what is wrong."""
     if model.expr is not None:
+        if reason := unsafe_sql(model.expr):
+            raise ValueError(f"expr refused: {reason}")
         deps = sql_identifiers(model.expr)
         unknown = [d for d in deps if d not in types]
         if unknown:
@@ -303,6 +305,25 @@ _STRINGS = re.compile(r"(?:\b[rRxXbB])?('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")"
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _TOKENS = re.compile(r"`([^`]+)`|(?<![\w.])([A-Za-z_]\w*)(?!\w)")
 _LAMBDA = re.compile(r"(?:\(\s*([\w\s,]+?)\s*\)|(\b[A-Za-z_]\w*))\s*->")
+
+
+_UNSAFE_CALL = re.compile(r"\b(reflect|try_reflect|java_method)\s*\(", re.I)
+_SUBQUERY = re.compile(r"\bselect\b", re.I)
+
+
+def unsafe_sql(expr: str) -> str | None:
+    """Why a column expression from configuration or the command line must not run, or None.
+
+    Refused: calls of Java methods (`reflect`, `try_reflect`, `java_method`: arbitrary code on the cluster),
+    and subqueries (`SELECT ...`: any table, or any file by path such as parquet.`/data/...`). Expressions
+    over columns need neither.
+    """
+    text = _STRINGS.sub("''", _COMMENTS.sub(" ", expr))
+    if found := _UNSAFE_CALL.search(text):
+        return f"{found.group(1)}() calls Java methods, which flowops expressions may not"
+    if _SUBQUERY.search(text):
+        return "a subquery (SELECT) reads other tables or files, which flowops expressions may not"
+    return None
 
 
 def sql_identifiers(expr: str) -> list[str]:
