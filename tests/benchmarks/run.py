@@ -20,11 +20,13 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from itertools import zip_longest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,11 +43,20 @@ def main() -> int:
     parser.add_argument("--against-size", type=int, default=4000, help="subscribers of the month timed against it")
     parser.add_argument("--density-lines", type=int, default=2_000_000, help="lines of each density month")
     parser.add_argument("--out", default=str(ROOT / ".bench"))
+    parser.add_argument("--only-against", action="store_true",
+                        help="re-run only the comparison with --against, keeping the rest of OUT/results.json")
     args = parser.parse_args()
     out = Path(args.out)
+    os.environ.setdefault("FLOWOPS_PII_KEY", "bench-key")
+    if args.only_against:
+        results = json.loads((out / "results.json").read_text())
+        shutil.rmtree(out / "against", ignore_errors=True)
+        results["against"] = bench_against(out / "against", args.against, args.against_size)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        write_report(results)
+        return 0
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    os.environ.setdefault("FLOWOPS_PII_KEY", "bench-key")
     started = time.perf_counter()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {"ladder": [], "args": vars(args)}
@@ -232,6 +243,9 @@ def bench_against(out: Path, revision: str, subscribers: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"flowops {revision} failed:\n{proc.stderr[-3000:]}")
         before = json.loads(proc.stdout.strip().splitlines()[-1])
+        # That revision logged each step's seconds: "INFO ingest parse: lines=... (100.9s)".
+        before["steps"] = {m.group(1): float(m.group(2)) for m in
+                           re.finditer(r"INFO ingest ([\w ]+?): .*?\((\d+\.\d+)s\)$", proc.stderr, re.M)}
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False, capture_output=True)
     return {"revision": revision, "subscribers": subscribers, "before": before, "now": now}
@@ -376,6 +390,15 @@ def write_report(r: dict) -> None:
         f"{before['seconds'] / now['seconds']:.1f}x faster |",
         f"| DuckDB baseline (usage only) | {against['now']['duckdb']['seconds']:.1f} | | flowops usage ingest is "
         f"{now['usage_seconds'] / against['now']['duckdb']['seconds']:.2f}x its time |",
+        "",
+        "Where the usage ingest's time went, before and now (each step's seconds as the run logged them):",
+        "",
+        "| before: step | seconds | now: step | seconds |",
+        "|---|---|---|---|",
+        *[f"| {b[0] if b else ''} | {f'{b[1]:.1f}' if b else ''} | {n[0] if n else ''} | {f'{n[1]:.1f}' if n else ''} |"
+          for b, n in zip_longest(before.get("steps", {}).items(), now["steps"].items())],
+        f"| **total** | **{sum(before.get('steps', {}).values()):.1f}** | **total** | "
+        f"**{sum(now['steps'].values()):.1f}** |",
         "",
         *profile_lines(big),
         *density_lines(r["density"]),
