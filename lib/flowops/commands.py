@@ -240,7 +240,7 @@ def run_tags(args: argparse.Namespace) -> int:
         print(f"ok: {len(library.tags)} tags in {len({t.group for t in library.tags})} groups, "
               f"{len(segments.rules)} stage rules + default, {len(segments.flow_rules)} flow-type rules")
         return 0
-    from flowops.gold import run_tags as tags_job
+    from flowops.steps.tags import run_tags as tags_job
 
     run = tags_job(ctx, args.month)
     print(f"tags {args.month}: {run.counts['tags']} tags for {run.counts['subscribers']:,} subscribers "
@@ -258,8 +258,8 @@ def add_segment(sub: Sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from flowops.gold import run_segment as segment_job
     from flowops.segments import format_stages
+    from flowops.steps.segment import run_segment as segment_job
 
     ctx = Context.from_args(args, app_name="flowops-segment")
     run, sizes = segment_job(ctx, args.month)
@@ -267,4 +267,104 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_demo, add_show, add_apps, add_terminals]
+def add_target(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("target", parents=[common], help="match scenarios and write per-channel target lists",
+                       description="Match every scenario of conf/scenarios to month M's tags and stages, decide each "
+                                   "candidate under the contact policy of conf/channels.yml, and write "
+                                   "gold/scenario_targets, the channels' export files and ops/contact_history.")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the data month (contacts fall in the next)")
+    p.add_argument("--wave", type=int, default=1, metavar="W", help="the wave to target (default 1)")
+    p.add_argument("--raw", metavar="RAW", help="landing folder (not read by this step; accepted for symmetry)")
+    p.set_defaults(handler=run_target)
+
+
+def run_target(args: argparse.Namespace) -> int:
+    from flowops.steps.target import run_target as target_job
+
+    ctx = Context.from_args(args, app_name="flowops-target")
+    print(format_targets(target_job(ctx, args.month, args.wave)))
+    return 0
+
+
+def format_targets(result: Any) -> str:
+    """Targets per scenario x channel, control and suppressed counts, and where the exports are."""
+    lines = [f"target {result.month} wave {result.wave}: {sum(result.targeted.values()):,} contacts, "
+             f"{sum(result.control.values()):,} in control groups (run {result.run.run_id})"]
+    for (scenario, channel), n in sorted(result.targeted.items()):
+        lines.append(f"  {scenario:<28}{channel:<10}{n:>8,}")
+    if result.suppressed:
+        lines.append("  suppressed: " + ", ".join(f"{reason} {n:,}" for reason, n in
+                                                  sorted(result.suppressed.items(), key=lambda kv: -kv[1])))
+    state = "written" if result.changed else "unchanged (identical to the files already there)"
+    lines.append(f"  exports {result.exports}/  {state}")
+    return "\n".join(lines)
+
+
+def add_run(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="every step of a month: ingest, tags, segment, target",
+                       description="Run ingest -> tags -> segment -> target for a month, skipping each step whose "
+                                   "output is already current (a rerun after a crash resumes where it stopped).")
+    p.add_argument("--raw", required=True, metavar="RAW", help="landing folder")
+    p.add_argument("--month", required=True, metavar="YYYY-MM")
+    p.add_argument("--force", action="store_true", help="run every step, current or not")
+    p.set_defaults(handler=run_month)
+
+
+def run_month(args: argparse.Namespace) -> int:
+    from flowops.steps.run import run_month as month_job
+
+    ctx = Context.from_args(args, app_name="flowops-run")
+    result = month_job(ctx, args.raw, args.month, force=args.force)
+    print(f"run {args.month}: ran {', '.join(result.ran) or 'nothing'}; current already: "
+          f"{', '.join(result.skipped) or 'nothing'}")
+    if result.targets:
+        print(format_targets(result.targets))
+    return 0
+
+
+def add_scenarios(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("scenarios", parents=[common], help="check the scenario templates and write their catalogue",
+                       description="Load and check conf/scenarios and conf/channels.yml; with --catalog write the "
+                                   "scenario catalogue as markdown.")
+    p.add_argument("--catalog", action="store_true", help="write the catalogue (default: docs/scenarios.md)")
+    p.add_argument("--out", default="docs/scenarios.md", metavar="FILE")
+    p.set_defaults(handler=run_scenarios)
+
+
+def run_scenarios(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.scenarios.catalog import catalog_markdown
+    from flowops.steps.target import Conf
+
+    conf = Conf.load(load_settings(args.conf).conf_dir)
+    if not args.catalog:
+        for s in conf.scenarios:
+            print(f"{s.id:<28}{s.model.stage:<9}{s.model.name}")
+        print(f"{len(conf.scenarios)} scenarios, {len(conf.channels.channels)} channels")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(catalog_markdown(conf.scenarios, conf.channels), encoding="utf-8")
+    print(f"{len(conf.scenarios)} scenarios written to {out}")
+    return 0
+
+
+def add_check(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("check", parents=[common], help="validate all of conf/ before anything runs",
+                       description="Load and check every file of conf/: pipeline settings, apps, terminals, "
+                                   "tags (with Spark's analysis of each expression), segments, products, channels "
+                                   "and scenarios (with Spark's analysis of each target rule).")
+    p.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from flowops.checks import check_conf
+
+    ctx = Context.from_args(args, app_name="flowops-check")
+    for line in check_conf(ctx):
+        print(line)
+    return 0
+
+
+REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_target, add_run, add_demo, add_show, add_apps,
+              add_terminals, add_scenarios, add_check]

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 from flowops.context import Context
-from flowops.gold import run_segment, run_tags
 from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
 from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
+from flowops.steps.segment import run_segment
+from flowops.steps.tags import run_tags
+from flowops.steps.target import Conf, run_target
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +21,15 @@ log = logging.getLogger(__name__)
 HISTORY_MONTHS = 2
 TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
           "silver/subscribers", "silver/billing_monthly", "silver/orders", "gold/subscriber_tags",
-          "gold/flow_stages", "restricted/subscriber_keys", "ops/runs")
+          "gold/flow_stages", "gold/scenario_targets", "ops/contact_history", "restricted/subscriber_keys", "ops/runs")
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
     """Generate RAW under `out/raw`, run the pipeline for `month` into the lake, return a printable summary."""
+    from flowops.commands import format_targets
     from flowops.synth import generate
 
+    conf = Conf.load(ctx.settings.conf_dir)   # every scenario checked before the long steps
     started = time.perf_counter()
     raw = out / "raw"
     first_month = previous_months(month, HISTORY_MONTHS)[0]
@@ -42,6 +46,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     counts = ingested.counts
     tagged = run_tags(ctx, month)
     _, stages = run_segment(ctx, month)
+    targets = run_target(ctx, month, conf=conf)
     # Accepted lines of a monthly file include its header.
     landed_monthly = ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
                                if f.accepted)
@@ -63,6 +68,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "
         "(catalogue: flowops tags --catalog)",
         f"  stages {month}  {format_stages(stages)}",
+        *[f"  {line}" for line in format_targets(targets).splitlines()],
         "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",

@@ -25,7 +25,14 @@ class Product(StrictModel):
     generation: Literal["2G", "3G", "4G", "5G"] | None = None
 
 
+class Tariff(StrictModel):
+    payperuse_yuan_per_mb: float = Field(gt=0)            # data outside every allowance
+    payperuse_cap_yuan: float | None = Field(default=None, gt=0)   # monthly cap on those charges
+
+
 class Catalogue(StrictModel):
+    tariff: Tariff
+    margin_share: float = Field(0.6, gt=0, le=1)   # share of a product's fee that is margin (offer value)
     products: list[Product]
 
     @model_validator(mode="after")

@@ -19,12 +19,22 @@ def test_demo_runs_the_pipeline_and_prints_the_summary(demo_run):
     assert "2026-01 .. 2026-03" in out
     for table in ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
                   "silver/subscribers", "silver/billing_monthly", "silver/orders", "gold/subscriber_tags",
-                  "gold/flow_stages", "restricted/subscriber_keys"):
+                  "gold/flow_stages", "gold/scenario_targets", "ops/contact_history", "restricted/subscriber_keys"):
         assert table in out
     assert "labelled DEMO key" in out
     ingest_line = next(line for line in out.splitlines() if line.strip().startswith("ingest "))
     assert "2026-01 .. 2026-03 as one batch" in ingest_line
     assert " accepted + " in ingest_line and "unknown app share" in ingest_line
+
+
+def test_demo_prints_targets_per_scenario_and_channel_and_where_the_exports_are(demo_run):
+    lines = demo_run.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.strip().startswith("target 2026-03 wave 1:"))
+    block = [line.split() for line in lines[head + 1:] if line.startswith("    ")]
+    per_channel = [words for words in block if not words[0].endswith(":") and words[0] != "exports"]
+    assert per_channel and all(len(w) == 3 and w[2].replace(",", "").isdigit() for w in per_channel)
+    exports = next(line for line in lines if line.strip().startswith("exports "))
+    assert str(demo_run.lake / "exports" / "month=2026-03" / "wave=1") in exports
 
 
 def test_demo_prints_the_size_of_every_stage(demo_run):

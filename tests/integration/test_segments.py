@@ -16,8 +16,10 @@ from pyspark.sql import types as T
 
 from flowops.context import Context
 from flowops.errors import LakeError
-from flowops.gold import SUBSCRIBER_TAGS, run_segment, run_tags
+from flowops.lake.tables import SUBSCRIBER_TAGS
 from flowops.segments import STAGES, load_segments
+from flowops.steps.segment import run_segment
+from flowops.steps.tags import run_tags
 from flowops.tags.definitions import load_library
 from tests.conftest import CONF, make_settings
 from tests.integration.conftest import DEMO_MONTH, personal_leaks
@@ -113,7 +115,7 @@ def test_tags_and_segment_refuse_a_month_that_did_not_land(ctx):
 
 
 def test_each_silver_source_is_scanned_once_however_many_tags(ctx, tmp_path):
-    from flowops.gold import compute_tags, read_sources
+    from flowops.steps.tags import compute_tags, read_sources
     from flowops.tags.base import Window
 
     def scans(library) -> int:

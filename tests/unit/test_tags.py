@@ -22,10 +22,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from flowops.gold import compute_tags
 from flowops.ingest.terminals import load_reference, reference_df
 from flowops.lake.tables import BILLING_MONTHLY, DEVICE_DAILY, ORDERS, SUBSCRIBERS, USAGE_DAILY
 from flowops.products import load_catalogue, products_df
+from flowops.steps.tags import compute_tags
 from flowops.tags.base import Sources
 from flowops.tags.definitions import load_library
 from tests.conftest import CONF

@@ -207,6 +207,34 @@ FLOW_STAGES = TableSpec(
                 "(evidence), and the flow customer type.",
 )
 
+SCENARIO_TARGETS = TableSpec(
+    name="gold/scenario_targets",
+    schema=table_fields(
+        ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("stage", STRING), ("wave", T.IntegerType()),
+        ("mode", STRING), ("decision", STRING), ("reason", STRING), ("control", T.BooleanType()),
+        ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("saving_yuan", DOUBLE),
+        ("incentive", STRING), ("incentive_yuan", DOUBLE), ("channel", STRING), ("window_start", T.DateType()),
+        ("window_end", T.DateType()), ("acceptance", DOUBLE), ("expected_value", DOUBLE), ("cost_yuan", DOUBLE),
+        ("message", STRING), ("sms_segments", T.IntegerType()),
+    ),
+    partition_by=("month",),
+    description="subscriber x scenario x wave of a month: every candidate a scenario's target rule found, with its "
+                "offer, channel, window, message and decision (targeted, control, or suppressed with the reason). "
+                "The month is the data month the tags come from; the contact windows fall in the month after.",
+)
+
+CONTACT_HISTORY = TableSpec(
+    name="ops/contact_history",
+    schema=table_fields(
+        ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("wave", T.IntegerType()), ("mode", STRING),
+        ("channel", STRING), ("product_id", STRING), ("window_start", T.DateType()), ("window_end", T.DateType()),
+        ("round", T.IntegerType()), ("run_id", STRING), ("outcome", STRING),
+    ),
+    partition_by=("month",),
+    description="Every contact exported to a channel: who, which scenario, wave, channel and offer, its window, "
+                "which round of that offer it is for the subscriber, and its outcome once evaluated.",
+)
+
 SUBSCRIBER_TAGS = "gold/subscriber_tags"
 
 
@@ -249,4 +277,4 @@ def spec_for(name: str) -> TableSpec:
 
 
 register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
-         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES)
+         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY)

@@ -8,9 +8,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from flowops.errors import LakeError
-from flowops.gold import read_sources, tags_spec
 from flowops.lake.tables import BILLING_MONTHLY, SUBSCRIBERS, USAGE_DAILY
 from flowops.landing import month_days
+from flowops.steps.tags import read_sources, tags_spec
 from flowops.tags.base import Window
 from flowops.tags.definitions import TagModel, build_library
 from tests.conftest import CONF

@@ -1,13 +1,13 @@
-"""Jobs writing the gold tables of a month: `gold/subscriber_tags`, then `gold/flow_stages`.
+"""`flowops tags --month M`: every tag of conf/tags for the subscribers of month M into gold/subscriber_tags.
 
-Definitions are loaded and checked (including Spark's analysis of every expression) before anything is
-read. Each silver partition of the window is read once; each job is one overwrite of the month's partition.
+Definitions are loaded and checked (including Spark's analysis of every expression) before anything is read.
+Reads: silver/subscribers, silver/usage_daily, silver/device_daily, silver/billing_monthly, silver/orders (the
+month and the three before it). Writes: gold/subscriber_tags (one overwrite of the month's partition).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -22,7 +22,6 @@ from flowops.lake.tables import SUBSCRIBER_TAGS, TableSpec, spec_for, subscriber
 from flowops.landing import month_days, parse_month
 from flowops.products import load_catalogue, products_df
 from flowops.runs import Run, recorded_run
-from flowops.segments import FLOW_STAGES, STAGES, assign_stages, load_segments
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
 from flowops.tags.definitions import TagLibrary, load_library
 from flowops.tags.engine import check_expressions, select_tags, with_tags
@@ -111,28 +110,3 @@ def run_tags(ctx: Context, month: str) -> Run:
         run.count("subscribers", rows)
         run.count("tags", len(library.tags))
     return run
-
-
-def run_segment(ctx: Context, month: str) -> tuple[Run, dict[str, int]]:
-    """`flowops segment --month M`: six-stage assignment of month M into gold/flow_stages; returns stage sizes."""
-    parse_month(month)
-    library = load_library(ctx.settings.conf_dir)
-    segments = load_segments(ctx.settings.conf_dir, library)
-    lake = ctx.lake
-    if month not in lake.partition_values(SUBSCRIBER_TAGS, "month"):
-        raise LakeError(f"{SUBSCRIBER_TAGS} has nothing for {month}: run `flowops tags --month {month}` first")
-    with recorded_run(lake, "segment", {"month": month}) as run:
-        with run.step("assign") as counts:
-            tags_df = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
-            stages_df = assign_stages(tags_df, segments)
-            version = lake.write(stages_df, FLOW_STAGES, mode="overwrite", partitions={"month": [month]},
-                                 metadata={"flowops.runId": run.run_id})
-            run.wrote(FLOW_STAGES.name, version)
-            written = lake.read(FLOW_STAGES.name, partitions={"month": [month]})
-            sizes = Counter({r["stage"]: r["n"] for r in written.groupBy("stage").agg(F.count("*").alias("n"))
-                             .collect()})
-            counts.update({stage: sizes.get(stage, 0) for stage in STAGES})
-        for stage in STAGES:
-            run.count(f"stage.{stage}", sizes.get(stage, 0))
-        run.rows_out = sum(sizes.values())
-    return run, {stage: sizes.get(stage, 0) for stage in STAGES}

@@ -1,0 +1,105 @@
+"""`flowops run --month M`: ingest -> tags -> segment -> target for month M, each step skipped when its output
+is already current, so a rerun after a crash resumes where it stopped (and a rerun of a finished month writes
+nothing).
+
+A step is current when ops/runs holds a successful run of it for M that ended after the successful run of the
+step before it: ingest when every file landed for M (each usage day, the CRM, billing and order files) is in
+a successful ingest run; tags after that ingest; segment after those tags; target after that segment. A conf
+change is not detected: rerun the step itself, or `flowops run --force`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from flowops.context import Context
+from flowops.errors import FlowopsError
+from flowops.ingest.monthly import SOURCES
+from flowops.landing import available_days, month_days, monthly_file, parse_month, require_raw, usage_files
+from flowops.steps.ingest import ingest
+from flowops.steps.segment import run_segment
+from flowops.steps.tags import run_tags
+from flowops.steps.target import Conf, Targets, run_target
+
+log = logging.getLogger(__name__)
+STEPS = ("ingest", "tags", "segment", "target")
+
+
+@dataclass
+class MonthRun:
+    month: str
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    stages: dict[str, int] | None = None
+    targets: Targets | None = None
+
+
+def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False) -> MonthRun:
+    """Every step of month M in order, skipping those whose output is current (none with `force`)."""
+    parse_month(month)
+    raw_root = require_raw(raw).resolve()
+    conf = Conf.load(ctx.settings.conf_dir)   # checked before anything runs
+    result = MonthRun(month)
+    done = {} if force else _finished(ctx, raw_root, month)
+    after: dt.datetime | None = None
+    for step in STEPS:
+        ended = done.get(step)
+        if ended is not None and (after is None or ended >= after):
+            log.info("run %s: %s is current (ran %s), skipped", month, step, ended.isoformat(timespec="seconds"))
+            result.skipped.append(step)
+            after = ended
+            continue
+        if step == "ingest":
+            ingest(ctx, raw_root, month=month)
+        elif step == "tags":
+            run_tags(ctx, month)
+        elif step == "segment":
+            _, result.stages = run_segment(ctx, month)
+        else:
+            result.targets = run_target(ctx, month, conf=conf)
+        result.ran.append(step)
+        after = dt.datetime.now(dt.UTC)
+        done = {}   # everything after a step that ran is stale
+    return result
+
+
+def _finished(ctx: Context, raw_root: Path, month: str) -> dict[str, dt.datetime]:
+    """When each step last finished successfully for `month` (ingest: only if it covered every landed file)."""
+    lake = ctx.lake
+    if not lake.exists("ops/runs"):
+        return {}
+    runs = lake.read("ops/runs").where(F.col("status") == "ok").select(
+        "job", F.col("params")["month"].alias("month"), "ended_at",
+        F.transform(F.coalesce("files", F.array()), lambda f: f["source_file"]).alias("files")).collect()
+    landed = _landed(raw_root, month)
+    ingests = [r for r in runs if r.job in ("ingest", "ingest-monthly")]
+    recorded = {f for r in ingests for f in r.files or []}
+    finished: dict[str, dt.datetime] = {}
+    if landed and landed <= recorded:
+        covering = [_utc(r.ended_at) for r in ingests if set(r.files or []) & landed]
+        finished["ingest"] = max(covering)
+    for step in ("tags", "segment", "target"):
+        ended = [_utc(r.ended_at) for r in runs if r.job == step and r.month == month]
+        if ended:
+            finished[step] = max(ended)
+    return finished
+
+
+def _landed(raw_root: Path, month: str) -> set[str]:
+    days = set(available_days(raw_root))
+    files = {p for day in month_days(month) if day in days for p in usage_files(raw_root, day)[0]}
+    for source in SOURCES:
+        try:
+            files.add(monthly_file(raw_root, source.name, month))
+        except FlowopsError:   # not landed yet: the ingest step says so when it runs
+            return set()
+    return {p.relative_to(raw_root).as_posix() for p in files}
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

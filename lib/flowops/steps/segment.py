@@ -1,0 +1,43 @@
+"""`flowops segment --month M`: the six-stage assignment of month M's subscribers into gold/flow_stages.
+
+Reads: gold/subscriber_tags (M). Writes: gold/flow_stages (one overwrite of the month's partition).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pyspark.sql import functions as F
+
+from flowops.context import Context
+from flowops.errors import LakeError
+from flowops.lake.tables import FLOW_STAGES, SUBSCRIBER_TAGS
+from flowops.landing import parse_month
+from flowops.runs import Run, recorded_run
+from flowops.segments import STAGES, assign_stages, load_segments
+from flowops.tags.definitions import load_library
+
+
+def run_segment(ctx: Context, month: str) -> tuple[Run, dict[str, int]]:
+    """`flowops segment --month M`: six-stage assignment of month M into gold/flow_stages; returns stage sizes."""
+    parse_month(month)
+    library = load_library(ctx.settings.conf_dir)
+    segments = load_segments(ctx.settings.conf_dir, library)
+    lake = ctx.lake
+    if month not in lake.partition_values(SUBSCRIBER_TAGS, "month"):
+        raise LakeError(f"{SUBSCRIBER_TAGS} has nothing for {month}: run `flowops tags --month {month}` first")
+    with recorded_run(lake, "segment", {"month": month}) as run:
+        with run.step("assign") as counts:
+            tags_df = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
+            stages_df = assign_stages(tags_df, segments)
+            version = lake.write(stages_df, FLOW_STAGES, mode="overwrite", partitions={"month": [month]},
+                                 metadata={"flowops.runId": run.run_id})
+            run.wrote(FLOW_STAGES.name, version)
+            written = lake.read(FLOW_STAGES.name, partitions={"month": [month]})
+            sizes = Counter({r["stage"]: r["n"] for r in written.groupBy("stage").agg(F.count("*").alias("n"))
+                             .collect()})
+            counts.update({stage: sizes.get(stage, 0) for stage in STAGES})
+        for stage in STAGES:
+            run.count(f"stage.{stage}", sizes.get(stage, 0))
+        run.rows_out = sum(sizes.values())
+    return run, {stage: sizes.get(stage, 0) for stage in STAGES}
