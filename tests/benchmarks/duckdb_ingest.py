@@ -89,6 +89,10 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key") -> dict:
     good = [c.source_file for c in checks if c.ok]
     con = duckdb.connect()
     con.execute(f"SET threads TO {threads}")
+    # Bounded like flowops' JVM (8 GB driver): larger months spill to disk instead of being killed by the kernel
+    # (unbounded, the 30 M-line step took 20 GB and was OOM-killed).
+    con.execute("SET memory_limit = '8GB'")
+    con.execute(f"SET temp_directory = '{out / 'spill'}'")
     con.execute("SET preserve_insertion_order = true")
     con.execute("CREATE TEMP TABLE apps (suffix VARCHAR, app_id VARCHAR)")
     con.executemany("INSERT INTO apps VALUES (?, ?)", [(r.key, r.app_id) for r in rules.rules if r.kind == "host"])

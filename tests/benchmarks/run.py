@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--against-size", type=int, default=4000, help="subscribers of the month timed against it")
     parser.add_argument("--density-lines", type=int, default=2_000_000, help="lines of each density month")
     parser.add_argument("--out", default=str(ROOT / ".bench"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the ladder steps OUT/partial.json already holds and run the rest")
     parser.add_argument("--only-against", action="store_true",
                         help="re-run only the comparison with --against, keeping the rest of OUT/results.json")
     args = parser.parse_args()
@@ -55,13 +57,22 @@ def main() -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results)
         return 0
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    partial = out / "partial.json"
+    done = json.loads(partial.read_text()) if args.resume and partial.exists() else []
+    if not args.resume:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {"ladder": [], "args": vars(args)}
     for subscribers in sizes:
+        kept = [step for step in done if step["subscribers"] == subscribers]
+        if kept:
+            results["ladder"].append(kept[0])
+            continue
+        shutil.rmtree(out / f"s{subscribers}", ignore_errors=True)
         results["ladder"].append(bench_size(out / f"s{subscribers}", subscribers))
+        partial.write_text(json.dumps(results["ladder"]))
         print(json.dumps(results["ladder"][-1]), flush=True)
     results["against"] = bench_against(out / "against", args.against, args.against_size)
     results["density"] = [bench_density(out / f"d{n}", n, args.density_lines) for n in (300, 600)]
@@ -177,7 +188,8 @@ def bench_size(out: Path, subscribers: int, records_per_day: float | None = None
                        for table in ("bronze/usage_events", "silver/usage_daily", "silver/device_daily")}
     if steps:
         result["tags"] = _flowops(
-            f"from flowops.gold import run_tags, run_segment\nt = time.perf_counter()\nrun = run_tags(ctx, {MONTH!r})\n"
+            "from flowops.steps.tags import run_tags\nfrom flowops.steps.segment import run_segment\n"
+            f"t = time.perf_counter()\nrun = run_tags(ctx, {MONTH!r})\n"
             f"tags = time.perf_counter() - t\nt = time.perf_counter()\nsegment, _ = run_segment(ctx, {MONTH!r})\n"
             "print(json.dumps({'tags_seconds': tags, 'segment_seconds': time.perf_counter() - t, "
             "'subscribers': run.counts['subscribers'], 'tags': run.counts['tags']}))", lake)
@@ -305,7 +317,7 @@ def bench_tags(size_dir: Path) -> dict:
         (conf / "tags" / "all.yml").write_text(yaml.safe_dump({"group": "bench", "tags": defs}, allow_unicode=True))
         confs[len(defs)] = str(conf)
     return _flowops(
-        "from flowops.gold import compute_tags, read_sources\nfrom flowops.tags.base import Window\n"
+        "from flowops.steps.tags import compute_tags, read_sources\nfrom flowops.tags.base import Window\n"
         "from flowops.tags.definitions import load_library\n"
         f"sources = read_sources(ctx.lake, Window({MONTH!r}), 'conf')\nresult = {{}}\n"
         f"confs = {json.dumps(confs)}\n"
