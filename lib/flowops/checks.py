@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from flowops.context import Context
-from flowops.ingest.apps import AppRules
-from flowops.ingest.terminals import load_reference
+from flowops.definitions import Definitions
 from flowops.scenarios.policy import check_targets
-from flowops.segments import assign_stages, load_segments
-from flowops.steps.target import Conf
-from flowops.tags.definitions import load_library
+from flowops.segments import assign_stages
 from flowops.tags.engine import check_expressions
 
 
@@ -16,11 +13,8 @@ def check_conf(ctx: Context) -> list[str]:
     """Load every conf file into its typed model and analyse every expression; one line per part checked.
     The first problem raises a ConfigError naming the file and the key."""
     conf_dir = ctx.settings.conf_dir
-    apps = AppRules.load(conf_dir)
-    terminals = load_reference(conf_dir)
-    library = load_library(conf_dir)
-    segments = load_segments(conf_dir, library)
-    conf = Conf.load(conf_dir)
+    conf = Definitions.load(conf_dir)
+    apps, terminals, library, segments = conf.apps, conf.terminals, conf.library, conf.segments
     tags = check_expressions(ctx.spark, library)
     stages = assign_stages(tags, segments)
     tagged = tags.join(stages.select("sub_id", "stage", "reason", "flow_type"), "sub_id")

@@ -333,10 +333,10 @@ def add_scenarios(sub: Sub, common: argparse.ArgumentParser) -> None:
 
 def run_scenarios(args: argparse.Namespace) -> int:
     from flowops.config import load_settings
+    from flowops.definitions import Definitions
     from flowops.scenarios.catalog import catalog_markdown
-    from flowops.steps.target import Conf
 
-    conf = Conf.load(load_settings(args.conf).conf_dir)
+    conf = Definitions.load(load_settings(args.conf).conf_dir)
     if not args.catalog:
         for s in conf.scenarios:
             print(f"{s.id:<28}{s.model.stage:<9}{s.model.name}")

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
 from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
-from flowops.steps.target import Conf, run_target
+from flowops.steps.target import run_target
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     from flowops.commands import format_targets
     from flowops.synth import generate
 
-    conf = Conf.load(ctx.settings.conf_dir)   # every scenario checked before the long steps
+    definitions = Definitions.load(ctx.settings.conf_dir)   # all of conf/ checked before the long steps
     started = time.perf_counter()
     raw = out / "raw"
     first_month = previous_months(month, HISTORY_MONTHS)[0]
@@ -39,14 +40,14 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     lake = ctx.lake
     months = [*previous_months(month, HISTORY_MONTHS), month]
     # The usage of all three months as one batch, as an operator backfills history: one pass, one commit per table.
-    reference = Reference.load(ctx)
+    reference = Reference.load(ctx, definitions)
     ingested = ingest_days(ctx, raw, [day for m in months for day in month_days(m)], reference,
                            label={"months": f"{months[0]}..{month}"})
     monthly = [ingest_monthly(ctx, raw, m, reference) for m in months][-1]
     counts = ingested.counts
-    tagged = run_tags(ctx, month)
-    _, stages = run_segment(ctx, month)
-    targets = run_target(ctx, month, conf=conf)
+    tagged = run_tags(ctx, month, definitions)
+    _, stages = run_segment(ctx, month, definitions)
+    targets = run_target(ctx, month, definitions=definitions)
     # Accepted lines of a monthly file include its header.
     landed_monthly = ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
                                if f.accepted)

@@ -318,8 +318,9 @@ def bench_tags(size_dir: Path) -> dict:
         confs[len(defs)] = str(conf)
     return _flowops(
         "from flowops.steps.tags import compute_tags, read_sources\nfrom flowops.tags.base import Window\n"
+        "from flowops.definitions import Definitions\n"
         "from flowops.tags.definitions import load_library\n"
-        f"sources = read_sources(ctx.lake, Window({MONTH!r}), 'conf')\nresult = {{}}\n"
+        f"sources = read_sources(ctx.lake, Window({MONTH!r}), Definitions.load('conf'))\nresult = {{}}\n"
         f"confs = {json.dumps(confs)}\n"
         "for _ in range(2):\n"
         "    for n, conf in confs.items():\n"

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import LakeError
 from flowops.lake.tables import SUBSCRIBER_TAGS
 from flowops.segments import STAGES, load_segments
@@ -119,7 +120,7 @@ def test_each_silver_source_is_scanned_once_however_many_tags(ctx, tmp_path):
     from flowops.tags.base import Window
 
     def scans(library) -> int:
-        sources = read_sources(ctx.lake, Window(DEMO_MONTH), CONF)
+        sources = read_sources(ctx.lake, Window(DEMO_MONTH), Definitions.load(CONF))
         plan = compute_tags(sources, library, DEMO_MONTH)._jdf.queryExecution().executedPlan().toString()
         return plan.count("FileScan parquet")
 

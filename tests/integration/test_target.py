@@ -14,8 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.steps.run import run_month
-from flowops.steps.target import Conf, ExportRefused, export_rows, refuse_violations, run_target
+from flowops.steps.target import ExportRefused, export_rows, refuse_violations, run_target
 from tests.conftest import CONF, make_settings
 from tests.integration.conftest import DEMO_MONTH
 
@@ -29,8 +30,8 @@ def ctx(demo_run):
 
 
 @pytest.fixture(scope="module")
-def conf() -> Conf:
-    return Conf.load(CONF)
+def conf() -> Definitions:
+    return Definitions.load(CONF)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from dataclasses import replace
 import pytest
 from pyspark.sql import functions as F
 
+from flowops.definitions import Definitions
 from flowops.errors import ConfigError
 from flowops.scenarios.policy import acceptance_rates, candidates, decide
 from flowops.scenarios.templates import load_channels
 from flowops.segments import STAGES
-from flowops.steps.target import Conf, _with_messages
+from flowops.steps.target import _with_messages
 from flowops.tags.definitions import load_library
 from flowops.tags.engine import check_expressions
 from tests.conftest import CONF
@@ -25,8 +26,8 @@ MONTH, CAMPAIGN = "2026-03", "2026-04"
 
 
 @pytest.fixture(scope="module")
-def conf() -> Conf:
-    return Conf.load(CONF)
+def conf() -> Definitions:
+    return Definitions.load(CONF)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def target(spark, schema, conf, rows, only=None, opt_outs=(), immune=(), channel
     outs = spark.createDataFrame(list(opt_outs), "sub_id string, opt_out_all boolean, opt_out_channels array<string>")
     imm = spark.createDataFrame(list(immune), "sub_id string, product_id string, rounds int")
     decided = decide(cands, channels, acceptance_rates(scenarios, channels), outs, imm, budgets or {})
-    return _with_messages(decided, Conf(conf.catalogue, channels, scenarios))
+    return _with_messages(decided, replace(conf, channels=channels, scenarios=scenarios))
 
 
 def rows_of(df):
@@ -121,7 +122,7 @@ def test_a_broken_template_fails_naming_its_file_and_key(tmp_path, edit, message
     path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
 
     with pytest.raises(ConfigError, match=message):
-        Conf.load(conf)
+        Definitions.load(conf)
 
 
 def test_a_policy_naming_a_passive_channel_for_vips_is_refused(tmp_path):

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from pyspark.sql import functions as F
 
+from flowops.definitions import Definitions
 from flowops.errors import LakeError
 from flowops.lake.tables import BILLING_MONTHLY, SUBSCRIBERS, USAGE_DAILY
 from flowops.landing import month_days
@@ -57,4 +58,4 @@ def test_a_month_with_missing_usage_days_is_refused(lake, spark):
     lake.write(spark.createDataFrame([], USAGE_DAILY.schema).unionByName(usage, allowMissingColumns=True),
                USAGE_DAILY, mode="append")
     with pytest.raises(LakeError, match=r"silver/usage_daily lacks 2 day\(s\) of 2026-03 \(2026-03-30, 2026-03-31\)"):
-        read_sources(lake, Window("2026-03"), CONF)
+        read_sources(lake, Window("2026-03"), Definitions.load(CONF))

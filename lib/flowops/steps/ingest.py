@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.ingest import dedupe
 from flowops.ingest.apps import AppRules
@@ -65,19 +66,22 @@ class Reference:
     key: bytes
 
     @classmethod
-    def load(cls, ctx: Context) -> Reference:
+    def load(cls, ctx: Context, definitions: Definitions | None = None) -> Reference:
         conf = ctx.settings.conf_dir
         key = pii_key(ctx.settings.pii, demo=ctx.demo)  # refuse before Spark starts, in one line
-        return cls(AppRules.load(conf), reference_df(ctx.spark, load_reference(conf)), key)
+        apps = definitions.apps if definitions else AppRules.load(conf)
+        terminals = definitions.terminals if definitions else load_reference(conf)
+        return cls(apps, reference_df(ctx.spark, terminals), key)
 
 
-def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None) -> list[Run]:
+def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None,
+           definitions: Definitions | None = None) -> list[Run]:
     """Ingest one landing day of usage, or a whole month: every landed day of usage as one batch, then the
     month's CRM, billing and order files. Returns the runs, usage first."""
     if (date is None) == (month is None):
         raise FlowopsError("give exactly one of --date YYYY-MM-DD or --month YYYY-MM")
     if date is not None:
-        return [ingest_days(ctx, raw, [date])]
+        return [ingest_days(ctx, raw, [date], Reference.load(ctx, definitions))]
     raw_root = require_raw(raw)
     for source in SOURCES:  # fail before the long usage pass, not after it
         monthly_file(raw_root, source.name, parse_month(month))  # type: ignore[arg-type]
@@ -85,7 +89,7 @@ def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str
     days = [day for day in month_days(month) if day in landed_days]  # type: ignore[arg-type]
     if not days:
         raise FlowopsError(f"no usage has landed for {month} under {raw_root / 'usage'}")
-    reference = Reference.load(ctx)
+    reference = Reference.load(ctx, definitions)
     usage = ingest_days(ctx, raw, days, reference, label={"month": month})  # type: ignore[dict-item]
     return [usage, ingest_monthly(ctx, raw, month, reference)]  # type: ignore[arg-type]
 

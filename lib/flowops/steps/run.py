@@ -18,13 +18,14 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.ingest.monthly import SOURCES
 from flowops.landing import available_days, month_days, monthly_file, parse_month, require_raw, usage_files
 from flowops.steps.ingest import ingest
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
-from flowops.steps.target import Conf, Targets, run_target
+from flowops.steps.target import Targets, run_target
 
 log = logging.getLogger(__name__)
 STEPS = ("ingest", "tags", "segment", "target")
@@ -43,7 +44,7 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
     """Every step of month M in order, skipping those whose output is current (none with `force`)."""
     parse_month(month)
     raw_root = require_raw(raw).resolve()
-    conf = Conf.load(ctx.settings.conf_dir)   # checked before anything runs
+    definitions = Definitions.load(ctx.settings.conf_dir)   # all of conf/ checked before anything runs
     result = MonthRun(month)
     done = {} if force else _finished(ctx, raw_root, month)
     after: dt.datetime | None = None
@@ -55,13 +56,13 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
             after = ended
             continue
         if step == "ingest":
-            ingest(ctx, raw_root, month=month)
+            ingest(ctx, raw_root, month=month, definitions=definitions)
         elif step == "tags":
-            run_tags(ctx, month)
+            run_tags(ctx, month, definitions)
         elif step == "segment":
-            _, result.stages = run_segment(ctx, month)
+            _, result.stages = run_segment(ctx, month, definitions)
         else:
-            result.targets = run_target(ctx, month, conf=conf)
+            result.targets = run_target(ctx, month, definitions=definitions)
         result.ran.append(step)
         after = dt.datetime.now(dt.UTC)
         done = {}   # everything after a step that ran is stale

@@ -10,19 +10,18 @@ from collections import Counter
 from pyspark.sql import functions as F
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import LakeError
 from flowops.lake.tables import FLOW_STAGES, SUBSCRIBER_TAGS
 from flowops.landing import parse_month
 from flowops.runs import Run, recorded_run
-from flowops.segments import STAGES, assign_stages, load_segments
-from flowops.tags.definitions import load_library
+from flowops.segments import STAGES, assign_stages
 
 
-def run_segment(ctx: Context, month: str) -> tuple[Run, dict[str, int]]:
+def run_segment(ctx: Context, month: str, definitions: Definitions | None = None) -> tuple[Run, dict[str, int]]:
     """`flowops segment --month M`: six-stage assignment of month M into gold/flow_stages; returns stage sizes."""
     parse_month(month)
-    library = load_library(ctx.settings.conf_dir)
-    segments = load_segments(ctx.settings.conf_dir, library)
+    segments = (definitions or Definitions.load(ctx.settings.conf_dir)).segments
     lake = ctx.lake
     if month not in lake.partition_values(SUBSCRIBER_TAGS, "month"):
         raise LakeError(f"{SUBSCRIBER_TAGS} has nothing for {month}: run `flowops tags --month {month}` first")

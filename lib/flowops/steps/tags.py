@@ -8,22 +8,22 @@ month and the three before it). Writes: gold/subscriber_tags (one overwrite of t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import LakeError
-from flowops.ingest.terminals import load_reference, reference_df
+from flowops.ingest.terminals import reference_df
 from flowops.lake import Lake
 from flowops.lake.tables import SUBSCRIBER_TAGS, TableSpec, spec_for, subscriber_tags_spec
 from flowops.landing import month_days, parse_month
-from flowops.products import load_catalogue, products_df
+from flowops.products import products_df
 from flowops.runs import Run, recorded_run
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
-from flowops.tags.definitions import TagLibrary, load_library
+from flowops.tags.definitions import TagLibrary
 from flowops.tags.engine import check_expressions, select_tags, with_tags
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def tags_spec(library: TagLibrary, existing: T.StructType | None = None) -> Tabl
     return subscriber_tags_spec([(tag.name, spark_type(tag.type)) for tag in library.tags], existing)
 
 
-def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
+def read_sources(lake: Lake, window: Window, definitions: Definitions) -> Sources:
     """Silver partitions of the window and the reference tables.
 
     The tag month must have landed whole: its CRM snapshot, its bills and every day of usage (a partial month
@@ -68,8 +68,8 @@ def read_sources(lake: Lake, window: Window, conf_dir: str | Path) -> Sources:
         devices=lake.read("silver/device_daily", partitions={"dt": month_days(window.month)}),
         billing=lake.read("silver/billing_monthly", partitions=months),
         orders=_read_or_empty(lake, "silver/orders", this_month),
-        products=products_df(spark, load_catalogue(conf_dir)),
-        terminals=reference_df(spark, load_reference(conf_dir)),
+        products=products_df(spark, definitions.catalogue),
+        terminals=reference_df(spark, definitions.terminals),
         usage_months=usage_months,
         billing_months=billing_months,
     )
@@ -87,16 +87,16 @@ def compute_tags(sources: Sources, library: TagLibrary, month: str) -> DataFrame
     return select_tags(with_tags(base_aggregates(sources, window), library), library, month)
 
 
-def run_tags(ctx: Context, month: str) -> Run:
+def run_tags(ctx: Context, month: str, definitions: Definitions | None = None) -> Run:
     """`flowops tags --month M`: compute the tag library for month M into gold/subscriber_tags."""
     parse_month(month)
-    conf_dir = ctx.settings.conf_dir
-    library = load_library(conf_dir)
+    definitions = definitions or Definitions.load(ctx.settings.conf_dir)
+    library = definitions.library
     lake = ctx.lake
     check_expressions(ctx.spark, library)
     with recorded_run(lake, "tags", {"month": month, "tags": len(library.tags)}) as run:
         with run.step("compute") as counts:
-            sources = read_sources(lake, Window(month), conf_dir)
+            sources = read_sources(lake, Window(month), definitions)
             tags_df = compute_tags(sources, library, month)
             existing = lake.read(SUBSCRIBER_TAGS).schema if lake.exists(SUBSCRIBER_TAGS) else None
             spec = tags_spec(library, existing)

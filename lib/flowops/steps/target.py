@@ -30,17 +30,16 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from flowops.context import Context
+from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
 from flowops.lake import Lake
 from flowops.lake.tables import CONTACT_HISTORY, FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS
 from flowops.landing import parse_month
-from flowops.products import Catalogue, load_catalogue
 from flowops.runs import Run, recorded_run
 from flowops.scenarios.exports import EXPORT_COLUMNS, violations
 from flowops.scenarios.messages import FAILED, message_column, renderer
 from flowops.scenarios.policy import Observed, acceptance_rates, candidates, check_targets, decide
-from flowops.scenarios.templates import Channels, Scenario, load_channels, load_scenarios
-from flowops.tags.definitions import load_library
+from flowops.scenarios.templates import Channels
 
 log = logging.getLogger(__name__)
 EXPORTS = "exports"
@@ -52,22 +51,6 @@ TAGS_READ = ("dou_mb", "base_allowance_mb_held", "allowance_mb", "idle_mb", "pay
 
 class ExportRefused(FlowopsError):
     """An export row broke a contact rule: nothing was written."""
-
-
-@dataclass(frozen=True)
-class Conf:
-    """The conf the target step needs, loaded and checked once."""
-
-    catalogue: Catalogue
-    channels: Channels
-    scenarios: list[Scenario]
-
-    @classmethod
-    def load(cls, conf_dir: str | Path) -> Conf:
-        library = load_library(conf_dir)
-        catalogue = load_catalogue(conf_dir)
-        channels = load_channels(conf_dir)
-        return cls(catalogue, channels, load_scenarios(conf_dir, library, catalogue, channels))
 
 
 @dataclass
@@ -89,15 +72,15 @@ def next_month(month: str) -> str:
     return f"{year + mon // 12}-{mon % 12 + 1:02d}"
 
 
-def run_target(ctx: Context, month: str, wave: int = 1, conf: Conf | None = None) -> Targets:
+def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions | None = None) -> Targets:
     """Decide every scenario's candidates of month M, write gold/scenario_targets, the exports and the contact
     history for wave W."""
     parse_month(month)
-    conf = conf or Conf.load(ctx.settings.conf_dir)
-    lake = ctx.lake
     if wave != 1:
         raise FlowopsError(f"wave {wave} goes to wave-1 non-converters on the fallback channel, which needs wave 1's "
                            "feedback evaluated (`flowops evaluate`, not built yet): only --wave 1 runs today")
+    conf = definitions or Definitions.load(ctx.settings.conf_dir)
+    lake = ctx.lake
     for table in (SUBSCRIBER_TAGS, FLOW_STAGES.name):
         if month not in lake.partition_values(table, "month"):
             step = "tags" if table == SUBSCRIBER_TAGS else "segment"
@@ -146,7 +129,7 @@ def run_target(ctx: Context, month: str, wave: int = 1, conf: Conf | None = None
     return result
 
 
-def _decide(lake: Lake, month: str, wave: int, conf: Conf) -> DataFrame:
+def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     tags = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
     stages = lake.read(FLOW_STAGES.name, partitions={"month": [month]}).select("sub_id", "stage", "reason", "flow_type")
     needed = {c for s in conf.scenarios for c in s.reads} | set(TAGS_READ)
@@ -163,7 +146,7 @@ def _decide(lake: Lake, month: str, wave: int, conf: Conf) -> DataFrame:
     return decide(cands, conf.channels, rates, read_opt_outs(lake, month), read_immunity(lake, month), budgets)
 
 
-def _with_messages(decided: DataFrame, conf: Conf) -> DataFrame:
+def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
     """Messages of the targeted contacts; a row whose message fails to render is suppressed (no_message)."""
     render = renderer(conf.scenarios, conf.channels, conf.catalogue)
     fields = {s.id: (s.model.incentive.mb, s.model.incentive.minutes) for s in conf.scenarios}
@@ -230,7 +213,7 @@ def _overwrite_wave(lake: Lake, table: str, rows: DataFrame, month: str, wave: i
                       metadata={"flowops.runId": run.run_id})
 
 
-def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Conf) -> DataFrame:
+def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) -> DataFrame:
     """The export rows: targeted contacts with msisdn (restricted/subscriber_keys), account manager, priority."""
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
     crm = lake.read("silver/subscribers", partitions={"month": [month]}).select(
@@ -245,7 +228,7 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Conf) -> Data
                     "message", trigger.alias("trigger_event"), priority.alias("priority")))
 
 
-def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Conf) -> None:
+def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions) -> None:
     """Re-check every export row against the lake's opt-outs, churn, immunity, control draw and contact cap."""
     crm = lake.read("silver/subscribers", partitions={"month": [month]})
     churned = crm.where((F.col("status") == "churned") | F.col("churn_date").isNotNull()).select("sub_id")
