@@ -26,11 +26,15 @@ def test_help_lists_the_commands():
     result = flowops("--help")
 
     assert result.returncode == 0
-    for command in ("generate", "ingest", "tags", "segment", "demo", "show", "apps", "terminals"):
+    for command in COMMANDS:
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["generate", "ingest", "tags", "segment", "demo", "show", "apps", "terminals"])
+COMMANDS = ["generate", "ingest", "tags", "segment", "target", "run", "demo", "show", "apps", "terminals", "scenarios",
+            "check"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_its_own_help(command):
     result = flowops(command, "--help")
 
@@ -163,3 +167,29 @@ def test_tags_check_names_the_file_and_tag_of_a_broken_definition(tmp_path):
     assert result.returncode != 0
     assert re.search(r"value\.yml: tag has_complaints: unknown dependency 'zero'", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_show_refuses_personal_data_without_the_flag_and_hostile_filters(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+
+    assert main(["show", "restricted/subscriber_keys", "--lake", lake]) == 1
+    assert main(["show", "ops/runs", "--lake", lake, "--where", "reflect('java.lang.System', 'exit', 0) = 1"]) == 1
+    assert main(["show", "ops/runs", "--lake", lake, "--where", "run_id IN (SELECT x FROM parquet.`/etc`)"]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["flowops show: error: restricted/subscriber_keys holds personal data (phone numbers): add "
+                   "--personal-data to print it",
+                   "flowops show: error: --where refused: reflect() calls Java methods, which flowops expressions "
+                   "may not",
+                   "flowops show: error: --where refused: a subquery (SELECT) reads other tables or files, which "
+                   "flowops expressions may not"]
+
+
+def test_scenarios_catalog_writes_every_scenario(tmp_path, capsys):
+    out = tmp_path / "scenarios.md"
+
+    assert main(["scenarios", "--catalog", "--out", str(out)]) == 0
+
+    text = out.read_text(encoding="utf-8")
+    assert text.count("\n## ") >= 12 + 2   # a section per scenario, then channels and the policy
+    assert "有流量无套餐" in text and "## Channels" in text
