@@ -245,7 +245,9 @@ def bench_against(out: Path, revision: str, subscribers: int) -> dict:
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True,
                    capture_output=True)
     try:
-        code = ("import json, time\nfrom flowops.config import load_settings\nfrom flowops.context import Context\n"
+        code = ("import json, logging, time\nfrom flowops.config import load_settings\nfrom flowops.context import Context\n"
+                "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')\n"
+                "logging.getLogger('py4j').setLevel(logging.WARNING)\n"
                 "from flowops.ingest.usage import ingest\n"
                 f"ctx = Context(load_settings('conf', lake_root={str(out / 'old_lake')!r}))\nctx.spark\n"
                 f"t = time.perf_counter()\nruns = ingest(ctx, {str(raw)!r}, month={MONTH!r})\n"
