@@ -146,8 +146,8 @@ class Lake:
             if KEY_FINGERPRINT in commit_meta and self.exists(spec.name):
                 _refuse_other_key(spec, commit_meta[KEY_FINGERPRINT], self._engine.history(path, 50))
             version = self._engine.write(conformed, path, spec, mode, partitions, commit_meta, lock)
-        log.info("wrote %s v%d (%s%s) in %.1fs with %s", spec.name, version, mode,
-                 f" {dict(partitions)}" if partitions else "", time.perf_counter() - started, self.engine_name)
+        log.info("wrote %s v%d (%s%s) in %.1fs with %s", spec.name, version, mode, _shown(partitions),
+                 time.perf_counter() - started, self.engine_name)
         return version
 
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -225,6 +225,18 @@ def _check_partitions(spec: TableSpec, mode: Mode, partitions: Partitions) -> No
             if not set(value) <= SAFE_PARTITION_VALUE:
                 raise LakeError(f"table {spec.name}: partition value {value!r} has characters outside "
                                 "[A-Za-z0-9._-]")
+
+
+def _shown(partitions: Partitions | None) -> str:
+    """` dt=2026-01-01..2026-03-31 (90)` for a log line: the range and count, not every value."""
+    if not partitions:
+        return ""
+    parts = []
+    for column, values in partitions.items():
+        ordered = sorted(values)
+        parts.append(f"{column}={ordered[0]}" if len(ordered) == 1 else
+                     f"{column}={ordered[0]}..{ordered[-1]} ({len(ordered)})")
+    return " " + ", ".join(parts)
 
 
 def _refuse_other_key(spec: TableSpec, fingerprint: str, last_commits: list[dict[str, Any]]) -> None:
