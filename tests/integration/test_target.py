@@ -79,10 +79,10 @@ def test_scarce_channels_and_budgets_are_respected(ctx, conf):
     targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
     contacted = targets.where(F.col("decision").isin("targeted", "control")).collect()
     for channel in conf.channels.channels:
-        mine = [r for r in contacted if r.channel == channel.id]
-        if channel.daily_capacity and mine:
-            days = (max(r.window_end for r in mine) - min(r.window_start for r in mine)).days + 1
-            assert len(mine) <= channel.daily_capacity * days
+        per_day = Counter(r.contact_date for r in contacted if r.channel == channel.id)
+        if channel.daily_capacity and per_day:
+            assert max(per_day.values()) <= channel.daily_capacity, channel.id
+    assert all(r.window_start <= r.contact_date <= r.window_end for r in contacted)
     for scenario in conf.scenarios:
         if scenario.model.budget_yuan:
             assert sum(r.cost_yuan for r in contacted if r.scenario == scenario.id) <= scenario.model.budget_yuan
@@ -122,17 +122,27 @@ def test_manifests_match_the_files_byte_for_byte_and_only_the_owner_reads_them(d
 
 def test_the_export_writer_refuses_a_row_that_breaks_a_rule(ctx, conf, demo_run):
     targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
-    rows = export_rows(ctx.lake, targets.where("decision = 'targeted'"), DEMO_MONTH, conf)
+    targeted = targets.where("decision = 'targeted'")
+    rows = export_rows(ctx.lake, targeted, DEMO_MONTH, conf)
     refuse_violations(ctx.lake, rows, DEMO_MONTH, 1, conf)   # what the step wrote passes
-    crm = ctx.lake.read("silver/subscribers", partitions={"month": [DEMO_MONTH]})
-    out = crm.where("opt_out_all").select("sub_id").first().sub_id
-    smuggled = export_rows(ctx.lake, targets.where("decision = 'targeted'").limit(1)
-                           .withColumn("sub_id", F.lit(out)), DEMO_MONTH, conf)
-    control = export_rows(ctx.lake, targets.where("decision = 'control'").limit(1)
-                          .withColumn("message", F.lit("x")), DEMO_MONTH, conf)
+    crm = ctx.lake.read("silver/subscribers")
+    one = targeted.where("channel = 'sms'").limit(1)
 
-    with pytest.raises(ExportRefused, match=r"refused, nothing written: .*control.*opted_out"):
-        refuse_violations(ctx.lake, rows.unionByName(smuggled).unionByName(control), DEMO_MONTH, 1, conf)
+    def smuggle(sub_id: str):
+        return export_rows(ctx.lake, one.withColumn("sub_id", F.lit(sub_id)), DEMO_MONTH, conf)
+
+    bad = {
+        "opted_out": smuggle(crm.where("opt_out_all").first().sub_id),
+        "opted_out_of_channel": smuggle(crm.where("array_contains(opt_out_channels, 'sms') AND NOT opt_out_all")
+                                        .first().sub_id),
+        "churned": smuggle(crm.where(f"month = '{DEMO_MONTH}' AND status = 'churned'").first().sub_id),
+        "control": export_rows(ctx.lake, targets.where("decision = 'control'").limit(1)
+                               .withColumn("message", F.lit("x")), DEMO_MONTH, conf),
+        "over_cap": export_rows(ctx.lake, one, DEMO_MONTH, conf),   # a second active contact for the same person
+    }
+    for problem, row in bad.items():
+        with pytest.raises(ExportRefused, match=rf"refused, nothing written: .*\b{problem}\b"):
+            refuse_violations(ctx.lake, rows.unionByName(row), DEMO_MONTH, 1, conf)
 
 
 def test_a_rerun_of_the_month_changes_no_table_and_rewrites_identical_exports(ctx, demo_run):

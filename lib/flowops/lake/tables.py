@@ -214,7 +214,8 @@ SCENARIO_TARGETS = TableSpec(
         ("mode", STRING), ("decision", STRING), ("reason", STRING), ("control", T.BooleanType()),
         ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("saving_yuan", DOUBLE),
         ("incentive", STRING), ("incentive_yuan", DOUBLE), ("channel", STRING), ("window_start", T.DateType()),
-        ("window_end", T.DateType()), ("acceptance", DOUBLE), ("expected_value", DOUBLE), ("cost_yuan", DOUBLE),
+        ("window_end", T.DateType()), ("contact_date", T.DateType()), ("acceptance", DOUBLE),
+        ("expected_value", DOUBLE), ("cost_yuan", DOUBLE),
         ("message", STRING), ("sms_segments", T.IntegerType()),
     ),
     partition_by=("month",),
@@ -228,7 +229,7 @@ CONTACT_HISTORY = TableSpec(
     schema=table_fields(
         ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("wave", T.IntegerType()), ("mode", STRING),
         ("channel", STRING), ("product_id", STRING), ("window_start", T.DateType()), ("window_end", T.DateType()),
-        ("round", T.IntegerType()), ("run_id", STRING), ("outcome", STRING),
+        ("contact_date", T.DateType()), ("round", T.IntegerType()), ("run_id", STRING), ("outcome", STRING),
     ),
     partition_by=("month",),
     description="Every contact exported to a channel: who, which scenario, wave, channel and offer, its window, "

@@ -31,7 +31,9 @@ def catalog_markdown(scenarios: list[Scenario], channels: Channels) -> str:
                 f"- incentive: {_incentive(s)}",
                 f"- waves: {_waves(s)}",
                 f"- strategy: preference first: {m.strategy.follow_preference}; VIP to account manager: "
-                f"{m.strategy.vip_to_manager}; at most {m.strategy.max_attempts} attempts",
+                f"{m.strategy.vip_to_manager}"
+                + (f"; {', '.join(m.strategy.high_value.tiers)} value to {m.strategy.high_value.channel}"
+                   if m.strategy.high_value else "") + f"; at most {m.strategy.max_attempts} attempts",
                 f"- evaluation: {', '.join(m.evaluation.metrics)}; control group {m.control_rate:.0%}",
                 f"- SMS: {' '.join(m.messages.sms.split())}",
                 f"- display: {' '.join(m.messages.display.split())}"]

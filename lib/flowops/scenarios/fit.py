@@ -41,7 +41,7 @@ def fit_sql(product: ProductModel, catalogue: Catalogue) -> dict[str, str]:
     elif product.fit == "plan_upgrade":
         today = f"coalesce(plan_fee, 0D) + {paid}"
         best = _cheapest([(p, f"CASE WHEN {_num(p.allowance_mb)} > coalesce(allowance_mb, 0D) AND "
-                              f"{sql_literal(p.generation or '2G')} <= coalesce(terminal_network_gen, '5G') "
+                              f"{sql_literal(p.generation or '2G')} <= coalesce(terminal_network_gen, '2G') "
                               f"THEN {_num(p.fee_yuan)} + {ppu(f'{usage} - {_num(p.allowance_mb)}')} END")
                           for p in choices])
         saving = f"{today} - ({best}).cost"
@@ -89,7 +89,9 @@ def _covering(products: list[Product], need: str) -> str:
 
 
 def incentive_sql(incentive: IncentiveModel, cap_share: float) -> dict[str, str]:
-    """incentive (its kind, or none), incentive_yuan (its value to the subscriber) and incentive_cost.
+    """incentive (its kind, or none), incentive_yuan (its value to the subscriber), incentive_cost and
+    incentive_on_order (credit and coupons are paid when the subscriber orders; trial data, double data and gifts
+    go to everyone contacted).
 
     A credit gift is never above `cap_share` of the month's bill: it is cut to whole yuan under the cap, and
     dropped when under 1 yuan is left (no bill, or a tiny one)."""
@@ -97,7 +99,7 @@ def incentive_sql(incentive: IncentiveModel, cap_share: float) -> dict[str, str]
         value = f"least({_num(incentive.yuan)}, floor(coalesce(arpu_yuan, 0D) * {_num(cap_share)}))"
         value = f"CASE WHEN {value} >= 1 THEN CAST({value} AS DOUBLE) ELSE 0D END"
         return {"incentive": f"CASE WHEN {value} > 0 THEN 'credit' ELSE 'none' END", "incentive_yuan": value,
-                "incentive_cost": value}
+                "incentive_cost": value, "incentive_on_order": "true"}
     cost = incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan
     return {"incentive": sql_literal(incentive.kind), "incentive_yuan": _num(incentive.yuan),
-            "incentive_cost": _num(cost)}
+            "incentive_cost": _num(cost), "incentive_on_order": "true" if incentive.kind == "coupon" else "false"}

@@ -16,13 +16,16 @@ Order of the decision, first reason wins (`reason`):
 7. control — a deterministic hash of (sub_id, scenario, month) below the control rate: recorded, never
    contacted. Control is drawn after every other rule, so it is like the targeted group in all but contact.
 
-Expected value of a contact = acceptance x product margin - channel cost - acceptance x incentive cost.
+Expected value of a contact = acceptance x product margin - channel cost - the incentive's expected cost
+(acceptance x its cost for credit and coupons, paid on ordering; its whole cost for trial data and gifts,
+given to everyone contacted). Budgets count the same expected spend.
 Acceptance per scenario x channel is a Beta prior (the channel's prior rate, `prior_strength` pseudo-contacts)
 updated by the conversions measured in earlier months (empirical Bayes).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -129,8 +132,9 @@ def _as_json(columns: list[str]) -> str:
 
 
 def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, channels: Channels) -> str:
-    """Channel ids to try, in order: preference, VIP's account manager, the wave's channel, its fallback, and
-    (active) the policy's default. Channels of another mode are left out."""
+    """Channel ids to try, in order: preference, VIP's account manager, the scenario's high-value channel, the
+    wave's channel, its fallback, and (active) the policy's default. Channels of another mode are left out: a
+    fallback of the other mode (SMS fails -> app hall) is for the next wave's non-converters, after feedback."""
     policy = channels.policy
     ids = ", ".join(sql_literal(c.id) for c in channels.channels if c.mode == mode)
     steps = []
@@ -140,6 +144,11 @@ def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, chan
         tiers = ", ".join(sql_literal(t) for t in policy.vip_tiers)
         steps.append(f"CASE WHEN coalesce(channel_preference, '') = '' AND value_tier IN ({tiers}) "
                      f"THEN {sql_literal(policy.vip_channel)} END")
+    high = scenario.model.strategy.high_value
+    if mode == "active" and high:
+        tiers = ", ".join(sql_literal(t) for t in high.tiers)
+        steps.append(f"CASE WHEN coalesce(channel_preference, '') = '' AND value_tier IN ({tiers}) "
+                     f"THEN {sql_literal(high.channel)} END")
     steps.append(sql_literal(first))
     if fallback and channels[fallback].mode == mode:
         steps.append(sql_literal(fallback))
@@ -214,16 +223,19 @@ def _price(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float
     cost = _lookup({c.id: c.cost_yuan for c in channels.channels}, F.col("channel"))
     df = df.withColumn("channel", F.get(F.col("route"), F.col("pos")))
     df = df.withColumn("acceptance", rate).withColumn("channel_cost", cost)
+    on_order = F.col("incentive_on_order")
+    paid = F.when(on_order, F.col("acceptance") * F.col("incentive_cost")).otherwise(F.col("incentive_cost"))
     return df.withColumns({
-        "cost_yuan": F.col("channel_cost") + F.col("incentive_cost"),
-        "expected_value": F.round(F.col("acceptance") * (F.coalesce(F.col("margin_yuan"), F.lit(0.0))
-                                                         - F.col("incentive_cost")) - F.col("channel_cost"), 4),
+        # Expected spend of the contact: the channel, plus the incentive (when ordered, for credit and coupons).
+        "cost_yuan": F.round(F.col("channel_cost") + paid, 4),
+        "expected_value": F.round(F.col("acceptance") * F.coalesce(F.col("margin_yuan"), F.lit(0.0))
+                                  - F.col("channel_cost") - paid, 4),
     })
 
 
 def _by_value(*partition: str) -> Window:
     return Window.partitionBy(*partition).orderBy(F.col("expected_value").desc(), F.col("scenario"),
-                                                  F.xxhash64("sub_id", "scenario"))
+                                                  F.col("sub_id"), F.col("mode"))
 
 
 def _cap(df: DataFrame, per_mode: dict[str, int]) -> DataFrame:
@@ -235,27 +247,48 @@ def _cap(df: DataFrame, per_mode: dict[str, int]) -> DataFrame:
 
 
 def _capacity(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float]) -> DataFrame:
-    """Scarce channels take the contacts of highest expected value up to daily capacity x days of the window;
-    the others go down their route (repriced), and are dropped when the route ends."""
-    scarce = [c for c in channels.channels if c.daily_capacity]
-    if not scarce:
-        return df
-    daily = _lookup({c.id: c.daily_capacity for c in scarce}, F.col("channel"))
-    per_channel = Window.partitionBy("channel")
-    days = F.datediff(F.max("window_end").over(per_channel), F.min("window_start").over(per_channel)) + 1
+    """Scarce channels are booked day by day (`contact_date`): by expected value, each contact takes the first
+    day of its own window with a slot left (daily capacity); other channels contact on the window's first day.
+    A contact with no slot goes down its route (repriced) and is dropped when the route ends. Passes repeat
+    until nothing overflows (routes only move forward, so this ends).
+
+    The contacts waiting at scarce channels are collected to the driver: there are few (outbound and account
+    manager candidates) and booking is sequential by nature."""
+    daily = {c.id: c.daily_capacity for c in channels.channels if c.daily_capacity}
     key = ["sub_id", "scenario", "mode"]
-    for _ in range(len(channels.channels)):
-        at_scarce = df.where((F.col("reason") == PENDING) & F.col("channel").isin([c.id for c in scarce]))
-        ranked = at_scarce.withColumns({"_rank": F.row_number().over(_by_value("channel")), "_slots": daily * days})
-        over = ranked.where(F.col("_rank") > F.col("_slots")).select(*key, F.lit(True).alias("_over")).localCheckpoint()
-        if over.isEmpty():
-            break
-        moved = F.coalesce(F.col("_over"), F.lit(False))
-        df = df.join(over, key, "left").withColumn("pos", F.when(moved, F.col("pos") + 1).otherwise(F.col("pos")))
-        df = df.withColumn("reason", F.when(moved & (F.col("pos") >= F.size("route")), "capacity")
+    if not daily:
+        return df.withColumn("contact_date", F.col("window_start"))
+    booked: dict[tuple[str, dt.date], int] = {}
+    placed: dict[tuple[str, str, str, str], dt.date] = {}
+    while True:
+        waiting = (df.where((F.col("reason") == PENDING) & F.col("channel").isin(list(daily)))
+                   .select(*key, "channel", "expected_value", "window_start", "window_end").collect())
+        waiting.sort(key=lambda r: (-(r.expected_value or 0.0), r.scenario, r.sub_id, r.mode))
+        over = []
+        for r in waiting:
+            if (r.sub_id, r.scenario, r.mode, r.channel) in placed:
+                continue
+            day = r.window_start
+            while day <= r.window_end and booked.get((r.channel, day), 0) >= daily[r.channel]:
+                day += dt.timedelta(days=1)
+            if day <= r.window_end:
+                booked[(r.channel, day)] = booked.get((r.channel, day), 0) + 1
+                placed[(r.sub_id, r.scenario, r.mode, r.channel)] = day
+            else:
+                over.append((r.sub_id, r.scenario, r.mode))
+        if not over:
+            days = df.sparkSession.createDataFrame(
+                [(*k, day) for k, day in placed.items()] or [("", "", "", "", dt.date(2000, 1, 1))],
+                "sub_id string, scenario string, mode string, channel string, _day date")
+            df = df.join(days, [*key, "channel"], "left")
+            return df.withColumn("contact_date", F.coalesce("_day", "window_start")).drop("_day")
+        moved = df.sparkSession.createDataFrame(over, "sub_id string, scenario string, mode string")
+        df = df.join(moved.withColumn("_over", F.lit(True)), key, "left")
+        shifted = F.coalesce(F.col("_over"), F.lit(False))
+        df = df.withColumn("pos", F.when(shifted, F.col("pos") + 1).otherwise(F.col("pos")))
+        df = df.withColumn("reason", F.when(shifted & (F.col("pos") >= F.size("route")), "capacity")
                            .otherwise(F.col("reason"))).drop("_over")
         df = _price(df, channels, rates).localCheckpoint()
-    return df
 
 
 def _budget(df: DataFrame, budgets: dict[str, float]) -> DataFrame:
@@ -263,7 +296,7 @@ def _budget(df: DataFrame, budgets: dict[str, float]) -> DataFrame:
     if not budgets:
         return df
     budget = _lookup(budgets, F.col("scenario"))
-    order = Window.partitionBy("scenario").orderBy(F.col("expected_value").desc(), F.xxhash64("sub_id", "mode"))
+    order = Window.partitionBy("scenario").orderBy(F.col("expected_value").desc(), "sub_id", "mode")
     spent = F.sum("cost_yuan").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     pending = df.where((F.col("reason") == PENDING) & budget.isNotNull())
     pending = pending.withColumn("reason", F.when(spent > budget, "budget").otherwise(PENDING))

@@ -164,9 +164,15 @@ class IncentiveModel(StrictModel):
     text: str = ""                        # how messages name it, e.g. 5元话费
 
 
+class HighValueModel(StrictModel):
+    tiers: list[str] = Field(min_length=1)   # value_tier values
+    channel: str                             # the (dearer) active channel they get when they state no preference
+
+
 class StrategyModel(StrictModel):
     follow_preference: bool = True        # route by the channel_preference tag first
     vip_to_manager: bool = True           # VIPs without a preference go to their account manager
+    high_value: HighValueModel | None = None   # then these tiers to a high-cost channel
     max_attempts: int = Field(2, ge=1)    # waves a subscriber may be contacted in
 
 
@@ -280,6 +286,10 @@ def _check_waves(where: str, model: ScenarioModel, channels: Channels) -> None:
     if len(waves) > model.strategy.max_attempts:
         raise ConfigError(f"{where}: waves: {len(waves)} waves but strategy.max_attempts is "
                           f"{model.strategy.max_attempts}")
+    high = model.strategy.high_value
+    if high and (high.channel not in channels or channels[high.channel].mode != "active"):
+        raise ConfigError(f"{where}: strategy.high_value.channel: {high.channel!r} is not an active channel "
+                          f"(conf/channels.yml: {', '.join(channels.ids)})")
     for i, wave in enumerate(waves):
         key = f"waves[{i}]"
         for field, mode in (("active", "active"), ("passive", "passive"), ("fallback", None)):

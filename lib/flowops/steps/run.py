@@ -21,11 +21,20 @@ from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.ingest.monthly import SOURCES
-from flowops.landing import available_days, month_days, monthly_file, parse_month, require_raw, usage_files
+from flowops.landing import (
+    available_days,
+    month_days,
+    monthly_file,
+    parse_month,
+    previous_months,
+    require_raw,
+    usage_files,
+)
 from flowops.steps.ingest import ingest
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
 from flowops.steps.target import Targets, run_target
+from flowops.tags.base import HISTORY
 
 log = logging.getLogger(__name__)
 STEPS = ("ingest", "tags", "segment", "target")
@@ -70,20 +79,27 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
 
 
 def _finished(ctx: Context, raw_root: Path, month: str) -> dict[str, dt.datetime]:
-    """When each step last finished successfully for `month` (ingest: only if it covered every landed file)."""
+    """When each step last finished successfully for `month`. Ingest counts only when every file landed for the
+    month is in a successful ingest (accepted or quarantined: a broken file is ingested as a quarantine row; a
+    file replaced under the same name is not noticed — ingest it again with `flowops ingest`); tags count only
+    when they ended after the latest ingest of any month they read (the month and the three before it)."""
     lake = ctx.lake
     if not lake.exists("ops/runs"):
         return {}
     runs = lake.read("ops/runs").where(F.col("status") == "ok").select(
         "job", F.col("params")["month"].alias("month"), "ended_at",
         F.transform(F.coalesce("files", F.array()), lambda f: f["source_file"]).alias("files")).collect()
-    landed = _landed(raw_root, month)
     ingests = [r for r in runs if r.job in ("ingest", "ingest-monthly")]
     recorded = {f for r in ingests for f in r.files or []}
-    finished: dict[str, dt.datetime] = {}
-    if landed and landed <= recorded:
+
+    def ingested(of_month: str) -> dt.datetime | None:
+        landed = _landed(raw_root, of_month)
         covering = [_utc(r.ended_at) for r in ingests if set(r.files or []) & landed]
-        finished["ingest"] = max(covering)
+        return max(covering) if landed and landed <= recorded and covering else None
+
+    finished: dict[str, dt.datetime] = {}
+    if (this_month := ingested(month)) is not None:
+        finished["ingest"] = max([this_month, *[t for m in previous_months(month, HISTORY) if (t := ingested(m))]])
     for step in ("tags", "segment", "target"):
         ended = [_utc(r.ended_at) for r in runs if r.job == step and r.month == month]
         if ended:
@@ -103,4 +119,5 @@ def _landed(raw_root: Path, month: str) -> set[str]:
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    """A collected timestamp (PySpark gives naive local time) as an aware UTC time."""
+    return value.astimezone(dt.UTC)

@@ -143,7 +143,7 @@ def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     cands = cands.localCheckpoint()
     rates = acceptance_rates(conf.scenarios, conf.channels, read_observed(lake, month))
     budgets = {s.id: s.model.budget_yuan for s in conf.scenarios if s.model.budget_yuan}
-    return decide(cands, conf.channels, rates, read_opt_outs(lake, month), read_immunity(lake, month), budgets)
+    return decide(cands, conf.channels, rates, read_opt_outs(lake), read_immunity(lake, month, wave), budgets)
 
 
 def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
@@ -164,23 +164,24 @@ def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
                           .cast("int"))
 
 
-def read_opt_outs(lake: Lake, month: str) -> DataFrame:
-    """sub_id, opt_out_all, opt_out_channels: every opt-out in any CRM snapshot up to `month`."""
-    months = sorted(m for m in lake.partition_values("silver/subscribers", "month") if m <= month)
-    crm = lake.read("silver/subscribers", partitions={"month": months})
+def read_opt_outs(lake: Lake) -> DataFrame:
+    """sub_id, opt_out_all, opt_out_channels: every opt-out in any CRM snapshot the lake holds, later ones
+    included (an opt-out recorded after the data month still stops the contact; none is ever forgotten)."""
+    crm = lake.read("silver/subscribers")
     return crm.groupBy("sub_id").agg(
         F.bool_or(F.coalesce(F.col("opt_out_all"), F.lit(False))).alias("opt_out_all"),
         F.array_distinct(F.flatten(F.collect_list(F.coalesce(F.col("opt_out_channels"),
                                                              F.array().cast("array<string>"))))).alias("opt_out_channels"))
 
 
-def read_immunity(lake: Lake, month: str) -> DataFrame:
-    """sub_id, product_id, rounds: contacts with an offer in months before `month` that no order of that product
-    (on or after the contact's window start) followed."""
+def read_immunity(lake: Lake, month: str, wave: int = 1) -> DataFrame:
+    """sub_id, product_id, rounds: contacts with an offer before wave `wave` of `month` (earlier months, and earlier
+    waves of this one) that no order of that product (on or after the contact's window start) followed."""
     schema = "sub_id string, product_id string, rounds int"
     if not lake.exists(CONTACT_HISTORY.name):
         return lake.spark.createDataFrame([], schema)
-    earlier = lake.read(CONTACT_HISTORY.name).where(F.col("month") < month)
+    earlier = lake.read(CONTACT_HISTORY.name).where((F.col("month") < month)
+                                                     | ((F.col("month") == month) & (F.col("wave") < wave)))
     if lake.exists("silver/orders"):
         orders = lake.read("silver/orders").where(F.col("action") != "cancel").select(
             "sub_id", "product_id", F.to_date("order_time").alias("ordered"))
@@ -216,8 +217,8 @@ def _overwrite_wave(lake: Lake, table: str, rows: DataFrame, month: str, wave: i
 def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) -> DataFrame:
     """The export rows: targeted contacts with msisdn (restricted/subscriber_keys), account manager, priority."""
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
-    crm = lake.read("silver/subscribers", partitions={"month": [month]}).select(
-        "sub_id", F.col("account_manager_id").alias("manager_id"))
+    crm = (lake.read("silver/subscribers", partitions={"month": [month]}).groupBy("sub_id")   # one row each, even
+           .agg(F.max("account_manager_id").alias("manager_id")))                             # if a line repeats
     triggers = {c.id: c.trigger for c in conf.channels.channels if c.trigger}
     trigger = F.element_at(F.create_map(*[p for k, v in triggers.items() for p in (F.lit(k), F.lit(v))]),
                            F.col("channel")) if triggers else F.lit(None).cast("string")
@@ -235,7 +236,7 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string")
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
         earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave)
-    problems = violations(rows, read_opt_outs(lake, month), churned, read_immunity(lake, month), conf.channels,
+    problems = violations(rows, read_opt_outs(lake), churned, read_immunity(lake, month, wave), conf.channels,
                           {s.id: s.model.control_rate for s in conf.scenarios}, earlier.select("sub_id", "mode"))
     found = problems.groupBy("problem").count().collect()
     if found:
