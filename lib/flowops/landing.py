@@ -78,6 +78,18 @@ def usage_files(raw: str | Path, day: str) -> tuple[list[Path], list[Path]]:
     return xdr, [p for p in found if p not in set(xdr)]
 
 
+FEEDBACK_FILE = re.compile(r"^[a-z][a-z0-9_]*\.csv$")
+
+
+def feedback_files(raw: str | Path, month: str) -> tuple[list[Path], list[Path]]:
+    """The month's channel receipts (`feedback/month=M/<channel>.csv`, sorted; none is fine: a month without
+    campaigns has none), and every other file there, which ingest quarantines rather than skips."""
+    folder = require_raw(raw) / "feedback" / f"month={parse_month(month)}"
+    found = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    receipts = [p for p in found if p.parent == folder and FEEDBACK_FILE.match(p.name)]
+    return receipts, [p for p in found if p not in set(receipts)]
+
+
 def _readable_name(path: Path) -> bool:
     """A name that is text (UTF-8): tables store it; a name of other bytes is quarantined under a readable form."""
     try:

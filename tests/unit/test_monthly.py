@@ -101,3 +101,48 @@ def test_a_missing_monthly_file_names_what_has_landed(ctx, tmp_path):
     land(raw, CRM, CRM_ROWS[:1])
     with pytest.raises(LandingError, match=r"missing billing file for 2026-01: .* \(nothing has landed under"):
         ingest_monthly(ctx, raw, MONTH)
+
+
+FEEDBACK_ROWS = {
+    "sms": ["2026-01-05,13800000001,data_no_plan,1,1,,,1,TD,",          # an unsubscribe reply
+            "2026-01-06,13800000003,data_no_plan,1,1,,1,1, kt ,4",        # accepts, satisfied
+            "2026-01-06,13800000009,data_no_plan,1,0,,,,,",               # not delivered
+            "2025-12-30,13800000001,data_no_plan,1,1,,,,,",               # another month
+            "2026-01-07,13800000001,data_no_plan,1,yes,,,,,",             # not a flag
+            "2026-01-07,13800000001,Data No Plan,1,1,,,,,"],              # not a scenario id
+    "app": ["2026-01-11,13800000001,idle_no_pack,2,1,1,0,,,",
+            "2026-01-12,13800000003,idle_no_pack,2,1,1,1,,,9"],            # satisfaction is 1-5
+}
+
+
+def test_channel_receipts_land_with_the_month_reconciled_and_pseudonymised(ctx, tmp_path):
+    from flowops.ingest.monthly import FEEDBACK_LINES
+
+    raw = tmp_path / "raw"
+    land(raw, CRM, CRM_ROWS)
+    land(raw, BILLING, BILLING_ROWS)
+    land(raw, ORDER_LINES, ORDER_ROWS)
+    folder = raw / "feedback" / f"month={MONTH}"
+    folder.mkdir(parents=True)
+    for channel, rows in FEEDBACK_ROWS.items():
+        (folder / f"{channel}.csv").write_text("\n".join([",".join(FEEDBACK_LINES.header), *rows]) + "\n",
+                                               encoding="utf-8")
+    (folder / "notes.txt").write_text("not a receipt\n")
+
+    run = ingest_monthly(ctx, raw, MONTH)
+
+    feedback = ctx.lake.read("silver/feedback").orderBy("channel", "contact_date").collect()
+    assert [(r.channel, str(r.contact_date), r.delivered, r.clicked, r.reply, r.satisfaction) for r in feedback] == [
+        ("app", "2026-01-11", True, False, None, None),
+        ("sms", "2026-01-05", True, None, "unsubscribe", None),
+        ("sms", "2026-01-06", True, True, "accept", 4),
+        ("sms", "2026-01-06", False, None, None, None)]
+    assert "13800000001" not in " ".join(str(r) for r in feedback)
+    reasons = ctx.lake.read("bronze/quarantine").where("source = 'feedback'").orderBy("source_file", "line_no")
+    assert [(r.source_file.rsplit("/", 1)[1], r.line_no, r.reason) for r in reasons.collect()] == [
+        ("app.csv", 3, "bad_number"), ("notes.txt", None, "unexpected_file"), ("sms.csv", 5, "wrong_month"),
+        ("sms.csv", 6, "bad_value"), ("sms.csv", 7, "bad_value")]
+    files = {f.source_file.rsplit("/", 1)[1]: f for f in run.files}
+    assert (files["sms.csv"].accepted, files["sms.csv"].quarantined) == (3 + 1, 3)   # the header is accepted
+    assert files["notes.txt"].status == "unexpected_file"
+    assert all(f.balanced for f in run.files)

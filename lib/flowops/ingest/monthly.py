@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 
 from flowops.ingest import xdr
 from flowops.ingest.pii import mask_fields
-from flowops.lake.tables import BILLING_MONTHLY, ORDERS, SUBSCRIBERS, TableSpec
+from flowops.lake.tables import BILLING_MONTHLY, FEEDBACK, ORDERS, SUBSCRIBERS, TableSpec
 
 # Commas outside double quotes separate fields (RFC 4180 quoting, no newlines inside fields).
 FIELD_SPLIT = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
@@ -49,6 +49,12 @@ BILLING = Source("billing", ("month", "msisdn", "item_code", "item_name", "quant
 ORDER_LINES = Source("orders", ("order_id", "msisdn", "order_time", "product_id", "product_type", "channel",
                                 "campaign_id", "action", "fee_yuan"), ORDERS)
 SOURCES = (CRM, BILLING, ORDER_LINES)
+# Channel receipts: one file per channel (RAW/feedback/month=M/<channel>.csv), all with this header; optional.
+FEEDBACK_LINES = Source("feedback", ("contact_date", "msisdn", "scenario", "wave", "delivered", "opened", "clicked",
+                                     "replied", "reply_text", "satisfaction"), FEEDBACK)
+# What an SMS reply means: 退订/TD (and the like) unsubscribe from that channel; KT/Y/是 accept the offer.
+UNSUBSCRIBE_REPLIES = ("TD", "T", "TDX", "退订", "取消", "N0")
+ACCEPT_REPLIES = ("KT", "Y", "YES", "是", "1", "办理")
 
 
 # The field rules are the xDR parse's own (Arrow), applied through vectorised UDFs: one definition of a valid
@@ -99,6 +105,18 @@ def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column
             (~_number(fields["quantity"]), "bad_number", "quantity"),
             (~_money(fields["amount_yuan"]), "bad_number", "amount_yuan"),
         ]
+    elif source is FEEDBACK_LINES:
+        flags = [(~fields[f].isin("", "0", "1"), "bad_value", f) for f in ("opened", "clicked", "replied")]
+        contact = _date(fields["contact_date"])
+        checks += [
+            (contact.isNull(), "bad_date", "contact_date"),
+            (F.date_format(contact, "yyyy-MM") != month, "wrong_month", "contact_date"),
+            (~fields["scenario"].rlike(r"^[a-z][a-z0-9_]*$"), "bad_value", "scenario"),
+            (~fields["wave"].rlike(r"^[1-9][0-9]?$"), "bad_number", "wave"),
+            (~fields["delivered"].isin("0", "1"), "bad_value", "delivered"),
+            *flags,
+            (~fields["satisfaction"].rlike(r"^[1-5]?$"), "bad_number", "satisfaction"),
+        ]
     else:
         checks += [
             (fields["order_id"] == "", "bad_value", "order_id"),
@@ -140,6 +158,18 @@ def to_silver(source: Source, fields: dict[str, Column], month: str,
             fields["item_code"].alias("item_code"), F.nullif(fields["item_name"], F.lit("")).alias("item_name"),
             fields["quantity"].try_cast("double").alias("quantity"), F.nullif(fields["unit"], F.lit("")).alias("unit"),
             fields["amount_yuan"].try_cast(MONEY).alias("amount_yuan"),
+        ]
+    if source is FEEDBACK_LINES:
+        reply = F.upper(F.regexp_replace(fields["reply_text"], r"\s+", ""))
+        return common + [
+            F.regexp_extract(F.col("source_file"), r"([^/]+)\.csv$", 1).alias("channel"),
+            fields["scenario"].alias("scenario"), fields["wave"].try_cast("int").alias("wave"),
+            _date(fields["contact_date"]).alias("contact_date"),
+            *[F.when(fields[f] != "", fields[f] == "1").alias(f) for f in ("delivered", "opened", "clicked",
+                                                                             "replied")],
+            F.when(reply == "", None).when(reply.isin(*UNSUBSCRIBE_REPLIES), "unsubscribe")
+            .when(reply.isin(*ACCEPT_REPLIES), "accept").otherwise("other").alias("reply"),
+            F.nullif(fields["satisfaction"], F.lit("")).try_cast("int").alias("satisfaction"),
         ]
     return common + [
         fields["order_id"].alias("order_id"),

@@ -183,6 +183,17 @@ ORDERS = TableSpec(
     description="Product orders (organic and campaign-driven), as landed, typed and pseudonymised.",
 )
 
+FEEDBACK = TableSpec(
+    name="silver/feedback",
+    schema=table_fields(("month", STRING), ("sub_id", STRING), ("channel", STRING), ("scenario", STRING),
+                        ("wave", T.IntegerType()), ("contact_date", T.DateType()), ("delivered", T.BooleanType()),
+                        ("opened", T.BooleanType()), ("clicked", T.BooleanType()), ("replied", T.BooleanType()),
+                        ("reply", STRING), ("satisfaction", T.IntegerType())),
+    partition_by=("month",),
+    description="Channel receipts per contact, as landed under RAW/feedback/month=M/<channel>.csv, typed and "
+                "pseudonymised; a reply's text is kept only as its meaning (unsubscribe, accept, other).",
+)
+
 USAGE_CELLS = TableSpec(
     name="restricted/usage_cells",
     schema=table_fields(("dt", STRING), ("record_id", STRING), ("cell_id", STRING)),
@@ -278,4 +289,4 @@ def spec_for(name: str) -> TableSpec:
 
 
 register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
-         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY)
+         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK)

@@ -32,7 +32,7 @@ from flowops.errors import FlowopsError
 from flowops.ingest import dedupe
 from flowops.ingest.apps import AppRules
 from flowops.ingest.lines import FileCheck, LandedFile, read_landed
-from flowops.ingest.monthly import SOURCES, Source, parse_rows
+from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
@@ -47,7 +47,16 @@ from flowops.lake.tables import (
     USAGE_DAILY,
     USAGE_EVENTS,
 )
-from flowops.landing import available_days, month_days, monthly_file, parse_date, parse_month, require_raw, usage_files
+from flowops.landing import (
+    available_days,
+    feedback_files,
+    month_days,
+    monthly_file,
+    parse_date,
+    parse_month,
+    require_raw,
+    usage_files,
+)
 from flowops.runs import FileReconciliation, Run, recorded_run
 
 log = logging.getLogger(__name__)
@@ -393,10 +402,13 @@ def _landing_day(source_file: str) -> str:
 
 
 def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Reference | None = None) -> Run:
-    """Land the month's CRM, billing and order files in silver; one run record for the three."""
+    """Land the month's CRM, billing and order files, and the channels' receipts (RAW/feedback/month=M/, when
+    any have landed), in silver; one run record for all of them."""
     parse_month(month)
     raw_root = require_raw(raw).resolve()
-    files = [LandedFile.under(raw_root, monthly_file(raw_root, source.name, month)) for source in SOURCES]
+    receipts, strays = feedback_files(raw_root, month)
+    required = [LandedFile.under(raw_root, monthly_file(raw_root, source.name, month)) for source in SOURCES]
+    files = required + [LandedFile.under(raw_root, path) for path in receipts]
     key = reference.key if reference else pii_key(ctx.settings.pii, demo=ctx.demo)
     pseudonymiser = Pseudonymiser(ctx.spark, key)
     quarantine: list[DataFrame] = []
@@ -406,7 +418,7 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
             # Each file's status and first line, in one job.
             firsts = {(r.source_file, r.line_no): r for r in
                       read.where(F.col("line_no").isNull() | (F.col("line_no") == 1)).collect()}
-            for source, landed in zip(SOURCES, files, strict=True):
+            for source, landed in zip(SOURCES, required, strict=True):
                 with run.step(source.name) as step:
                     reconciliation, rejected = _land_source(ctx, run, source, landed, month, pseudonymiser, read,
                                                             firsts, key)
@@ -414,6 +426,14 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
                     quarantine.append(rejected)
                     step["accepted"] = reconciliation.accepted
                     step["quarantined"] = reconciliation.quarantined
+            if receipts or strays:
+                with run.step("feedback") as step:
+                    landed_receipts = files[len(required):]
+                    stray_names = [_printable(p.relative_to(raw_root).as_posix()) for p in strays]
+                    quarantine += _land_feedback(ctx, run, landed_receipts, stray_names, month, pseudonymiser,
+                                                 read, firsts, key)
+                    step["files"] = len(landed_receipts) + len(stray_names)
+                    step["accepted"] = sum(f.accepted for f in run.files[len(required):])
             merged = quarantine[0]
             for frame in quarantine[1:]:
                 merged = merged.unionByName(frame)
@@ -432,10 +452,45 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
     return run
 
 
+def _land_feedback(ctx: Context, run: Run, receipts: list[LandedFile], strays: list[str], month: str,
+                   pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict, key: bytes) -> list[DataFrame]:
+    """Every channel's receipts of the month in one overwrite of silver/feedback; files there that are not
+    `<channel>.csv` are quarantined whole, unread. Returns the quarantine rows."""
+    good: list[DataFrame] = []
+    quarantine = []
+    reconciliations = []
+    for landed in receipts:
+        reconciliation, rejected = _land_source(ctx, run, FEEDBACK_LINES, landed, month, pseudonymiser, read,
+                                                firsts, key, accepted=good)
+        reconciliations.append(reconciliation)
+        quarantine.append(rejected)
+    for name in strays:
+        reconciliations.append(FileReconciliation(name, UNEXPECTED, 0, 0, 0, 0))
+        detail = "not a receipt file (feedback/month=M/<channel>.csv); not read"
+        quarantine.append(ctx.spark.createDataFrame(
+            [(month, FEEDBACK_LINES.name, name, None, UNEXPECTED, detail, None, 0, run.run_id)], QUARANTINE.schema))
+    table = FEEDBACK_LINES.table
+    rows = good[0] if good else ctx.spark.createDataFrame([], table.schema)
+    for frame in good[1:]:
+        rows = rows.unionByName(frame)
+    run.wrote(table.name, ctx.lake.write(rows, table, mode="overwrite", partitions={"month": [month]},
+                                         metadata=_meta(run, key)))
+    written = ctx.lake.read(table.name, partitions={"month": [month]}).count()
+    for frame in good:
+        frame.unpersist()
+    expected = sum(r.accepted - 1 for r in reconciliations if r.status == "ok" and r.accepted)
+    if written != expected:
+        raise FlowopsError(f"{table.name} {month}: {written} rows written, {expected} accepted from the receipts")
+    run.files.extend(reconciliations)
+    run.count("feedback.rows", written)
+    return quarantine
+
+
 def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str,
                  pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict,
-                 key: bytes) -> tuple[FileReconciliation, DataFrame]:
-    """Write one source's silver month; return its reconciliation and its (cached) quarantine rows."""
+                 key: bytes, accepted: list[DataFrame] | None = None) -> tuple[FileReconciliation, DataFrame]:
+    """Write one source's silver month; return its reconciliation and its (cached) quarantine rows. With
+    `accepted`, the good rows are appended there (cached) instead, for one write of several files."""
     lake = ctx.lake
     name = landed.source_file
     status = firsts[(name, None)]
@@ -460,9 +515,15 @@ def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, mon
     lines = read.where((F.col("source_file") == name) & (F.col("line_no") > 1))
     rows = parse_rows(lines, source, month, pseudonymiser.sub_id).persist(CACHE)
     good = rows.where(F.col("reason").isNull())
-    run.wrote(source.table.name, lake.write(good.select(*source.table.schema.fieldNames()), source.table,
-                                            mode="overwrite", partitions={"month": [month]}, metadata=_meta(run, key)))
-    written = lake.read(source.table.name, partitions={"month": [month]}).count()
+    if accepted is not None:
+        kept = good.select(*source.table.schema.fieldNames()).persist(CACHE)
+        accepted.append(kept)
+        written = kept.count()
+    else:
+        run.wrote(source.table.name, lake.write(good.select(*source.table.schema.fieldNames()), source.table,
+                                                mode="overwrite", partitions={"month": [month]},
+                                                metadata=_meta(run, key)))
+        written = lake.read(source.table.name, partitions={"month": [month]}).count()
     if source.name == "crm":
         append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
             "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")),
