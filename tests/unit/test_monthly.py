@@ -104,8 +104,8 @@ def test_a_missing_monthly_file_names_what_has_landed(ctx, tmp_path):
 
 
 FEEDBACK_ROWS = {
-    "sms": ["2026-01-05,13800000001,data_no_plan,1,1,,,1,TD,",          # an unsubscribe reply
-            "2026-01-06,13800000003,data_no_plan,1,1,,1,1, kt ,4",        # accepts, satisfied
+    "sms": ["2026-01-05,13800000003,data_no_plan,1,1,,,1,TD,",          # an unsubscribe reply
+            "2026-01-06,13800000001,data_no_plan,1,1,,1,1, kt ,4",        # accepts, satisfied
             "2026-01-06,13800000009,data_no_plan,1,0,,,,,",               # not delivered
             "2025-12-30,13800000001,data_no_plan,1,1,,,,,",               # another month
             "2026-01-07,13800000001,data_no_plan,1,yes,,,,,",             # not a flag
@@ -146,3 +146,9 @@ def test_channel_receipts_land_with_the_month_reconciled_and_pseudonymised(ctx, 
     assert (files["sms.csv"].accepted, files["sms.csv"].quarantined) == (3 + 1, 3)   # the header is accepted
     assert files["notes.txt"].status == "unexpected_file"
     assert all(f.balanced for f in run.files)
+    # The "TD" reply opts 13800000003 out of SMS from then on; 13800000001 keeps the CRM's own opt-outs.
+    from flowops.steps.target import read_opt_outs
+
+    ids = {r.msisdn: r.sub_id for r in ctx.lake.read("restricted/subscriber_keys").collect()}
+    outs = {r.sub_id: sorted(r.opt_out_channels) for r in read_opt_outs(ctx.lake).collect()}
+    assert outs[ids["13800000003"]] == ["sms"] and outs[ids["13800000001"]] == ["outbound", "sms"]

@@ -166,8 +166,13 @@ def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
 
 def read_opt_outs(lake: Lake) -> DataFrame:
     """sub_id, opt_out_all, opt_out_channels: every opt-out in any CRM snapshot the lake holds, later ones
-    included (an opt-out recorded after the data month still stops the contact; none is ever forgotten)."""
-    crm = lake.read("silver/subscribers")
+    included (an opt-out recorded after the data month still stops the contact; none is ever forgotten), and
+    every unsubscribe reply a channel has sent back (silver/feedback: that channel, from then on)."""
+    crm = lake.read("silver/subscribers").select("sub_id", "opt_out_all", "opt_out_channels")
+    if lake.exists("silver/feedback"):
+        replies = lake.read("silver/feedback").where(F.col("reply") == "unsubscribe").select(
+            "sub_id", F.lit(False).alias("opt_out_all"), F.array("channel").alias("opt_out_channels"))
+        crm = crm.unionByName(replies)
     return crm.groupBy("sub_id").agg(
         F.bool_or(F.coalesce(F.col("opt_out_all"), F.lit(False))).alias("opt_out_all"),
         F.array_distinct(F.flatten(F.collect_list(F.coalesce(F.col("opt_out_channels"),
