@@ -12,9 +12,9 @@ from flowops.evaluation.attribution import attribute
 from flowops.evaluation.uplift import Uplift
 
 D = dt.date
-CONTACTS = "sub_id string, scenario string, wave int, channel string, product_id string, contact_date date, " \
+CONTACTS = "sub_id string, scenario string, wave int, channel string, offers array<string>, contact_date date, " \
            "window_end date"
-CONTROL = "sub_id string, scenario string, wave int, product_id string, window_start date, window_end date"
+CONTROL = "sub_id string, scenario string, wave int, offers array<string>, window_start date, window_end date"
 ORDERS = "sub_id string, order_id string, product_id string, order_time string"
 
 
@@ -31,8 +31,8 @@ def at(day: int, hour: int = 12) -> str:
 
 
 def test_an_order_inside_the_window_is_the_contacts_and_one_day_after_is_organic(spark):
-    contacts = [("a", "data_no_plan", 1, "sms", "DP_20", D(2026, 4, 5), D(2026, 4, 9)),
-                ("b", "data_no_plan", 1, "sms", "DP_20", D(2026, 4, 5), D(2026, 4, 9))]
+    contacts = [("a", "data_no_plan", 1, "sms", ["DP_20"], D(2026, 4, 5), D(2026, 4, 9)),
+                ("b", "data_no_plan", 1, "sms", ["DP_20"], D(2026, 4, 5), D(2026, 4, 9))]
     orders = [("a", "o1", "DP_20", at(9, 23)),    # the last day of the window, late evening
               ("b", "o2", "DP_20", at(10, 0)),    # one day after the window
               ("a", "o3", "DP_20", at(4))]        # before the contact
@@ -40,9 +40,17 @@ def test_an_order_inside_the_window_is_the_contacts_and_one_day_after_is_organic
                                              "o2": ("organic", None, None), "o3": ("organic", None, None)}
 
 
+def test_any_product_of_a_contacts_offers_counts(spark):
+    contacts = [("a", "low_usage_app_lift", 1, "sms", ["APP_MIGU_VIDEO", "APP_MIGU_READ"], D(2026, 4, 5),
+                 D(2026, 4, 12))]
+    orders = [("a", "o1", "APP_MIGU_READ", at(7)), ("a", "o2", "APP_MIGU_MUSIC", at(7))]
+    assert owed(spark, orders, contacts) == {"o1": ("campaign", "low_usage_app_lift", "sms"),
+                                             "o2": ("organic", None, None)}
+
+
 def test_a_product_not_offered_is_organic_and_a_control_member_converts_for_the_control_group(spark):
-    contacts = [("a", "data_no_plan", 1, "sms", "DP_20", D(2026, 4, 5), D(2026, 4, 9))]
-    control = [("c", "data_no_plan", 1, "DP_20", D(2026, 4, 5), D(2026, 4, 9))]
+    contacts = [("a", "data_no_plan", 1, "sms", ["DP_20"], D(2026, 4, 5), D(2026, 4, 9))]
+    control = [("c", "data_no_plan", 1, ["DP_20"], D(2026, 4, 5), D(2026, 4, 9))]
     orders = [("a", "o1", "BST_5", at(6)),        # something else than the offer
               ("c", "o2", "DP_20", at(6)),        # a control member buys the product
               ("z", "o3", "DP_20", at(6))]        # never contacted
@@ -52,9 +60,9 @@ def test_a_product_not_offered_is_organic_and_a_control_member_converts_for_the_
 
 
 def test_two_contacts_for_the_same_product_count_the_order_once_for_the_latest(spark):
-    contacts = [("a", "new_subscriber", 1, "crm_popup", "DP_20", D(2026, 4, 1), D(2026, 4, 5)),
-                ("a", "new_subscriber", 1, "sms", "DP_20", D(2026, 4, 3), D(2026, 4, 5)),
-                ("a", "falling_usage_retention", 1, "sms", "DP_20", D(2026, 4, 4), D(2026, 4, 10))]
+    contacts = [("a", "new_subscriber", 1, "crm_popup", ["DP_20"], D(2026, 4, 1), D(2026, 4, 5)),
+                ("a", "new_subscriber", 1, "sms", ["DP_20"], D(2026, 4, 3), D(2026, 4, 5)),
+                ("a", "falling_usage_retention", 1, "sms", ["DP_20"], D(2026, 4, 4), D(2026, 4, 10))]
     orders = [("a", "o1", "DP_20", at(2)), ("a", "o2", "DP_20", at(5))]
     out = owed(spark, orders, contacts)
     assert out == {"o1": ("campaign", "new_subscriber", "crm_popup"),

@@ -239,11 +239,13 @@ CONTACT_HISTORY = TableSpec(
     name="ops/contact_history",
     schema=table_fields(
         ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("wave", T.IntegerType()), ("mode", STRING),
-        ("channel", STRING), ("product_id", STRING), ("window_start", T.DateType()), ("window_end", T.DateType()),
-        ("contact_date", T.DateType()), ("round", T.IntegerType()), ("run_id", STRING), ("outcome", STRING),
+        ("channel", STRING), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("window_start", T.DateType()),
+        ("window_end", T.DateType()), ("contact_date", T.DateType()), ("round", T.IntegerType()), ("run_id", STRING),
+        ("outcome", STRING),
     ),
     partition_by=("month",),
-    description="Every contact exported to a channel: who, which scenario, wave, channel and offer, its window, "
+    description="Every contact exported to a channel: who, which scenario, wave, channel and offers (product_id is "
+                "the first), its window, "
                 "which round of that offer it is for the subscriber, and its outcome once evaluated.",
 )
 
