@@ -47,6 +47,16 @@ def demo_run(spark, tmp_path_factory) -> DemoRun:
     return DemoRun(out, code, buffer.getvalue())
 
 
+@pytest.fixture(scope="session")
+def demo_ctx(demo_run):
+    """A context on the demo's lake, for the tests that read what the demo wrote."""
+    from flowops.context import Context
+    from tests.conftest import make_settings
+
+    assert demo_run.code == 0, demo_run.stdout
+    return Context(make_settings(demo_run.lake))
+
+
 def personal_leaks(lake_root: Path, numbers: set[str]) -> list[tuple[str, str]]:
     """(table, number) for every personal number found in a table outside restricted/, every column read by an
     independent reader (delta-rs) down to the values inside maps, arrays and structs."""

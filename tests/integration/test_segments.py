@@ -14,7 +14,6 @@ import yaml
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import LakeError
 from flowops.lake.tables import SUBSCRIBER_TAGS
@@ -22,25 +21,19 @@ from flowops.segments import STAGES, load_segments
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
 from flowops.tags.definitions import load_library
-from tests.conftest import CONF, make_settings
+from tests.conftest import CONF
 from tests.integration.conftest import DEMO_MONTH, personal_leaks
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ctx(demo_run):
-    assert demo_run.code == 0, demo_run.stdout
-    return Context(make_settings(demo_run.lake))
-
-
-@pytest.fixture(scope="module")
-def staged(ctx, demo_run) -> pd.DataFrame:
+def staged(demo_ctx, demo_run) -> pd.DataFrame:
     """Planted truth of the demo month joined to the pipeline's stages (one row per planted subscriber)."""
     truth = pd.read_csv(demo_run.raw / "_truth" / "archetypes.csv", dtype=str)
     truth = truth[truth["month"] == DEMO_MONTH]
-    keys = ctx.lake.to_pandas("restricted/subscriber_keys")[["sub_id", "msisdn"]]
-    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]}).toPandas()
+    keys = demo_ctx.lake.to_pandas("restricted/subscriber_keys")[["sub_id", "msisdn"]]
+    stages = demo_ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]}).toPandas()
     return truth.merge(keys, on="msisdn", how="left").merge(stages, on="sub_id", how="left")
 
 
@@ -57,10 +50,10 @@ def test_flow_types_agree_with_the_planted_numbers(staged):
     assert agreement >= 0.9, f"flow type agreement {agreement:.1%} < 90%\n{table}"
 
 
-def test_every_subscriber_of_the_month_has_exactly_one_stage_with_its_reason(ctx):
-    crm = ctx.lake.read("silver/subscribers", partitions={"month": [DEMO_MONTH]}).select("sub_id")
-    tags = ctx.lake.read(SUBSCRIBER_TAGS, partitions={"month": [DEMO_MONTH]})
-    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+def test_every_subscriber_of_the_month_has_exactly_one_stage_with_its_reason(demo_ctx):
+    crm = demo_ctx.lake.read("silver/subscribers", partitions={"month": [DEMO_MONTH]}).select("sub_id")
+    tags = demo_ctx.lake.read(SUBSCRIBER_TAGS, partitions={"month": [DEMO_MONTH]})
+    stages = demo_ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
     n = crm.count()
     assert tags.count() == tags.select("sub_id").distinct().count() == n
     assert stages.count() == stages.select("sub_id").distinct().count() == n
@@ -74,28 +67,28 @@ def test_every_subscriber_of_the_month_has_exactly_one_stage_with_its_reason(ctx
         assert set(row.read) == set(rule.reads)
 
 
-def test_the_evidence_shows_why_the_rule_fired(ctx):
-    stages = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+def test_the_evidence_shows_why_the_rule_fired(demo_ctx):
+    stages = demo_ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
     over = stages.where(F.col("reason") == "over_allowance").select("evidence").collect()
     assert over and all(float(r.evidence["allowance_used_pct"]) > 110 for r in over)
     low = stages.where(F.col("reason") == "low_usage").select("evidence").collect()
     assert low and all(0 < float(r.evidence["dou_mb"]) < 100 for r in low)
 
 
-def test_rerunning_segment_rewrites_the_month_with_the_same_content(ctx):
+def test_rerunning_segment_rewrites_the_month_with_the_same_content(demo_ctx):
     def content():
-        df = ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
+        df = demo_ctx.lake.read("gold/flow_stages", partitions={"month": [DEMO_MONTH]})
         cols = [F.col(c).cast("string") if not isinstance(df.schema[c].dataType, T.MapType)
                 else F.to_json(F.col(c)) for c in df.columns]
         return sorted(tuple(r) for r in df.select(*cols).collect())
 
-    before, version = content(), ctx.lake.version("gold/flow_stages")
-    run_segment(ctx, DEMO_MONTH)
-    assert ctx.lake.version("gold/flow_stages") == version + 1
+    before, version = content(), demo_ctx.lake.version("gold/flow_stages")
+    run_segment(demo_ctx, DEMO_MONTH)
+    assert demo_ctx.lake.version("gold/flow_stages") == version + 1
     assert content() == before
 
 
-def test_no_table_outside_restricted_holds_a_phone_number(ctx, demo_run):
+def test_no_table_outside_restricted_holds_a_phone_number(demo_ctx, demo_run):
     personal = set()
     for crm in (demo_run.raw / "crm").glob("month=*/subscribers.csv"):
         rows = pd.read_csv(crm, dtype=str)
@@ -108,19 +101,19 @@ def test_no_table_outside_restricted_holds_a_phone_number(ctx, demo_run):
         p.parent.relative_to(demo_run.lake).as_posix() for p in demo_run.lake.rglob("_delta_log")}
 
 
-def test_tags_and_segment_refuse_a_month_that_did_not_land(ctx):
+def test_tags_and_segment_refuse_a_month_that_did_not_land(demo_ctx):
     with pytest.raises(LakeError, match=r"silver/subscribers has nothing for 2025-11: run `flowops ingest"):
-        run_tags(ctx, "2025-11")
+        run_tags(demo_ctx, "2025-11")
     with pytest.raises(LakeError, match=r"gold/subscriber_tags has nothing for 2025-11: run `flowops tags"):
-        run_segment(ctx, "2025-11")
+        run_segment(demo_ctx, "2025-11")
 
 
-def test_each_silver_source_is_scanned_once_however_many_tags(ctx, tmp_path):
+def test_each_silver_source_is_scanned_once_however_many_tags(demo_ctx, tmp_path):
     from flowops.steps.tags import compute_tags, read_sources
     from flowops.tags.base import Window
 
     def scans(library) -> int:
-        sources = read_sources(ctx.lake, Window(DEMO_MONTH), Definitions.load(CONF))
+        sources = read_sources(demo_ctx.lake, Window(DEMO_MONTH), Definitions.load(CONF))
         plan = compute_tags(sources, library, DEMO_MONTH)._jdf.queryExecution().executedPlan().toString()
         return plan.count("FileScan parquet")
 

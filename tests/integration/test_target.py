@@ -13,20 +13,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.steps.run import run_month
 from flowops.steps.target import ExportRefused, export_rows, refuse_violations, run_target
-from tests.conftest import CONF, make_settings
+from tests.conftest import CONF
 from tests.integration.conftest import DEMO_MONTH
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ctx(demo_run):
-    assert demo_run.code == 0, demo_run.stdout
-    return Context(make_settings(demo_run.lake))
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +28,9 @@ def conf() -> Definitions:
 
 
 @pytest.fixture(scope="module")
-def exported(demo_run, ctx) -> list[dict]:
+def exported(demo_run, demo_ctx) -> list[dict]:
     """Every exported row with its wave, channel, scenario and the sub_id its msisdn belongs to."""
-    keys = {r.msisdn: r.sub_id for r in ctx.lake.read("restricted/subscriber_keys").collect()}
+    keys = {r.msisdn: r.sub_id for r in demo_ctx.lake.read("restricted/subscriber_keys").collect()}
     rows = []
     for path in sorted((demo_run.lake / "exports").rglob("*.csv")):
         wave, channel = path.parent.parent.name.split("=")[1], path.parent.name.split("=")[1]
@@ -49,12 +42,12 @@ def exported(demo_run, ctx) -> list[dict]:
     return rows
 
 
-def test_no_export_holds_an_opted_out_churned_control_or_over_cap_subscriber(ctx, conf, exported):
-    crm = ctx.lake.read("silver/subscribers").where(F.col("month") <= DEMO_MONTH).collect()
+def test_no_export_holds_an_opted_out_churned_control_or_over_cap_subscriber(demo_ctx, conf, exported):
+    crm = demo_ctx.lake.read("silver/subscribers").where(F.col("month") <= DEMO_MONTH).collect()
     opted_out = {r.sub_id for r in crm if r.opt_out_all}
     channel_out = {(r.sub_id, c) for r in crm for c in (r.opt_out_channels or [])}
     churned = {r.sub_id for r in crm if r.month == DEMO_MONTH and (r.status == "churned" or r.churn_date)}
-    targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]}).collect()
+    targets = demo_ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]}).collect()
     control = {(r.sub_id, r.scenario) for r in targets if r.control}
     assert opted_out and channel_out and control   # the rules had someone to keep out
 
@@ -68,15 +61,15 @@ def test_no_export_holds_an_opted_out_churned_control_or_over_cap_subscriber(ctx
     assert max(per_mode.values()) == 1   # one active and one passive contact per subscriber and month
 
 
-def test_the_contact_history_is_exactly_what_was_exported(ctx, exported):
-    history = ctx.lake.read("ops/contact_history", partitions={"month": [DEMO_MONTH]}).collect()
+def test_the_contact_history_is_exactly_what_was_exported(demo_ctx, exported):
+    history = demo_ctx.lake.read("ops/contact_history", partitions={"month": [DEMO_MONTH]}).collect()
     assert Counter((r.sub_id, r.scenario, r.channel, r.wave) for r in history) == Counter(
         (r["sub_id"], r["scenario"], r["channel"], r["wave"]) for r in exported)
     assert {r.round for r in history} == {1} and all(r.outcome is None for r in history)
 
 
-def test_scarce_channels_and_budgets_are_respected(ctx, conf):
-    targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
+def test_scarce_channels_and_budgets_are_respected(demo_ctx, conf):
+    targets = demo_ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
     contacted = targets.where(F.col("decision").isin("targeted", "control")).collect()
     for channel in conf.channels.channels:
         per_day = Counter(r.contact_date for r in contacted if r.channel == channel.id)
@@ -88,8 +81,8 @@ def test_scarce_channels_and_budgets_are_respected(ctx, conf):
             assert sum(r.cost_yuan for r in contacted if r.scenario == scenario.id) <= scenario.model.budget_yuan
 
 
-def test_every_candidate_has_a_decision_and_a_reason(ctx, conf):
-    targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]}).collect()
+def test_every_candidate_has_a_decision_and_a_reason(demo_ctx, conf):
+    targets = demo_ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]}).collect()
     reasons = Counter(r.reason for r in targets)
     assert reasons["targeted"] > 0
     assert set(reasons) <= {"targeted", "control", "churned", "opt_out", "no_fit", "no_saving", "immune",
@@ -120,45 +113,45 @@ def test_manifests_match_the_files_byte_for_byte_and_only_the_owner_reads_them(d
             assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
 
 
-def test_the_export_writer_refuses_a_row_that_breaks_a_rule(ctx, conf, demo_run):
-    targets = ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
+def test_the_export_writer_refuses_a_row_that_breaks_a_rule(demo_ctx, conf, demo_run):
+    targets = demo_ctx.lake.read("gold/scenario_targets", partitions={"month": [DEMO_MONTH]})
     targeted = targets.where("decision = 'targeted'")
-    rows = export_rows(ctx.lake, targeted, DEMO_MONTH, conf)
-    refuse_violations(ctx.lake, rows, DEMO_MONTH, 1, conf)   # what the step wrote passes
-    crm = ctx.lake.read("silver/subscribers")
+    rows = export_rows(demo_ctx.lake, targeted, DEMO_MONTH, conf)
+    refuse_violations(demo_ctx.lake, rows, DEMO_MONTH, 1, conf)   # what the step wrote passes
+    crm = demo_ctx.lake.read("silver/subscribers")
     one = targeted.where("channel = 'sms'").limit(1)
 
     def smuggle(sub_id: str):
-        return export_rows(ctx.lake, one.withColumn("sub_id", F.lit(sub_id)), DEMO_MONTH, conf)
+        return export_rows(demo_ctx.lake, one.withColumn("sub_id", F.lit(sub_id)), DEMO_MONTH, conf)
 
     bad = {
         "opted_out": smuggle(crm.where("opt_out_all").first().sub_id),
         "opted_out_of_channel": smuggle(crm.where("array_contains(opt_out_channels, 'sms') AND NOT opt_out_all")
                                         .first().sub_id),
         "churned": smuggle(crm.where(f"month = '{DEMO_MONTH}' AND status = 'churned'").first().sub_id),
-        "control": export_rows(ctx.lake, targets.where("decision = 'control'").limit(1)
+        "control": export_rows(demo_ctx.lake, targets.where("decision = 'control'").limit(1)
                                .withColumn("message", F.lit("x")), DEMO_MONTH, conf),
-        "over_cap": export_rows(ctx.lake, one, DEMO_MONTH, conf),   # a second active contact for the same person
+        "over_cap": export_rows(demo_ctx.lake, one, DEMO_MONTH, conf),   # a second active contact for the same person
     }
     for problem, row in bad.items():
         with pytest.raises(ExportRefused, match=rf"refused, nothing written: .*\b{problem}\b"):
-            refuse_violations(ctx.lake, rows.unionByName(row), DEMO_MONTH, 1, conf)
+            refuse_violations(demo_ctx.lake, rows.unionByName(row), DEMO_MONTH, 1, conf)
 
 
-def test_a_rerun_of_the_month_changes_no_table_and_rewrites_identical_exports(ctx, demo_run):
+def test_a_rerun_of_the_month_changes_no_table_and_rewrites_identical_exports(demo_ctx, demo_run):
     # Other tests rerun steps of the shared demo lake (segment, for one): bring the month up to date first.
-    run_month(ctx, demo_run.raw, DEMO_MONTH)
+    run_month(demo_ctx, demo_run.raw, DEMO_MONTH)
     tables = ("bronze/usage_events", "silver/usage_daily", "gold/subscriber_tags", "gold/flow_stages",
               "gold/scenario_targets", "ops/contact_history")
-    versions = {t: ctx.lake.version(t) for t in tables}
+    versions = {t: demo_ctx.lake.version(t) for t in tables}
     exports = demo_run.lake / "exports"
     files = {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()}
 
-    result = run_month(ctx, demo_run.raw, DEMO_MONTH)
+    result = run_month(demo_ctx, demo_run.raw, DEMO_MONTH)
 
     assert result.ran == [] and result.skipped == ["ingest", "tags", "segment", "target"]
-    assert {t: ctx.lake.version(t) for t in tables} == versions
-    again = run_target(ctx, DEMO_MONTH)   # the step itself, forced: same decisions, byte-identical files
+    assert {t: demo_ctx.lake.version(t) for t in tables} == versions
+    again = run_target(demo_ctx, DEMO_MONTH)   # the step itself, forced: same decisions, byte-identical files
     assert again.changed is False
     assert {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()} == files
     assert Path(again.exports).is_dir()
