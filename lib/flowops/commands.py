@@ -45,6 +45,14 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_document(path: str, text: str) -> Path:
+    """Write a generated document (a catalogue) as UTF-8, creating its folder; returns where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
 def add_show(sub: Sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("show", parents=[common], help="print a lake table",
                        description="Print rows of a lake table (layer/name, e.g. ops/runs), or its history.")
@@ -227,11 +235,8 @@ def run_tags(args: argparse.Namespace) -> int:
         segments = load_segments(conf_dir, library)
         if args.catalog:
             text = catalogue_markdown(library)
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
             print(text)
-            print(f"(written to {out})")
+            print(f"(written to {write_document(args.out, text)})")
             return 0
         from flowops.segments import assign_stages
         from flowops.tags.engine import check_expressions
@@ -342,9 +347,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
             print(f"{s.id:<28}{s.model.stage:<9}{s.model.name}")
         print(f"{len(conf.scenarios)} scenarios, {len(conf.channels.channels)} channels")
         return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(catalog_markdown(conf.scenarios, conf.channels), encoding="utf-8")
+    out = write_document(args.out, catalog_markdown(conf.scenarios, conf.channels))
     print(f"{len(conf.scenarios)} scenarios written to {out}")
     return 0
 

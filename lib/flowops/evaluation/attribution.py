@@ -12,8 +12,6 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-KINDS = ("campaign", "control", "organic")
-
 
 def attribute(orders: DataFrame, contacts: DataFrame, control: DataFrame) -> DataFrame:
     """One row per order: order_id, sub_id, product_id, ordered (date), kind, and the scenario, wave and channel

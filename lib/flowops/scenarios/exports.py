@@ -9,6 +9,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from flowops.scenarios.policy import lookup
 from flowops.scenarios.templates import Channels
 
 # Export columns per channel kind, in file order (the first is the CSV header's first column).
@@ -18,7 +19,6 @@ EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
     "manager": ("manager_id", "msisdn", "talking_points"),
     "display": ("msisdn", "content", "trigger_event"),
 }
-PROBLEMS = ("opted_out", "opted_out_of_channel", "control", "churned", "over_cap", "immune", "no_phone_number")
 
 
 def violations(rows: DataFrame, opt_outs: DataFrame, churned: DataFrame, immune: DataFrame, channels: Channels,
@@ -34,10 +34,8 @@ def violations(rows: DataFrame, opt_outs: DataFrame, churned: DataFrame, immune:
         earlier_contacts: sub_id, mode — contacts already made this cycle by other waves.
     """
     policy = channels.policy
-    limit = F.element_at(F.create_map(*[p for m, n in policy.contacts_per_cycle.model_dump().items()
-                                        for p in (F.lit(m), F.lit(n))]), F.col("mode"))
-    rate = F.element_at(F.create_map(*[p for s, r in control_rates.items() for p in (F.lit(s), F.lit(r))]),
-                        F.col("scenario"))
+    limit = lookup(policy.contacts_per_cycle.model_dump(), F.col("mode"))
+    rate = lookup(control_rates, F.col("scenario"))
     draw = F.pmod(F.xxhash64("sub_id", "scenario", "month"), F.lit(1_000_000)) / 1_000_000.0
     counted = rows.select("sub_id", "mode").unionByName(earlier_contacts.select("sub_id", "mode"))
     per_mode = counted.groupBy("sub_id", "mode").agg(F.count("*").alias("_contacts"))

@@ -14,6 +14,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from flowops.products import Catalogue
+from flowops.scenarios.policy import lookup
 from flowops.scenarios.templates import ENVIRONMENT, Channels, Scenario
 
 SMS_SEGMENT = 70        # characters of one SMS segment (UCS-2: Chinese text)
@@ -21,16 +22,19 @@ SMS_PART = 67           # characters per part of a concatenated SMS (3 go to the
 FAILED = "\x00"         # a message that could not be rendered starts with this, then the error
 
 
-def sms_segments(text: str, segment: int = SMS_SEGMENT) -> int:
-    """SMS segments a text needs: 1 up to `segment` characters, else parts of SMS_PART characters."""
-    return 1 if len(text) <= segment else math.ceil(len(text) / SMS_PART)
+def sms_segments(message: Column, channels: Channels) -> Column:
+    """SMS segments each message needs on an SMS channel (null elsewhere): 1 up to the channel's `max_chars`
+    (one segment, SMS_SEGMENT by default), else parts of SMS_PART characters."""
+    limit = lookup({c.id: c.max_chars or SMS_SEGMENT for c in channels.channels if c.kind == "sms"}, F.col("channel"))
+    count = F.when(F.length(message) <= limit, 1).otherwise(F.ceil(F.length(message) / SMS_PART))
+    return F.when(limit.isNotNull() & message.isNotNull(), count).cast("int")
 
 
 def renderer(scenarios: list[Scenario], channels: Channels, catalogue: Catalogue):  # noqa: ANN201 - a UDF
     """A pandas UDF rendering each row's message from (scenario, channel, vars JSON and offer columns).
 
     Templates travel as text and are compiled once per Python worker (compiled templates do not pickle)."""
-    sources = {s.id: {kind: _source(s, kind) for kind in ("sms", "display", "call", "manager")} for s in scenarios}
+    sources = {s.id: s.texts for s in scenarios}
     names = {s.id: s.model.name for s in scenarios}
     kinds = {c.id: c.kind for c in channels.channels}
     products = {p.id: {"id": p.id, "name": p.name, "fee_yuan": p.fee_yuan, "allowance_mb": p.allowance_mb,
@@ -84,11 +88,4 @@ def message_column(render, incentive_fields: dict[str, tuple[int | None, int | N
 
 
 def _by_scenario(values: dict[str, int | None]) -> Column:
-    pairs = [p for k, v in values.items() if v is not None for p in (F.lit(k), F.lit(v))]
-    return F.element_at(F.create_map(*pairs), F.col("scenario")) if pairs else F.lit(None).cast("int")
-
-
-def _source(scenario: Scenario, kind: str) -> str:
-    messages = scenario.model.messages
-    return {"sms": messages.sms, "display": messages.display, "call": messages.call or messages.display,
-            "manager": messages.manager or messages.display}[kind]
+    return lookup({k: v for k, v in values.items() if v is not None}, F.col("scenario")).cast("int")

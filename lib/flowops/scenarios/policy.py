@@ -39,8 +39,6 @@ from flowops.scenarios.fit import fit_sql, incentive_sql
 from flowops.scenarios.templates import ChannelModel, Channels, Scenario
 from flowops.segments import sql_literal
 
-SUPPRESSIONS = ("churned", "opt_out", "no_fit", "no_saving", "immune", "opt_out_channel", "unreachable", "cap",
-                "capacity", "budget")
 PENDING = "pending"
 
 
@@ -157,7 +155,8 @@ def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, chan
     return f"array_distinct(array_compact(array({', '.join(steps)})))"
 
 
-def _lookup(mapping: dict, key: Column) -> Column:
+def lookup(mapping: dict, key: Column) -> Column:
+    """`mapping[key]` for a small Python dict of literals, as a Spark map lookup (null when absent or empty)."""
     if not mapping:
         return F.lit(None)
     pairs = [part for k, v in mapping.items() for part in (F.lit(k), F.lit(v))]
@@ -218,9 +217,9 @@ def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
 
 def _price(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float]) -> DataFrame:
     """channel = route[pos]; acceptance, cost and expected value of contacting through it."""
-    rate = _lookup({f"{s}|{c}": r for (s, c), r in rates.items()},
+    rate = lookup({f"{s}|{c}": r for (s, c), r in rates.items()},
                    F.concat_ws("|", F.col("scenario"), F.col("channel")))
-    cost = _lookup({c.id: c.cost_yuan for c in channels.channels}, F.col("channel"))
+    cost = lookup({c.id: c.cost_yuan for c in channels.channels}, F.col("channel"))
     df = df.withColumn("channel", F.get(F.col("route"), F.col("pos")))
     df = df.withColumn("acceptance", rate).withColumn("channel_cost", cost)
     on_order = F.col("incentive_on_order")
@@ -240,7 +239,7 @@ def _by_value(*partition: str) -> Window:
 
 def _cap(df: DataFrame, per_mode: dict[str, int]) -> DataFrame:
     """Keep the contacts of highest expected value per subscriber and mode; the rest: cap."""
-    limit = F.element_at(F.create_map(*[p for m, n in per_mode.items() for p in (F.lit(m), F.lit(n))]), F.col("mode"))
+    limit = lookup(per_mode, F.col("mode"))
     pending = df.where(F.col("reason") == PENDING).withColumn("_rank", F.row_number().over(_by_value("sub_id", "mode")))
     pending = pending.withColumn("reason", F.when(F.col("_rank") > limit, "cap").otherwise(PENDING)).drop("_rank")
     return pending.unionByName(df.where(F.col("reason") != PENDING))
@@ -295,7 +294,7 @@ def _budget(df: DataFrame, budgets: dict[str, float]) -> DataFrame:
     """Within each scenario with a budget, contacts by expected value until channel cost + incentive run out."""
     if not budgets:
         return df
-    budget = _lookup(budgets, F.col("scenario"))
+    budget = lookup(budgets, F.col("scenario"))
     order = Window.partitionBy("scenario").orderBy(F.col("expected_value").desc(), "sub_id", "mode")
     spent = F.sum("cost_yuan").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     pending = df.where((F.col("reason") == PENDING) & budget.isNotNull())

@@ -210,7 +210,7 @@ class Scenario:
     model: ScenarioModel
     target: str                  # the rule as Spark SQL
     reads: tuple[str, ...]       # tags (and stage columns) the rule and the messages read
-    templates: dict[str, jinja2.Template]   # by channel kind
+    texts: dict[str, str]        # message template per channel kind, the call and manager defaults applied
     source: str
 
     @property
@@ -248,8 +248,8 @@ def _scenario(path: Path, library: TagLibrary, catalogue: Catalogue, channels: C
         raise ConfigError(f"{where}: target: unknown tag(s) {', '.join(unknown)} (see `flowops tags --catalog`)")
     _check_product(where, model, catalogue, channels)
     _check_waves(where, model, channels)
-    templates, variables = _templates(where, model, library)
-    return Scenario(scenario_id, model, model.target, tuple(dict.fromkeys([*reads, *variables])), templates, where)
+    texts, variables = _templates(where, model, library)
+    return Scenario(scenario_id, model, model.target, tuple(dict.fromkeys([*reads, *variables])), texts, where)
 
 
 def _check_product(where: str, model: ScenarioModel, catalogue: Catalogue, channels: Channels) -> None:
@@ -306,16 +306,16 @@ def _check_waves(where: str, model: ScenarioModel, channels: Channels) -> None:
                               f"before wave {waves[i - 1].wave} has its feedback (day {waves[i - 1].feedback_day})")
 
 
-def _templates(where: str, model: ScenarioModel, library: TagLibrary) -> tuple[dict[str, jinja2.Template], list[str]]:
+def _templates(where: str, model: ScenarioModel, library: TagLibrary) -> tuple[dict[str, str], list[str]]:
+    """The message text per channel kind (the call script and talking points default to the display text),
+    each parsed and its variables checked; and the tags they read."""
     texts = {"sms": model.messages.sms, "display": model.messages.display,
              "call": model.messages.call or model.messages.display,
              "manager": model.messages.manager or model.messages.display}
     variables: list[str] = []
-    templates = {}
     for kind, text in texts.items():
         try:
             names = meta.find_undeclared_variables(ENVIRONMENT.parse(text))
-            templates[kind] = ENVIRONMENT.from_string(text)
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(f"{where}: messages.{kind}: does not parse: {exc.message} (line {exc.lineno})") from None
         unknown = sorted(n for n in names if n not in library and n not in MESSAGE_VARIABLES
@@ -327,6 +327,6 @@ def _templates(where: str, model: ScenarioModel, library: TagLibrary) -> tuple[d
             raise ConfigError(f"{where}: messages.{kind}: product.allow_extra_cost offers products that may cost "
                               "more than they save: the message must say so with {{ extra_cost_yuan }}")
         variables += [n for n in names if n in library or n in STAGE_COLUMNS]
-    return templates, list(dict.fromkeys(variables))
+    return texts, list(dict.fromkeys(variables))
 
 

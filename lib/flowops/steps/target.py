@@ -37,8 +37,8 @@ from flowops.lake.tables import CONTACT_HISTORY, FLOW_STAGES, SCENARIO_TARGETS, 
 from flowops.landing import parse_month
 from flowops.runs import Run, recorded_run
 from flowops.scenarios.exports import EXPORT_COLUMNS, violations
-from flowops.scenarios.messages import FAILED, message_column, renderer
-from flowops.scenarios.policy import Observed, acceptance_rates, candidates, check_targets, decide
+from flowops.scenarios.messages import FAILED, SMS_SEGMENT, message_column, renderer, sms_segments
+from flowops.scenarios.policy import Observed, acceptance_rates, candidates, check_targets, decide, lookup
 from flowops.scenarios.templates import Channels
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
         run.count("sms_over_one_segment", over)
         if over:
             log.warning("target %s: %d SMS need more than one %d-character segment (see gold/scenario_targets."
-                        "sms_segments)", month, over, 70)
+                        "sms_segments)", month, over, SMS_SEGMENT)
         run.rows_out = sum(result.targeted.values())
     return result
 
@@ -156,12 +156,7 @@ def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
     out = out.withColumns({"decision": F.when(failed, "suppressed").otherwise(F.col("decision")),
                            "reason": F.when(failed, "no_message").otherwise(F.col("reason")),
                            "message": F.when(failed, F.substring("message", 2, 500)).otherwise(F.col("message"))})
-    limits = {c.id: c.max_chars for c in conf.channels.channels if c.kind == "sms"}
-    limit = F.element_at(F.create_map(*[p for k, v in limits.items() for p in (F.lit(k), F.lit(v or 70))]),
-                         F.col("channel")) if limits else F.lit(None)
-    segments = F.when(F.length("message") <= limit, 1).otherwise(F.ceil(F.length("message") / 67))
-    return out.withColumn("sms_segments", F.when(limit.isNotNull() & F.col("message").isNotNull(), segments)
-                          .cast("int"))
+    return out.withColumn("sms_segments", sms_segments(F.col("message"), conf.channels))
 
 
 def read_opt_outs(lake: Lake) -> DataFrame:
@@ -224,9 +219,7 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
     crm = (lake.read("silver/subscribers", partitions={"month": [month]}).groupBy("sub_id")   # one row each, even
            .agg(F.max("account_manager_id").alias("manager_id")))                             # if a line repeats
-    triggers = {c.id: c.trigger for c in conf.channels.channels if c.trigger}
-    trigger = F.element_at(F.create_map(*[p for k, v in triggers.items() for p in (F.lit(k), F.lit(v))]),
-                           F.col("channel")) if triggers else F.lit(None).cast("string")
+    trigger = lookup({c.id: c.trigger for c in conf.channels.channels if c.trigger}, F.col("channel")).cast("string")
     priority = F.row_number().over(Window.partitionBy("channel", "scenario")
                                    .orderBy(F.col("expected_value").desc(), "sub_id"))
     return (targeted.join(keys, "sub_id", "left").join(crm, "sub_id", "left")
