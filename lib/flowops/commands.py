@@ -305,6 +305,71 @@ def format_targets(result: Any) -> str:
     return "\n".join(lines)
 
 
+def add_evaluate(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("evaluate", parents=[common], help="measure a month's campaign against its control groups",
+                       description="Attribute the campaign month's orders to month M's contacts, count the funnel "
+                                   "per scenario x wave x channel (addressable, pushed, delivered, reached, "
+                                   "converted, satisfaction), measure uplift against the control groups with 95% "
+                                   "intervals, cost and ROI into gold/campaign_results, and record each contact's "
+                                   "outcome in ops/contact_history for next month's targeting.")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the data month of the targets")
+    p.add_argument("--raw", metavar="RAW", help="landing folder (not read by this step; accepted for symmetry)")
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from flowops.steps.evaluate import run_evaluate as evaluate_job
+
+    ctx = Context.from_args(args, app_name="flowops-evaluate")
+    print(format_evaluation(evaluate_job(ctx, args.month)))
+    return 0
+
+
+def format_evaluation(result: Any, channels: bool = True) -> str:
+    """The funnel and uplift per scenario and wave (and, with `channels`, per channel)."""
+    lines = [f"evaluate {result.month} (campaign {result.campaign_month}, run {result.run.run_id}): "
+             f"{result.receipts:,} receipts" + (f", {result.unmatched_receipts:,} matching no contact"
+                                                if result.unmatched_receipts else ""),
+             f"  {'scenario':<26}{'w':>2} {'channel':<10}{'addr':>6}{'push':>6}{'deliv':>6}{'reach':>6}{'conv':>6}"
+             f"{'sat':>5}{'ctrl':>6}{'c.conv':>7}  {'uplift [95% CI]':<24}{'incr':>6}{'ROI':>7}"]
+    for r in result.rows:
+        if not channels and r["channel"] != "all":
+            continue
+        pct = (lambda v: f"{v * 100:+.1f}") if r["uplift"] is not None else None
+        uplift = (f"{pct(r['uplift'])}pp [{pct(r['uplift_low'])}, {pct(r['uplift_high'])}]"
+                  if r["uplift_low"] is not None else "no control group")
+        sat = f"{r['satisfaction']:.1f}" if r["satisfaction"] is not None else "-"
+        incr = f"{r['incremental_orders']:.1f}" if r["incremental_orders"] is not None else "-"
+        roi = f"{r['roi']:.2f}" if r["roi"] is not None else "-"
+        lines.append(f"  {r['scenario']:<26}{r['wave']:>2} {r['channel']:<10}{r['addressable']:>6}{r['pushed']:>6}"
+                     f"{r['delivered']:>6}{r['reached']:>6}{r['converted']:>6}{sat:>5}{r['control']:>6}"
+                     f"{r['control_converted']:>7}  {uplift:<24}{incr:>6}{roi:>7}")
+    return "\n".join(lines)
+
+
+def add_simulate(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("simulate", parents=[common], help="DEMO/TESTS ONLY: simulate channel receipts and orders",
+                       description="Stand in for the channels and the order system (demo and tests only): answer "
+                                   "month M's exported wave from the generator's planted propensities and land "
+                                   "receipts and orders under RAW for the campaign month, labelled simulated, with "
+                                   "the planted effect per scenario under RAW/_truth/simulated/.")
+    p.add_argument("--raw", required=True, metavar="RAW", help="landing folder written by `flowops generate`")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the data month of the targets")
+    p.add_argument("--wave", type=int, default=1, metavar="W")
+    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.set_defaults(handler=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from flowops.steps.simulate import run_simulate as simulate_job
+
+    ctx = Context.from_args(args, app_name="flowops-simulate")
+    result = simulate_job(ctx, args.raw, args.month, args.wave, args.seed)
+    print(f"simulate {args.month} wave {args.wave}: SIMULATED {result.receipts:,} receipts, {result.orders:,} orders, "
+          f"{result.unsubscribes:,} unsubscribe replies; planted effects in {result.truth}/planted_effects.csv")
+    return 0
+
+
 def add_run(sub: Sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="every step of a month: ingest, tags, segment, target",
                        description="Run ingest -> tags -> segment -> target for a month, skipping each step whose "
@@ -369,5 +434,5 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_target, add_run, add_demo, add_show, add_apps,
-              add_terminals, add_scenarios, add_check]
+REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_target, add_evaluate, add_run, add_demo,
+              add_simulate, add_show, add_apps, add_terminals, add_scenarios, add_check]

@@ -1,4 +1,5 @@
-"""`flowops demo`: a small synthetic dataset through every pipeline step that exists, then a summary."""
+"""`flowops demo`: a small synthetic dataset through every pipeline step for three months, with the channel
+simulator answering each month's campaign, then a summary ending with the last evaluated campaign."""
 
 from __future__ import annotations
 
@@ -11,46 +12,57 @@ from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
+from flowops.steps.evaluate import run_evaluate
 from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
 from flowops.steps.segment import run_segment
+from flowops.steps.simulate import run_simulate
 from flowops.steps.tags import run_tags
 from flowops.steps.target import run_target
 
 log = logging.getLogger(__name__)
 
-# Trend tags compare a month with the ones before it, so the demo lands three months and runs the last.
-HISTORY_MONTHS = 2
+# The demo runs three months; trend tags compare a month with the ones before it, so one more month lands first.
+RUN_MONTHS = 3
 TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
-          "silver/subscribers", "silver/billing_monthly", "silver/orders", "gold/subscriber_tags",
-          "gold/flow_stages", "gold/scenario_targets", "ops/contact_history", "restricted/subscriber_keys", "ops/runs")
+          "silver/subscribers", "silver/billing_monthly", "silver/orders", "silver/feedback", "gold/subscriber_tags",
+          "gold/flow_stages", "gold/scenario_targets", "gold/campaign_results", "ops/contact_history",
+          "restricted/subscriber_keys", "ops/runs")
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
-    """Generate RAW under `out/raw`, run the pipeline for `month` into the lake, return a printable summary."""
-    from flowops.commands import format_targets
+    """Generate RAW under `out/raw`; run the two months before `month` and `month` itself into the lake, the channel
+    simulator answering each campaign in between; return a printable summary."""
+    from flowops.commands import format_evaluation, format_targets
     from flowops.synth import generate
 
     definitions = Definitions.load(ctx.settings.conf_dir)   # all of conf/ checked before the long steps
     started = time.perf_counter()
     raw = out / "raw"
-    first_month = previous_months(month, HISTORY_MONTHS)[0]
-    generated = generate(raw, subscribers=subscribers, start_month=first_month, months=HISTORY_MONTHS + 1,
-                         seed=seed, bad_rate=bad_rate)
+    months = [*previous_months(month, RUN_MONTHS), month]       # one history month, then the three run months
+    generated = generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed,
+                         bad_rate=bad_rate)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
-    months = [*previous_months(month, HISTORY_MONTHS), month]
-    # The usage of all three months as one batch, as an operator backfills history: one pass, one commit per table.
+    # The usage of every month as one batch, as an operator backfills history: one pass, one commit per table.
     reference = Reference.load(ctx, definitions)
     ingested = ingest_days(ctx, raw, [day for m in months for day in month_days(m)], reference,
                            label={"months": f"{months[0]}..{month}"})
-    monthly = [ingest_monthly(ctx, raw, m, reference) for m in months][-1]
+    monthly = ingest_monthly(ctx, raw, months[0], reference)
+    evaluation = targets = stages = tagged = None
+    simulated = []
+    for m, previous in zip(months[1:], months, strict=False):
+        # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
+        monthly = ingest_monthly(ctx, raw, m, reference)
+        if previous != months[0]:
+            evaluation = run_evaluate(ctx, previous, definitions)
+        tagged = run_tags(ctx, m, definitions)
+        _, stages = run_segment(ctx, m, definitions)
+        targets = run_target(ctx, m, definitions=definitions)
+        if m != month:
+            simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
     counts = ingested.counts
-    tagged = run_tags(ctx, month, definitions)
-    _, stages = run_segment(ctx, month, definitions)
-    targets = run_target(ctx, month, definitions=definitions)
     # Accepted lines of a monthly file include its header.
-    landed_monthly = ", ".join(f"{f.source_file.split('/')[0]} {f.accepted - 1:,} rows" for f in monthly.files
-                               if f.accepted)
+    landed_monthly = ", ".join(f"{_source(f.source_file)} {f.accepted - 1:,} rows" for f in monthly.files if f.accepted)
     key_env = ctx.settings.pii.key_env
     pseudonyms = (f"sub_id keyed from ${key_env}" if os.environ.get(key_env) else
                   f"sub_id keyed with the labelled DEMO key (set ${key_env} for real data)")
@@ -58,21 +70,32 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         "",
         "flowops demo",
         f"  landing data   {raw}/  ({generated.xdr_lines:,} xDR lines in {generated.files:,} files, "
-        f"{subscribers:,} subscribers, {first_month} .. {month})",
+        f"{subscribers:,} subscribers, {months[0]} .. {month})",
         f"  planted truth  {raw}/_truth/",
         f"  lake           {lake.root}/  (engine: {lake.engine_name})",
         f"  ingest         {months[0]} .. {month} as one batch: {ingested.rows_in:,} lines in = "
         f"{counts.get('accepted', 0):,} accepted + "
         f"{counts.get('quarantined', 0):,} quarantined + {counts.get('duplicates', 0):,} duplicates; "
         f"unknown app share {counts.get('unknown_app_bytes_ppm', 0) / 1e4:.1f}% of bytes",
+        f"  months run     {', '.join(months[1:])}: each lands its monthly files, evaluates the campaign before it, "
+        "tags, segments and targets",
+        *[f"  simulated      {s.month} wave {s.wave}: {s.receipts:,} receipts, {s.orders:,} orders, "
+          f"{s.unsubscribes:,} unsubscribe replies (SIMULATED: {s.truth})" for s in simulated],
         f"  monthly files  {month}: {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
         f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "
         "(catalogue: flowops tags --catalog)",
         f"  stages {month}  {format_stages(stages)}",
         *[f"  {line}" for line in format_targets(targets).splitlines()],
+        *([f"  {line}" for line in format_evaluation(evaluation, channels=False).splitlines()] if evaluation else []),
         "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",
         f"  took           {time.perf_counter() - started:.0f}s",
     ]
     return "\n".join(lines)
+
+
+def _source(landed: str) -> str:
+    """`crm`, `billing`, `orders`, or `feedback sms` for a landed monthly file's path."""
+    parts = landed.split("/")
+    return f"feedback {Path(parts[-1]).stem}" if parts[0] == "feedback" else parts[0]

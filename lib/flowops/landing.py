@@ -42,6 +42,12 @@ def month_days(month: str) -> list[str]:
     return [f"{month}-{day:02d}" for day in range(1, calendar.monthrange(year, mon)[1] + 1)]
 
 
+def next_month(month: str) -> str:
+    """The month after `month`."""
+    year, mon = (int(part) for part in parse_month(month).split("-"))
+    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+
+
 def previous_months(month: str, count: int) -> list[str]:
     """The `count` months before `month`, oldest first."""
     year, mon = (int(part) for part in parse_month(month).split("-"))

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from flowops.ingest.terminals import load_reference, reference_df
-from flowops.lake.tables import BILLING_MONTHLY, DEVICE_DAILY, ORDERS, SUBSCRIBERS, USAGE_DAILY
+from flowops.lake.tables import BILLING_MONTHLY, DEVICE_DAILY, FEEDBACK, ORDERS, SUBSCRIBERS, USAGE_DAILY
 from flowops.products import load_catalogue, products_df
 from flowops.steps.tags import compute_tags
 from flowops.tags.base import Sources
@@ -112,8 +112,25 @@ def sources(spark):
     ]
     orders = [dict(month=MONTH, sub_id="sub_a", order_id="O1", order_time=dt.datetime(2026, 3, 9, 10), action="order",
                    product_id="BST_5", product_type="booster", channel="app", fee_yuan=Decimal("5.00"))]
+    def receipt(sub_id, month, channel, delivered=True, clicked=None, reply=None):
+        return dict(month=month, sub_id=sub_id, channel=channel, scenario="data_no_plan", wave=1,
+                    contact_date=dt.date(*map(int, month.split("-")), 5), delivered=delivered, clicked=clicked,
+                    reply=reply)
+
+    feedback = [
+        # sub_a: SMS accepted once in four deliveries (0.25), the app hall clicked once in one showing (1.0): app.
+        *[receipt("sub_a", "2026-02", "sms", reply="accept" if i == 0 else None) for i in range(4)],
+        receipt("sub_a", MONTH, "app", clicked=True),
+        # sub_c: responded on SMS, then unsubscribed from it; the web hall showing went unanswered: none.
+        receipt("sub_c", "2026-02", "sms", clicked=True), receipt("sub_c", MONTH, "sms", reply="unsubscribe"),
+        receipt("sub_c", MONTH, "web", clicked=False),
+        # sub_e: an outbound call accepted but never connected is not a response; one connected and accepted is.
+        receipt("sub_e", MONTH, "outbound", delivered=False, clicked=True),
+        receipt("sub_e", "2026-01", "outbound", clicked=True),
+    ]
     return Sources(
-        subscribers=frame(spark, SUBSCRIBERS, subscribers), usage=frame(spark, USAGE_DAILY, usage),
+        subscribers=frame(spark, SUBSCRIBERS, subscribers),
+        feedback=frame(spark, FEEDBACK, feedback), usage=frame(spark, USAGE_DAILY, usage),
         devices=frame(spark, DEVICE_DAILY, devices), billing=frame(spark, BILLING_MONTHLY, billing),
         orders=frame(spark, ORDERS, orders), products=products_df(spark, load_catalogue(CONF)),
         terminals=reference_df(spark, load_reference(CONF)),
@@ -204,9 +221,15 @@ def test_trend(tags):
 
 
 def test_value_and_complaints(tags):
-    expect(tags, ["value_tier", "complaints", "has_complaints", "channel_preference"], [
-        ("sub_a", "mid", 0, False, None), ("sub_b", "low", 0, False, None), ("sub_c", "low", 2, True, None),
-        ("sub_d", "low", 0, False, None), ("sub_e", "low", 0, False, None),
+    expect(tags, ["value_tier", "complaints", "has_complaints"], [
+        ("sub_a", "mid", 0, False), ("sub_b", "low", 0, False), ("sub_c", "low", 2, True),
+        ("sub_d", "low", 0, False), ("sub_e", "low", 0, False),
+    ])
+
+
+def test_channel_preference_is_the_channel_responded_to_best_and_never_one_unsubscribed_from(tags):
+    expect(tags, ["channel_preference"], [
+        ("sub_a", "app"), ("sub_b", None), ("sub_c", None), ("sub_d", None), ("sub_e", "outbound"),
     ])
 
 

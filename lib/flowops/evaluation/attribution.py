@@ -4,7 +4,7 @@ An order is attributed to a contact when the subscriber ordered a product that c
 inside the contact's window (from the contact's day to the wave's feedback day, both included). When several
 contacts qualify (two channels, or two scenarios offering the same product), the latest contact on or before
 the order's day takes it, so an order is counted once. An order by a control-group member of a product their
-scenario would have offered, inside that window, is a control conversion. Every other order is organic.
+scenario would have offered, inside the window it would have had, is a control conversion. Every other order is organic.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ def attribute(orders: DataFrame, contacts: DataFrame, control: DataFrame) -> Dat
     Args:
         orders: sub_id, order_id, product_id, order_time — cancellations already left out.
         contacts: sub_id, scenario, wave, channel, offers, contact_date, window_end — what was exported.
-        control: sub_id, scenario, wave, offers, window_start, window_end — control-group members.
+        control: sub_id, scenario, wave, offers, window_start, window_end, and optionally contact_date (the day
+            they would have been contacted: their window starts then, as a contact's does) — control-group members.
     """
     placed = orders.select("order_id", "sub_id", "product_id", F.to_date("order_time").alias("ordered"))
     held_out = control.select("sub_id", "scenario", "wave", F.explode("offers").alias("product_id"),
-                              F.lit(None).cast("string").alias("channel"), F.col("window_start").alias("from_day"),
+                              F.lit(None).cast("string").alias("channel"),
+                              (F.coalesce("contact_date", "window_start") if "contact_date" in control.columns
+                               else F.col("window_start")).alias("from_day"),
                               "window_end", F.lit("control").alias("kind"))
     exposed = contacts.select("sub_id", "scenario", "wave", F.explode("offers").alias("product_id"), "channel",
                               F.col("contact_date").alias("from_day"), "window_end", F.lit("campaign").alias("kind"))

@@ -249,6 +249,25 @@ CONTACT_HISTORY = TableSpec(
                 "which round of that offer it is for the subscriber, and its outcome once evaluated.",
 )
 
+CAMPAIGN_RESULTS = TableSpec(
+    name="gold/campaign_results",
+    schema=table_fields(
+        ("month", STRING), ("campaign_month", STRING), ("scenario", STRING), ("wave", INT), ("channel", STRING),
+        ("addressable", LONG), ("pushed", LONG), ("delivered", LONG), ("reached", LONG), ("converted", LONG),
+        ("orders", LONG), ("satisfaction", DOUBLE), ("satisfaction_n", LONG), ("control", LONG),
+        ("control_converted", LONG), ("treated_rate", DOUBLE), ("control_rate", DOUBLE), ("uplift", DOUBLE),
+        ("uplift_low", DOUBLE), ("uplift_high", DOUBLE), ("incremental_orders", DOUBLE), ("revenue_yuan", DOUBLE),
+        ("incremental_revenue_yuan", DOUBLE), ("incentive_cost_yuan", DOUBLE), ("channel_cost_yuan", DOUBLE),
+        ("roi", DOUBLE), ("run_id", STRING),
+    ),
+    partition_by=("month",),
+    description="scenario x wave x channel of a month's campaign (channel 'all': the scenario's wave, counted in "
+                "subscribers): the funnel (addressable, pushed, delivered, reached, converted, satisfaction), the "
+                "control group's conversion, uplift with its 95% interval (Newcombe), incremental orders and "
+                "revenue, incentive and channel cost, ROI. month = the data month of the targets; the contacts and "
+                "orders fall in campaign_month.",
+)
+
 SUBSCRIBER_TAGS = "gold/subscriber_tags"
 
 
@@ -291,4 +310,4 @@ def spec_for(name: str) -> TableSpec:
 
 
 register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
-         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK)
+         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK, CAMPAIGN_RESULTS)

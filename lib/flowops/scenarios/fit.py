@@ -88,6 +88,12 @@ def _covering(products: list[Product], need: str) -> str:
     return f"array_min(array({', '.join(structs)}))"
 
 
+def incentive_on_order(incentive: IncentiveModel) -> bool:
+    """Credit and coupons are paid when the subscriber orders; trial data, free minutes, double data and gifts go
+    to everyone contacted."""
+    return incentive.kind in ("credit", "coupon")
+
+
 def incentive_sql(incentive: IncentiveModel, cap_share: float) -> dict[str, str]:
     """incentive (its kind, or none), incentive_yuan (its value to the subscriber), incentive_cost and
     incentive_on_order (credit and coupons are paid when the subscriber orders; trial data, double data and gifts
@@ -102,4 +108,4 @@ def incentive_sql(incentive: IncentiveModel, cap_share: float) -> dict[str, str]
                 "incentive_cost": value, "incentive_on_order": "true"}
     cost = incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan
     return {"incentive": sql_literal(incentive.kind), "incentive_yuan": _num(incentive.yuan),
-            "incentive_cost": _num(cost), "incentive_on_order": "true" if incentive.kind == "coupon" else "false"}
+            "incentive_cost": _num(cost), "incentive_on_order": str(incentive_on_order(incentive)).lower()}

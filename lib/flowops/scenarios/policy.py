@@ -79,11 +79,12 @@ def candidates(tagged: DataFrame, scenarios: list[Scenario], catalogue: Catalogu
         if wave > len(scenario.waves):
             continue
         spec = scenario.waves[wave - 1]
+        before = scenario.waves[wave - 2].fallback if wave > 1 else None
         start, end = spec.window(campaign_month)
         fit = fit_sql(scenario.model.product, catalogue)
         incentive = incentive_sql(scenario.model.incentive, cap_share)
         modes = [f"named_struct('mode', {sql_literal(mode)}, 'route', "
-                 f"{_route(scenario, mode, first, spec.fallback, channels)})"
+                 f"{_route(scenario, mode, first, spec.fallback, channels, before)})"
                  for mode, first in (("active", spec.active), ("passive", spec.passive)) if first]
         selected = tagged.where(f"stage = {sql_literal(scenario.model.stage)} AND coalesce(({scenario.target}), false)")
         parts.append(selected.selectExpr(
@@ -129,10 +130,11 @@ def _as_json(columns: list[str]) -> str:
     return f"to_json(named_struct({pairs}), map('ignoreNullFields', 'false'))"
 
 
-def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, channels: Channels) -> str:
+def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, channels: Channels,
+           earlier_fallback: str | None = None) -> str:
     """Channel ids to try, in order: preference, VIP's account manager, the scenario's high-value channel, the
-    wave's channel, its fallback, and (active) the policy's default. Channels of another mode are left out: a
-    fallback of the other mode (SMS fails -> app hall) is for the next wave's non-converters, after feedback."""
+    previous wave's fallback (wave 2 and later: its non-converters go there, SMS fails -> app hall), the wave's
+    channel, its fallback, and (active) the policy's default. Channels of another mode are left out."""
     policy = channels.policy
     ids = ", ".join(sql_literal(c.id) for c in channels.channels if c.mode == mode)
     steps = []
@@ -147,6 +149,8 @@ def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, chan
         tiers = ", ".join(sql_literal(t) for t in high.tiers)
         steps.append(f"CASE WHEN coalesce(channel_preference, '') = '' AND value_tier IN ({tiers}) "
                      f"THEN {sql_literal(high.channel)} END")
+    if earlier_fallback and channels[earlier_fallback].mode == mode:
+        steps.append(sql_literal(earlier_fallback))
     steps.append(sql_literal(first))
     if fallback and channels[fallback].mode == mode:
         steps.append(sql_literal(fallback))
@@ -176,7 +180,7 @@ def _usable(channel: ChannelModel, opted_out: Column) -> tuple[Column, Column]:
 
 
 def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], float], opt_outs: DataFrame,
-           immune: DataFrame, budgets: dict[str, float]) -> DataFrame:
+           immune: DataFrame, budgets: dict[str, float], earlier: DataFrame | None = None) -> DataFrame:
     """Every candidate with its channel, acceptance, expected value, cost, control flag, decision and reason.
 
     Args:
@@ -184,6 +188,8 @@ def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
         opt_outs: sub_id, opt_out_all (boolean), opt_out_channels (array of channel ids) — everything so far.
         immune: sub_id, product_id, rounds (unconverted earlier rounds of that offer).
         budgets: scenario id -> budget in yuan (scenarios without one are absent).
+        earlier: sub_id, mode, channel, contact_date — contacts of the cycle's earlier waves: they count toward
+            the contact cap and hold their scarce channels' slots.
     """
     policy = channels.policy
     df = (cands.join(opt_outs, "sub_id", "left").join(immune, ["sub_id", "product_id"], "left")
@@ -203,8 +209,14 @@ def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
               .when(F.size("route") == 0, F.when(any_reachable, "opt_out_channel").otherwise("unreachable"))
               .otherwise(PENDING))
     df = _price(df.withColumn("reason", reason).withColumn("pos", F.lit(0)), channels, rates).localCheckpoint()
-    df = _cap(df, policy.contacts_per_cycle.model_dump()).localCheckpoint()
-    df = _capacity(df, channels, rates)
+    used = None
+    booked: dict[tuple[str, dt.date], int] = {}
+    if earlier is not None:
+        used = earlier.groupBy("sub_id", "mode").agg(F.count("*").alias("_used"))
+        for r in earlier.groupBy("channel", "contact_date").count().collect():
+            booked[(r.channel, r.contact_date)] = r["count"]
+    df = _cap(df, policy.contacts_per_cycle.model_dump(), used).localCheckpoint()
+    df = _capacity(df, channels, rates, booked)
     df = _budget(df, budgets)
     draw = F.pmod(F.xxhash64("sub_id", "scenario", "month"), F.lit(1_000_000)) / 1_000_000.0
     df = df.withColumn("control", (F.col("reason") == PENDING) & (draw < F.col("control_rate")))
@@ -237,19 +249,27 @@ def _by_value(*partition: str) -> Window:
                                                   F.col("sub_id"), F.col("mode"))
 
 
-def _cap(df: DataFrame, per_mode: dict[str, int]) -> DataFrame:
-    """Keep the contacts of highest expected value per subscriber and mode; the rest: cap."""
+def _cap(df: DataFrame, per_mode: dict[str, int], used: DataFrame | None = None) -> DataFrame:
+    """Keep the contacts of highest expected value per subscriber and mode, up to the cap less the contacts the
+    cycle's earlier waves made (`used`: sub_id, mode, _used); the rest: cap."""
     limit = lookup(per_mode, F.col("mode"))
-    pending = df.where(F.col("reason") == PENDING).withColumn("_rank", F.row_number().over(_by_value("sub_id", "mode")))
-    pending = pending.withColumn("reason", F.when(F.col("_rank") > limit, "cap").otherwise(PENDING)).drop("_rank")
+    pending = df.where(F.col("reason") == PENDING)
+    if used is not None:
+        pending = pending.join(used, ["sub_id", "mode"], "left")
+        limit = limit - F.coalesce(F.col("_used"), F.lit(0))
+    pending = pending.withColumn("_rank", F.row_number().over(_by_value("sub_id", "mode")))
+    pending = pending.withColumn("reason", F.when(F.col("_rank") > limit, "cap").otherwise(PENDING))
+    pending = pending.drop("_rank", "_used")
     return pending.unionByName(df.where(F.col("reason") != PENDING))
 
 
-def _capacity(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float]) -> DataFrame:
+def _capacity(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float],
+              booked: dict[tuple[str, dt.date], int]) -> DataFrame:
     """Scarce channels are booked day by day (`contact_date`): by expected value, each contact takes the first
     day of its own window with a slot left (daily capacity); other channels contact on the window's first day.
     A contact with no slot goes down its route (repriced) and is dropped when the route ends. Passes repeat
-    until nothing overflows (routes only move forward, so this ends).
+    until nothing overflows (routes only move forward, so this ends). `booked`: (channel, day) -> slots the
+    cycle's earlier waves already took.
 
     The contacts waiting at scarce channels are collected to the driver: there are few (outbound and account
     manager candidates) and booking is sequential by nature."""
@@ -257,7 +277,7 @@ def _capacity(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
     key = ["sub_id", "scenario", "mode"]
     if not daily:
         return df.withColumn("contact_date", F.col("window_start"))
-    booked: dict[tuple[str, dt.date], int] = {}
+    booked = dict(booked)
     placed: dict[tuple[str, str, str, str], dt.date] = {}
     while True:
         waiting = (df.where((F.col("reason") == PENDING) & F.col("channel").isin(list(daily)))

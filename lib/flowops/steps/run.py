@@ -1,11 +1,16 @@
-"""`flowops run --month M`: ingest -> tags -> segment -> target for month M, each step skipped when its output
-is already current, so a rerun after a crash resumes where it stopped (and a rerun of a finished month writes
-nothing).
+"""`flowops run --month M`: ingest -> evaluate -> tags -> segment -> target for month M, each step skipped when
+its output is already current, so a rerun after a crash resumes where it stopped (and a rerun of a finished month
+writes nothing).
 
-A step is current when ops/runs holds a successful run of it for M that ended after the successful run of the
-step before it: ingest when every file landed for M (each usage day, the CRM, billing and order files) is in
-a successful ingest run; tags after that ingest; segment after those tags; target after that segment. A conf
-change is not detected: rerun the step itself, or `flowops run --force`.
+`evaluate` measures the previous month's campaign (its contacts fall in M): it runs when that month exported
+contacts and channel receipts for M have landed (RAW/feedback/month=M/), after M's orders are ingested, and
+before M's targeting, which learns from it (acceptance rates, immunity).
+
+A step is current when ops/runs holds a successful run of it for M (evaluate: of M-1) that ended after the
+successful run of the step before it: ingest when every file landed for M (each usage day, the CRM, billing and
+order files, the receipts) is in a successful ingest run; evaluate after that ingest; tags after that; segment
+after those tags; target after that segment. A conf change is not detected: rerun the step itself, or
+`flowops run --force`.
 """
 
 from __future__ import annotations
@@ -21,15 +26,19 @@ from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.ingest.monthly import SOURCES
+from flowops.lake.tables import CONTACT_HISTORY
 from flowops.landing import (
     available_days,
+    feedback_files,
     month_days,
     monthly_file,
+    next_month,
     parse_month,
     previous_months,
     require_raw,
     usage_files,
 )
+from flowops.steps.evaluate import Evaluation, run_evaluate
 from flowops.steps.ingest import ingest
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
@@ -37,7 +46,7 @@ from flowops.steps.target import Targets, run_target
 from flowops.tags.base import HISTORY
 
 log = logging.getLogger(__name__)
-STEPS = ("ingest", "tags", "segment", "target")
+STEPS = ("ingest", "evaluate", "tags", "segment", "target")
 
 
 @dataclass
@@ -47,6 +56,7 @@ class MonthRun:
     skipped: list[str] = field(default_factory=list)
     stages: dict[str, int] | None = None
     targets: Targets | None = None
+    evaluation: Evaluation | None = None
 
 
 def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False) -> MonthRun:
@@ -57,7 +67,10 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
     result = MonthRun(month)
     done = {} if force else _finished(ctx, raw_root, month)
     after: dt.datetime | None = None
+    previous = previous_months(month, 1)[0]
     for step in STEPS:
+        if step == "evaluate" and not _evaluable(ctx, raw_root, previous):
+            continue
         ended = done.get(step)
         if ended is not None and (after is None or ended >= after):
             log.info("run %s: %s is current (ran %s), skipped", month, step, ended.isoformat(timespec="seconds"))
@@ -66,6 +79,8 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
             continue
         if step == "ingest":
             ingest(ctx, raw_root, month=month, definitions=definitions)
+        elif step == "evaluate":
+            result.evaluation = run_evaluate(ctx, previous, definitions)
         elif step == "tags":
             run_tags(ctx, month, definitions)
         elif step == "segment":
@@ -100,11 +115,23 @@ def _finished(ctx: Context, raw_root: Path, month: str) -> dict[str, dt.datetime
     finished: dict[str, dt.datetime] = {}
     if (this_month := ingested(month)) is not None:
         finished["ingest"] = max([this_month, *[t for m in previous_months(month, HISTORY) if (t := ingested(m))]])
-    for step in ("tags", "segment", "target"):
-        ended = [_utc(r.ended_at) for r in runs if r.job == step and r.month == month]
+    previous = previous_months(month, 1)[0]
+    for step in ("evaluate", "tags", "segment", "target"):
+        of = previous if step == "evaluate" else month
+        ended = [_utc(r.ended_at) for r in runs if r.job == step and r.month == of]
         if ended:
             finished[step] = max(ended)
     return finished
+
+
+def _evaluable(ctx: Context, raw_root: Path, month: str) -> bool:
+    """Month M's campaign can be evaluated: it exported contacts and receipts of its campaign month have landed."""
+    lake = ctx.lake
+    exported = lake.exists(CONTACT_HISTORY.name) and month in lake.partition_values(CONTACT_HISTORY.name, "month")
+    receipts, _ = feedback_files(raw_root, next_month(month)) if exported else ([], [])
+    if exported and not receipts:
+        log.info("run: %s's campaign is not evaluated: no channel receipts have landed for the month after it", month)
+    return bool(exported and receipts)
 
 
 def _landed(raw_root: Path, month: str) -> set[str]:
@@ -115,6 +142,7 @@ def _landed(raw_root: Path, month: str) -> set[str]:
             files.add(monthly_file(raw_root, source.name, month))
         except FlowopsError:   # not landed yet: the ingest step says so when it runs
             return set()
+    files.update(feedback_files(raw_root, month)[0])
     return {p.relative_to(raw_root).as_posix() for p in files}
 
 

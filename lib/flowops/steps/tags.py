@@ -2,7 +2,8 @@
 
 Definitions are loaded and checked (including Spark's analysis of every expression) before anything is read.
 Reads: silver/subscribers, silver/usage_daily, silver/device_daily, silver/billing_monthly, silver/orders (the
-month and the three before it). Writes: gold/subscriber_tags (one overwrite of the month's partition).
+month and the three before it), silver/feedback (every month up to it: the channel preference).
+Writes: gold/subscriber_tags (one overwrite of the month's partition).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def read_sources(lake: Lake, window: Window, definitions: Definitions) -> Source
         log.info("tags %s: no complete usage history for %s (trend tags use the months that landed)", window.month,
                  ", ".join(missing))
     months = {"month": list(window.months)}
+    receipts = sorted(m for m in lake.partition_values("silver/feedback", "month") if m <= window.month)
     this_month = {"month": [window.month]}
     return Sources(
         subscribers=lake.read("silver/subscribers", partitions=months),
@@ -68,6 +70,7 @@ def read_sources(lake: Lake, window: Window, definitions: Definitions) -> Source
         devices=lake.read("silver/device_daily", partitions={"dt": month_days(window.month)}),
         billing=lake.read("silver/billing_monthly", partitions=months),
         orders=_read_or_empty(lake, "silver/orders", this_month),
+        feedback=_read_or_empty(lake, "silver/feedback", {"month": receipts}),
         products=products_df(spark, definitions.catalogue),
         terminals=reference_df(spark, definitions.terminals),
         usage_months=usage_months,
@@ -76,7 +79,7 @@ def read_sources(lake: Lake, window: Window, definitions: Definitions) -> Source
 
 
 def _read_or_empty(lake: Lake, table: str, partitions: dict[str, list[str]]) -> DataFrame:
-    if lake.exists(table):
+    if lake.exists(table) and all(partitions.values()):
         return lake.read(table, partitions=partitions)
     return lake.spark.createDataFrame([], spec_for(table).schema)
 

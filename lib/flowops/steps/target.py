@@ -34,7 +34,7 @@ from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
 from flowops.lake import Lake
 from flowops.lake.tables import CONTACT_HISTORY, FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS
-from flowops.landing import parse_month
+from flowops.landing import next_month, parse_month
 from flowops.runs import Run, recorded_run
 from flowops.scenarios.exports import EXPORT_COLUMNS, violations
 from flowops.scenarios.messages import FAILED, SMS_SEGMENT, message_column, renderer, sms_segments
@@ -67,24 +67,21 @@ class Targets:
     changed: bool = True
 
 
-def next_month(month: str) -> str:
-    year, mon = map(int, month.split("-"))
-    return f"{year + mon // 12}-{mon % 12 + 1:02d}"
-
-
 def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions | None = None) -> Targets:
     """Decide every scenario's candidates of month M, write gold/scenario_targets, the exports and the contact
     history for wave W."""
     parse_month(month)
-    if wave != 1:
-        raise FlowopsError(f"wave {wave} goes to wave-1 non-converters on the fallback channel, which needs wave 1's "
-                           "feedback evaluated (`flowops evaluate`, not built yet): only --wave 1 runs today")
     conf = definitions or Definitions.load(ctx.settings.conf_dir)
+    if wave < 1 or wave > max(len(s.waves) for s in conf.scenarios):
+        raise FlowopsError(f"no scenario has a wave {wave} (conf/scenarios: at most "
+                           f"{max(len(s.waves) for s in conf.scenarios)})")
     lake = ctx.lake
     for table in (SUBSCRIBER_TAGS, FLOW_STAGES.name):
         if month not in lake.partition_values(table, "month"):
             step = "tags" if table == SUBSCRIBER_TAGS else "segment"
             raise LakeError(f"{table} has nothing for {month}: run `flowops {step} --month {month}` first")
+    if wave > 1:
+        require_evaluated(lake, month, wave - 1)
     with recorded_run(lake, "target", {"month": month, "wave": wave, "scenarios": len(conf.scenarios)}) as run:
         result = Targets(month, wave, run)
         with run.step("decide") as counts:
@@ -140,10 +137,51 @@ def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     except (AnalysisException, ParseException):
         check_targets(tagged, conf.scenarios, conf.catalogue, conf.channels)   # names the scenario's file
         raise
+    earlier = None
+    if wave > 1:
+        cands = cands.join(read_non_converters(lake, month, wave - 1), ["sub_id", "scenario"], "left_semi")
+        earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave).select(
+            "sub_id", "mode", "channel", "contact_date")
     cands = cands.localCheckpoint()
     rates = acceptance_rates(conf.scenarios, conf.channels, read_observed(lake, month))
     budgets = {s.id: s.model.budget_yuan for s in conf.scenarios if s.model.budget_yuan}
-    return decide(cands, conf.channels, rates, read_opt_outs(lake), read_immunity(lake, month, wave), budgets)
+    return decide(cands, conf.channels, rates, read_opt_outs(lake), read_immunity(lake, month, wave), budgets,
+                  earlier)
+
+
+def require_evaluated(lake: Lake, month: str, wave: int) -> None:
+    """Refuse the next wave until every contact of `wave` has an outcome (`flowops evaluate` ran after them)."""
+    history = (lake.read(CONTACT_HISTORY.name, partitions={"month": [month]})
+               if month in lake.partition_values(CONTACT_HISTORY.name, "month") else None)
+    counts = {} if history is None else {r.evaluated: r["count"] for r in history.where(F.col("wave") == wave)
+                                          .groupBy(F.col("outcome").isNotNull().alias("evaluated")).count().collect()}
+    if not counts:
+        raise LakeError(f"wave {wave + 1} of {month} goes to wave {wave}'s non-converters, and wave {wave} exported "
+                        f"nothing: run `flowops target --month {month} --wave {wave}` first")
+    if counts.get(False):
+        raise LakeError(f"wave {wave + 1} of {month} goes to wave {wave}'s non-converters: {counts[False]:,} of wave "
+                        f"{wave}'s contacts have no outcome yet. Land the campaign month's receipts and orders and "
+                        f"run `flowops evaluate --month {month}` first")
+
+
+def read_non_converters(lake: Lake, month: str, wave: int) -> DataFrame:
+    """sub_id, scenario: who a scenario's wave `wave` contacted without a conversion, and its control members who
+    did not order an offered product inside the window they would have had (they stay the control group)."""
+    contacts = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") == wave)
+    converted = contacts.where(F.col("outcome") == "converted").select("sub_id", "scenario")
+    missed = contacts.select("sub_id", "scenario").distinct().join(converted, ["sub_id", "scenario"], "left_anti")
+    control = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]}).where(
+        (F.col("wave") == wave) & (F.col("decision") == "control"))
+    campaign = next_month(month)
+    if campaign in lake.partition_values("silver/orders", "month"):
+        orders = lake.read("silver/orders", partitions={"month": [campaign]}).where(F.col("action") != "cancel")
+        ordered = control.alias("c").join(
+            orders.alias("o"), (F.col("c.sub_id") == F.col("o.sub_id"))
+            & F.array_contains(F.col("c.offers"), F.col("o.product_id"))
+            & (F.to_date("o.order_time") >= F.coalesce("c.contact_date", "c.window_start"))
+            & (F.to_date("o.order_time") <= F.col("c.window_end")), "left_semi")
+        control = control.join(ordered.select("sub_id", "scenario"), ["sub_id", "scenario"], "left_anti")
+    return missed.unionByName(control.select("sub_id", "scenario").distinct())
 
 
 def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:

@@ -104,9 +104,12 @@ BASE_COLUMNS: tuple[BaseColumn, ...] = (
            ("orders_m0", "int", "product orders placed in the tag month"),
            ("cancellations_m0", "int", "product cancellations in the tag month"),
            ("data_product_ordered_m0", "boolean", "ordered a data plan, booster or idle pack in the tag month")),
-    *_cols("ops/contact_history",
+    *_cols("silver/feedback",
            ("contact_preferred_channel", "string",
-            "channel the subscriber responds to best; empty until campaign contact history exists")),
+            "channel the subscriber responds to best (clicks, accepting replies and accepted calls per delivered "
+            "contact, over every receipt up to the tag month; channels they unsubscribed from left out); empty "
+            "until they have responded to a campaign"),
+           ("contact_responses", "int", "campaign contacts the subscriber responded to, up to the tag month")),
 )
 BASE_TYPES: dict[str, str] = {c.name: c.type for c in BASE_COLUMNS}
 
@@ -143,6 +146,7 @@ class Sources:
     devices: DataFrame       # silver/device_daily, tag-month days
     billing: DataFrame       # silver/billing_monthly, window months
     orders: DataFrame        # silver/orders, tag month
+    feedback: DataFrame      # silver/feedback, every month up to the tag month
     products: DataFrame      # conf/products.yml
     terminals: DataFrame     # the TAC reference
     usage_months: frozenset[str]    # window months whose usage has landed
@@ -309,6 +313,22 @@ def orders_base(orders_df: DataFrame) -> DataFrame:
     )
 
 
+def feedback_base(feedback: DataFrame) -> DataFrame:
+    """The channel each subscriber responds to best: most responses per delivered contact, then most responses,
+    then the latest response; a channel they unsubscribed from never counts."""
+    responded = F.coalesce(F.col("clicked"), F.lit(False)) | F.coalesce(F.col("reply") == "accept", F.lit(False))
+    per_channel = feedback.where(F.coalesce(F.col("delivered"), F.lit(False))).groupBy("sub_id", "channel").agg(
+        F.count("*").alias("delivered"), F.count(F.when(responded, 1)).alias("responses"),
+        F.max(F.when(responded, F.col("contact_date"))).alias("last_response"),
+        F.bool_or(F.coalesce(F.col("reply") == "unsubscribe", F.lit(False))).alias("unsubscribed"))
+    usable = per_channel.where((F.col("responses") > 0) & ~F.col("unsubscribed")).withColumn(
+        "ranked", F.struct((F.col("responses") / F.col("delivered")).alias("rate"), "responses", "last_response",
+                           F.col("channel")))
+    return (usable.groupBy("sub_id").agg(F.max("ranked").alias("best"), F.sum("responses").alias("responses"))
+            .select("sub_id", F.col("best.channel").alias("contact_preferred_channel"),
+                    F.col("responses").cast("int").alias("contact_responses")))
+
+
 def base_aggregates(sources: Sources, window: Window) -> DataFrame:
     """Every base column (BASE_COLUMNS) for each subscriber in the tag month's CRM snapshot."""
     usage_has = [m in sources.usage_months for m in window.months]
@@ -323,6 +343,7 @@ def base_aggregates(sources: Sources, window: Window) -> DataFrame:
         .join(device_base(sources.devices), on="sub_id", how="left")
         .join(billing_base(sources.billing, window), on="sub_id", how="left")
         .join(orders_base(sources.orders), on="sub_id", how="left")
+        .join(feedback_base(sources.feedback), on="sub_id", how="left")
         .join(reference, on="crm_tac", how="left")
     )
 
@@ -358,7 +379,7 @@ def base_aggregates(sources: Sources, window: Window) -> DataFrame:
         "orders_m0": F.coalesce(F.col("orders_m0"), F.lit(0)),
         "cancellations_m0": F.coalesce(F.col("cancellations_m0"), F.lit(0)),
         "data_product_ordered_m0": F.coalesce(F.col("data_product_ordered_m0"), F.lit(False)),
-        "contact_preferred_channel": F.lit(None),
+        "contact_responses": F.coalesce(F.col("contact_responses"), F.lit(0)),
     }
     out = df.withColumns(columns)
     return out.select("sub_id", *[F.col(c.name).cast(spark_type(c.type)).alias(c.name) for c in BASE_COLUMNS])

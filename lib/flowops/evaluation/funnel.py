@@ -1,0 +1,137 @@
+"""A campaign's funnel per scenario x wave x channel, each contact's outcome, and uplift against the control group.
+
+The seed's evaluation (数据评估): addressable (可营销) -> pushed (推送) -> delivered -> reached (触达: the
+subscriber opened, clicked or replied) -> converted (转化), with satisfaction, per channel. Uplift compares the
+conversion of the contacted with the conversion of the control group, who were chosen by the same rules and held
+out at random; the row `channel = all` of a scenario and wave compares subscribers (a subscriber contacted on two
+channels counts once), the per-channel rows compare contacts on that channel with control members that channel
+would have carried (an order owed to the latest contact: last touch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from flowops.evaluation.attribution import attribute
+from flowops.evaluation.uplift import Uplift
+from flowops.scenarios.policy import lookup
+
+ALL = "all"
+# Candidates a scenario could have contacted: chosen, held out, or crowded out by the cap, a full channel, the
+# budget or a message that did not render (not: churned, opted out, nothing to offer, immune, no channel).
+ADDRESSABLE = ("targeted", "control", "cap", "capacity", "budget", "no_message")
+OUTCOMES = ("converted", "not_converted", "undelivered", "no_receipt")
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What contacts cost: per channel contact, and which scenarios pay their incentive only on ordering."""
+
+    channel_yuan: dict[str, float]
+    incentive_on_order: dict[str, bool]
+    margin_share: float
+
+
+def outcomes(contacts: DataFrame, feedback: DataFrame, owed: DataFrame) -> DataFrame:
+    """Each exported contact with its receipt and `outcome`: converted (an order owed to it), else undelivered
+    (the channel said so), no_receipt (the channel sent nothing back), not_converted.
+
+    Args:
+        contacts: sub_id, scenario, wave, mode, channel, ... — the exported contacts.
+        feedback: sub_id, scenario, wave, channel, delivered, opened, clicked, replied, satisfaction.
+        owed: from `attribute`: order_id, sub_id, kind, scenario, wave, channel, fee_yuan.
+    """
+    receipts = feedback.groupBy("sub_id", "scenario", "wave", "channel").agg(
+        F.bool_or("delivered").alias("delivered"),
+        F.bool_or(F.coalesce("opened", F.lit(False)) | F.coalesce("clicked", F.lit(False))
+                  | F.coalesce("replied", F.lit(False))).alias("reached"),
+        F.avg("satisfaction").alias("satisfaction"))
+    conversions = owed.where(F.col("kind") == "campaign").groupBy("sub_id", "scenario", "wave", "channel").agg(
+        F.count("*").alias("orders"), F.sum("fee_yuan").cast("double").alias("revenue_yuan"))
+    keys = ["sub_id", "scenario", "wave", "channel"]
+    out = contacts.join(receipts, keys, "left").join(conversions, keys, "left")
+    outcome = (F.when(F.col("orders") > 0, "converted").when(F.col("delivered").isNull(), "no_receipt")
+               .when(~F.col("delivered"), "undelivered").otherwise("not_converted"))
+    return out.withColumns({"outcome": outcome, "orders": F.coalesce("orders", F.lit(0)),
+                            "revenue_yuan": F.coalesce("revenue_yuan", F.lit(0.0)),
+                            "reached": F.coalesce(F.col("delivered") & F.col("reached"), F.lit(False))})
+
+
+def evaluate(targets: DataFrame, feedback: DataFrame, orders: DataFrame, costs: Costs) -> tuple[DataFrame, list[dict]]:
+    """(each exported contact with its outcome, the funnel rows) of one month's targets.
+
+    Args:
+        targets: gold/scenario_targets rows of the month: every candidate with its decision and reason.
+        feedback: silver/feedback rows of the campaign month.
+        orders: silver/orders rows of the campaign month (cancellations are left out here).
+    """
+    placed = orders.where(F.col("action") != "cancel")
+    contacts = targets.where(F.col("decision") == "targeted")
+    control = targets.where(F.col("decision") == "control")
+    owed = attribute(placed, contacts, control).join(placed.select("order_id", "fee_yuan"), "order_id")
+    done = outcomes(contacts, feedback, owed)
+    on_order = lookup(costs.incentive_on_order, F.col("scenario"))
+    done = done.withColumns({
+        "channel_cost_yuan": F.coalesce(lookup(costs.channel_yuan, F.col("channel")).cast("double"), F.lit(0.0)),
+        # Credit and coupons are paid when the subscriber orders; trial data and gifts to everyone contacted.
+        "incentive_cost_yuan": F.when(F.coalesce(on_order, F.lit(False)) & (F.col("outcome") != "converted"), 0.0)
+        .otherwise(F.coalesce("incentive_yuan", F.lit(0.0))),
+    }).localCheckpoint()
+    held = control.join(owed.where(F.col("kind") == "control").select("sub_id", "scenario", "wave")
+                        .distinct().withColumn("converted", F.lit(True)), ["sub_id", "scenario", "wave"], "left")
+    held = held.withColumn("converted", F.coalesce("converted", F.lit(False)))
+    per_channel = _counts(targets, done, held, ["scenario", "wave", "channel"])
+    per_wave = _counts(targets, done, held, ["scenario", "wave"], distinct=True)
+    rows = [_row(r, costs) for r in per_channel] + [_row({**r.asDict(), "channel": ALL}, costs) for r in per_wave]
+    return done, sorted(rows, key=lambda r: (r["scenario"], r["wave"], r["channel"] != ALL, r["channel"]))
+
+
+def _counts(targets: DataFrame, done: DataFrame, held: DataFrame, keys: list[str], distinct: bool = False) -> list:
+    """Funnel counts per `keys`; with `distinct`, subscribers instead of contacts."""
+    def n(condition: F.Column | None = None) -> F.Column:
+        who = F.col("sub_id") if condition is None else F.when(condition, F.col("sub_id"))
+        return F.countDistinct(who) if distinct else F.count(who)
+
+    addressable = targets.where(F.col("reason").isin(*ADDRESSABLE)).groupBy(*keys).agg(n().alias("addressable"))
+    funnel = done.groupBy(*keys).agg(
+        n().alias("pushed"), n(F.col("delivered")).alias("delivered"), n(F.col("reached")).alias("reached"),
+        n(F.col("outcome") == "converted").alias("converted"), F.sum("orders").alias("orders"),
+        F.avg("satisfaction").alias("satisfaction"), F.count("satisfaction").alias("satisfaction_n"),
+        F.sum("revenue_yuan").alias("revenue_yuan"),
+        F.sum("incentive_cost_yuan").alias("incentive_cost_yuan"),
+        F.sum("channel_cost_yuan").alias("channel_cost_yuan"))
+    held_out = held.groupBy(*keys).agg(n().alias("control"), n(F.col("converted")).alias("control_converted"))
+    return addressable.join(funnel, keys, "full").join(held_out, keys, "full").collect()
+
+
+def _row(r: dict, costs: Costs) -> dict:
+    r = r.asDict() if hasattr(r, "asDict") else dict(r)
+    count = {k: int(r.get(k) or 0) for k in ("addressable", "pushed", "delivered", "reached", "converted", "orders",
+                                               "control", "control_converted", "satisfaction_n")}
+    uplift = Uplift(count["pushed"], count["converted"], count["control"], count["control_converted"])
+    interval = uplift.interval()
+    channel_cost = float(r.get("channel_cost_yuan") or 0.0)
+    incentive = float(r.get("incentive_cost_yuan") or 0.0)
+    revenue = float(r.get("revenue_yuan") or 0.0)
+    per_order = revenue / count["converted"] if count["converted"] else 0.0
+    incremental = uplift.incremental if count["control"] else None
+    incremental_revenue = incremental * per_order if incremental is not None else None
+    cost = channel_cost + incentive
+    roi = ((incremental_revenue * costs.margin_share - cost) / cost
+           if incremental_revenue is not None and cost > 0 else None)
+    return {
+        "scenario": r["scenario"], "wave": int(r["wave"]), "channel": r["channel"], **count,
+        "satisfaction": None if r.get("satisfaction") is None else round(float(r["satisfaction"]), 3),
+        "treated_rate": round(uplift.treated_rate, 6), "control_rate": round(uplift.control_rate, 6) if count["control"]
+        else None, "uplift": round(uplift.uplift, 6) if count["control"] else None,
+        "uplift_low": round(interval[0], 6) if interval else None,
+        "uplift_high": round(interval[1], 6) if interval else None,
+        "incremental_orders": None if incremental is None else round(incremental, 3),
+        "revenue_yuan": round(revenue, 2),
+        "incremental_revenue_yuan": None if incremental_revenue is None else round(incremental_revenue, 2),
+        "incentive_cost_yuan": round(incentive, 2), "channel_cost_yuan": round(channel_cost, 2),
+        "roi": None if roi is None else round(roi, 4),
+    }
