@@ -332,12 +332,16 @@ def format_evaluation(result: Any, channels: bool = True) -> str:
                                                 if result.unmatched_receipts else ""),
              f"  {'scenario':<26}{'w':>2} {'channel':<10}{'addr':>6}{'push':>6}{'deliv':>6}{'reach':>6}{'conv':>6}"
              f"{'sat':>5}{'ctrl':>6}{'c.conv':>7}  {'uplift [95% CI]':<24}{'incr':>6}{'ROI':>7}"]
+    if any(r["wave"] == 0 for r in result.rows):
+        lines.append("  (wave 0: the whole campaign, everyone wave 1 contacted against the whole control group; a "
+                     "wave-2 row compares wave 1's non-converters with control members who did not convert)")
     for r in result.rows:
         if not channels and r["channel"] != "all":
             continue
-        pct = (lambda v: f"{v * 100:+.1f}") if r["uplift"] is not None else None
+        def pct(v: float) -> str:
+            return f"{v * 100:+.1f}"
         uplift = (f"{pct(r['uplift'])}pp [{pct(r['uplift_low'])}, {pct(r['uplift_high'])}]"
-                  if r["uplift_low"] is not None else "no control group")
+                  if r["uplift_low"] is not None else "no control group" if r["pushed"] else "nobody contacted")
         sat = f"{r['satisfaction']:.1f}" if r["satisfaction"] is not None else "-"
         incr = f"{r['incremental_orders']:.1f}" if r["incremental_orders"] is not None else "-"
         roi = f"{r['roi']:.2f}" if r["roi"] is not None else "-"

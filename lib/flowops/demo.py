@@ -31,7 +31,8 @@ TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "sil
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
     """Generate RAW under `out/raw`; run the two months before `month` and `month` itself into the lake, the channel
-    simulator answering each campaign in between; return a printable summary."""
+    simulator answering each campaign's two waves in between (wave 2 after wave 1 is evaluated); return a
+    printable summary."""
     from flowops.commands import format_evaluation, format_targets
     from flowops.synth import generate
 
@@ -50,10 +51,16 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     monthly = ingest_monthly(ctx, raw, months[0], reference)
     evaluation = targets = stages = tagged = None
     simulated = []
+    second_waves = []
     for m, previous in zip(months[1:], months, strict=False):
         # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
         monthly = ingest_monthly(ctx, raw, m, reference)
         if previous != months[0]:
+            # Wave 1 measured, wave 2 goes to its non-converters, then the whole campaign is measured again.
+            run_evaluate(ctx, previous, definitions)
+            second_waves.append(run_target(ctx, previous, 2, definitions))
+            simulated.append(run_simulate(ctx, raw, previous, 2, seed, definitions))
+            monthly = ingest_monthly(ctx, raw, m, reference)
             evaluation = run_evaluate(ctx, previous, definitions)
         tagged = run_tags(ctx, m, definitions)
         _, stages = run_segment(ctx, m, definitions)
@@ -81,6 +88,10 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         "tags, segments and targets",
         *[f"  simulated      {s.month} wave {s.wave}: {s.receipts:,} receipts, {s.orders:,} orders, "
           f"{s.unsubscribes:,} unsubscribe replies (SIMULATED: {s.truth})" for s in simulated],
+        *[f"  wave 2 {t.month}  {sum(t.targeted.values()):,} contacts to wave-1 non-converters, "
+          f"{sum(t.control.values()):,} in control groups; suppressed: "
+          + ", ".join(f"{reason} {n:,}" for reason, n in sorted(t.suppressed.items(), key=lambda kv: -kv[1]))
+          for t in second_waves],
         f"  monthly files  {month}: {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
         f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "
         "(catalogue: flowops tags --catalog)",

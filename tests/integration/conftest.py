@@ -34,7 +34,8 @@ class DemoRun:
 
 @pytest.fixture(scope="session")
 def demo_run(spark, tmp_path_factory) -> DemoRun:
-    """`flowops demo` on 150 subscribers x 3 months (2026-01 .. 2026-03), without a PII key set."""
+    """`flowops demo` on 150 subscribers: 2025-12 lands as history, 2026-01 .. 2026-03 run with the simulator answering
+    each campaign in between; without a PII key set."""
     out = tmp_path_factory.mktemp("demo")
     saved = os.environ.pop("FLOWOPS_PII_KEY", None)
     buffer = io.StringIO()

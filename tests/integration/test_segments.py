@@ -124,5 +124,5 @@ def test_each_silver_source_is_scanned_once_however_many_tags(demo_ctx, tmp_path
     (conf / "tags" / "again.yml").write_text(yaml.safe_dump({"group": "again", "tags": copies}), encoding="utf-8")
     doubled = load_library(conf)
     assert len(doubled.tags) == 2 * len(shipped.tags)
-    # subscribers, usage_daily, device_daily, billing_monthly, orders: one scan each.
-    assert scans(shipped) == scans(doubled) == 5
+    # subscribers, usage_daily, device_daily, billing_monthly, orders, feedback: one scan each.
+    assert scans(shipped) == scans(doubled) == 6

@@ -9,6 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from flowops.evaluation.attribution import attribute
+from flowops.evaluation.funnel import Costs, evaluate
 from flowops.evaluation.uplift import Uplift
 
 D = dt.date
@@ -86,3 +87,70 @@ def test_a_zero_effect_interval_covers_zero_and_no_control_gives_no_interval():
     assert u.uplift == pytest.approx(0.0) and u.interval()[0] < 0 < u.interval()[1]
     assert Uplift(500, 25, 0, 0).interval() is None
     assert Uplift(400, 40, 100, 5).incremental == pytest.approx(20.0)
+
+
+TARGETS = ("sub_id string, scenario string, wave int, mode string, decision string, reason string, channel string, "
+           "offers array<string>, window_start date, window_end date, contact_date date, incentive_yuan double")
+FEEDBACK = ("sub_id string, scenario string, wave int, channel string, delivered boolean, opened boolean, "
+            "clicked boolean, replied boolean, satisfaction int")
+
+
+def funnel(spark, targets, feedback, orders):
+    placed = (spark.createDataFrame(orders, "sub_id string, order_id string, product_id string, order_time string, "
+                                            "action string, fee_yuan double")
+              .withColumn("order_time", F.to_timestamp("order_time")))
+    costs = Costs({"sms": 0.05, "outbound": 3.0}, {"data_no_plan": True}, 0.6)
+    return evaluate(spark.createDataFrame(targets, TARGETS), spark.createDataFrame(feedback, FEEDBACK), placed, costs)
+
+
+def test_the_funnel_counts_each_stage_and_compares_with_the_control_group(spark):
+    start, end = D(2026, 4, 5), D(2026, 4, 9)
+
+    def row(sub, decision, reason, channel="sms"):
+        return (sub, "data_no_plan", 1, "active", decision, reason, channel, ["DP_20"], start, end, start, 5.0)
+
+    targets = [row("a", "targeted", "targeted"), row("b", "targeted", "targeted"), row("c", "targeted", "targeted"),
+               row("d", "targeted", "targeted"), row("x", "control", "control"), row("y", "control", "control"),
+               row("e", "suppressed", "cap"),                       # crowded out: still addressable
+               row("f", "suppressed", "opt_out", channel=None)]     # opted out: not addressable
+    feedback = [("a", "data_no_plan", 1, "sms", True, None, True, True, 5),
+                ("b", "data_no_plan", 1, "sms", True, None, False, False, 3),
+                ("c", "data_no_plan", 1, "sms", False, None, None, None, None)]   # d: no receipt at all
+    orders = [("a", "o1", "DP_20", at(6), "order", 20.0),
+              ("b", "o2", "DP_20", at(10), "order", 20.0),      # one day after the window
+              ("x", "o3", "DP_20", at(7), "order", 20.0),       # a control member orders on their own
+              ("c", "o4", "DP_20", at(7), "cancel", 0.0)]       # a cancellation converts nobody
+    done, rows = funnel(spark, targets, feedback, orders)
+    assert {r.sub_id: r.outcome for r in done.collect()} == {"a": "converted", "b": "not_converted",
+                                                            "c": "undelivered", "d": "no_receipt"}
+    by = {(r["wave"], r["channel"]): r for r in rows}
+    sms = by[(1, "sms")]
+    assert {k: sms[k] for k in ("addressable", "pushed", "delivered", "reached", "converted", "control",
+                                "control_converted", "satisfaction")} == {
+        "addressable": 7, "pushed": 4, "delivered": 2, "reached": 1, "converted": 1, "control": 2,
+        "control_converted": 1, "satisfaction": 4.0}
+    assert sms["uplift"] == pytest.approx(0.25 - 0.5)
+    assert sms["uplift_low"] < sms["uplift"] < sms["uplift_high"]
+    assert sms["incremental_orders"] == pytest.approx(-1.0)
+    # Four SMS at 0.05, and the 5-yuan credit paid only to the one who ordered.
+    assert sms["channel_cost_yuan"] == pytest.approx(0.2) and sms["incentive_cost_yuan"] == pytest.approx(5.0)
+    assert sms["revenue_yuan"] == pytest.approx(20.0)
+    assert by[(1, "all")]["pushed"] == 4 and (0, "all") not in by    # one wave: no whole-campaign row
+
+
+def test_a_subscriber_on_two_channels_counts_once_in_the_scenario_row_and_wave_two_adds_the_campaign_row(spark):
+    start, end, later = D(2026, 4, 5), D(2026, 4, 9), D(2026, 4, 20)
+    targets = [("a", "data_no_plan", 1, "active", "targeted", "targeted", "sms", ["DP_20"], start, end, start, 0.0),
+               ("a", "data_no_plan", 1, "passive", "targeted", "targeted", "outbound", ["DP_20"], start, end, start,
+                0.0),
+               ("b", "data_no_plan", 1, "active", "targeted", "targeted", "sms", ["DP_20"], start, end, start, 0.0),
+               ("b", "data_no_plan", 2, "passive", "targeted", "targeted", "outbound", ["DP_20"], D(2026, 4, 10),
+                later, D(2026, 4, 10), 0.0)]
+    orders = [("a", "o1", "DP_20", at(6), "order", 20.0), ("b", "o2", "DP_20", at(15), "order", 20.0)]
+    _, rows = funnel(spark, targets, [], orders)
+    by = {(r["wave"], r["channel"]): r for r in rows}
+    assert by[(1, "all")]["pushed"] == 2 and by[(1, "all")]["converted"] == 1
+    assert by[(1, "sms")]["pushed"] == 2 and by[(1, "outbound")]["pushed"] == 1
+    assert by[(2, "all")]["converted"] == 1
+    assert by[(0, "all")]["pushed"] == 2 and by[(0, "all")]["converted"] == 2
+    assert by[(1, "all")]["uplift"] is None     # no control group: no uplift, no interval

@@ -6,6 +6,12 @@ conversion of the contacted with the conversion of the control group, who were c
 out at random; the row `channel = all` of a scenario and wave compares subscribers (a subscriber contacted on two
 channels counts once), the per-channel rows compare contacts on that channel with control members that channel
 would have carried (an order owed to the latest contact: last touch).
+
+Wave 1's rows compare two random halves of the same candidates. Wave 2 goes to wave 1's non-converters and its
+control rows are the control members who did not convert in wave 1: those two groups were selected differently
+(one did not answer a contact, the other did not order unprompted), so a wave-2 uplift is descriptive. When a
+campaign has a second wave, the row `wave = 0` measures the whole campaign: everyone wave 1 contacted against the
+whole control group, converted in any wave — the causal number.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from flowops.evaluation.uplift import Uplift
 from flowops.scenarios.policy import lookup
 
 ALL = "all"
+UNASSIGNED = "unassigned"
+WHOLE_CAMPAIGN = 0   # the `wave` of a scenario's row over every wave
 # Candidates a scenario could have contacted: chosen, held out, or crowded out by the cap, a full channel, the
 # budget or a message that did not render (not: churned, opted out, nothing to offer, immune, no channel).
 ADDRESSABLE = ("targeted", "control", "cap", "capacity", "budget", "no_message")
@@ -86,6 +94,9 @@ def evaluate(targets: DataFrame, feedback: DataFrame, orders: DataFrame, costs: 
     per_channel = _counts(targets, done, held, ["scenario", "wave", "channel"])
     per_wave = _counts(targets, done, held, ["scenario", "wave"], distinct=True)
     rows = [_row(r, costs) for r in per_channel] + [_row({**r.asDict(), "channel": ALL}, costs) for r in per_wave]
+    if targets.where(F.col("wave") > 1).limit(1).count():
+        whole = _counts(targets, done, held, ["scenario"], distinct=True)
+        rows += [_row({**r.asDict(), "wave": WHOLE_CAMPAIGN, "channel": ALL}, costs) for r in whole]
     return done, sorted(rows, key=lambda r: (r["scenario"], r["wave"], r["channel"] != ALL, r["channel"]))
 
 
@@ -95,7 +106,10 @@ def _counts(targets: DataFrame, done: DataFrame, held: DataFrame, keys: list[str
         who = F.col("sub_id") if condition is None else F.when(condition, F.col("sub_id"))
         return F.countDistinct(who) if distinct else F.count(who)
 
-    addressable = targets.where(F.col("reason").isin(*ADDRESSABLE)).groupBy(*keys).agg(n().alias("addressable"))
+    # A candidate crowded out of every channel of its route (capacity) has none: counted under `unassigned`.
+    candidates = targets.where(F.col("reason").isin(*ADDRESSABLE)).withColumn(
+        "channel", F.coalesce("channel", F.lit(UNASSIGNED)))
+    addressable = candidates.groupBy(*keys).agg(n().alias("addressable"))
     funnel = done.groupBy(*keys).agg(
         n().alias("pushed"), n(F.col("delivered")).alias("delivered"), n(F.col("reached")).alias("reached"),
         n(F.col("outcome") == "converted").alias("converted"), F.sum("orders").alias("orders"),
@@ -117,7 +131,7 @@ def _row(r: dict, costs: Costs) -> dict:
     incentive = float(r.get("incentive_cost_yuan") or 0.0)
     revenue = float(r.get("revenue_yuan") or 0.0)
     per_order = revenue / count["converted"] if count["converted"] else 0.0
-    incremental = uplift.incremental if count["control"] else None
+    incremental = uplift.incremental if count["control"] and count["pushed"] else None
     incremental_revenue = incremental * per_order if incremental is not None else None
     cost = channel_cost + incentive
     roi = ((incremental_revenue * costs.margin_share - cost) / cost
@@ -126,7 +140,7 @@ def _row(r: dict, costs: Costs) -> dict:
         "scenario": r["scenario"], "wave": int(r["wave"]), "channel": r["channel"], **count,
         "satisfaction": None if r.get("satisfaction") is None else round(float(r["satisfaction"]), 3),
         "treated_rate": round(uplift.treated_rate, 6), "control_rate": round(uplift.control_rate, 6) if count["control"]
-        else None, "uplift": round(uplift.uplift, 6) if count["control"] else None,
+        else None, "uplift": round(uplift.uplift, 6) if interval else None,
         "uplift_low": round(interval[0], 6) if interval else None,
         "uplift_high": round(interval[1], 6) if interval else None,
         "incremental_orders": None if incremental is None else round(incremental, 3),

@@ -81,7 +81,7 @@ def offer_type(product_type: str, stage: str) -> str:
 class Responses:
     receipts: pd.DataFrame   # channel, contact_date, msisdn, scenario, wave, delivered, ... (the receipt header)
     orders: pd.DataFrame     # msisdn, day, product_id, channel
-    planted: pd.DataFrame    # scenario, wave, effect, contacted, held_out, planted_uplift
+    planted: pd.DataFrame    # scenario, wave, contacted, planted_uplift, held_out, expected_difference, effect
 
 
 def respond(contacted: pd.DataFrame, held_out: pd.DataFrame, propensities: Propensities,
@@ -122,8 +122,18 @@ def respond(contacted: pd.DataFrame, held_out: pd.DataFrame, propensities: Prope
     lift = (1.0 - p0_treated) * (1.0 - miss.reindex(treated.index))
     planted = (lift.rename("lift").reset_index().groupby(["scenario", "wave"], as_index=False)
                .agg(contacted=("lift", "size"), planted_uplift=("lift", "mean")))
-    control = first[first["group"] == "held_out"].groupby(["scenario", "wave"]).size().rename("held_out")
-    planted = planted.merge(control.reset_index(), on=["scenario", "wave"], how="outer").fillna(
+    held = first["group"] == "held_out"
+    control = pd.DataFrame({"scenario": first["scenario"][held], "wave": first["wave"][held],
+                            "p0": p0[held.to_numpy()]})
+    control = control.groupby(["scenario", "wave"], as_index=False).agg(held_out=("p0", "size"),
+                                                                         control_p0=("p0", "mean"))
+    treated_p = (p0_treated + lift).rename("p1").reset_index().groupby(["scenario", "wave"], as_index=False).agg(
+        treated_p1=("p1", "mean"))
+    planted = planted.merge(treated_p, on=["scenario", "wave"]).merge(control, on=["scenario", "wave"], how="outer")
+    # What treated minus control conversion is in expectation for this very split (the chance difference between
+    # the two groups' unprompted ordering included): the interval's target when only the answers are redrawn.
+    planted["expected_difference"] = planted["treated_p1"] - planted["control_p0"]
+    planted = planted.drop(columns=["treated_p1", "control_p0"]).fillna(
         {"contacted": 0, "held_out": 0, "planted_uplift": 0.0})
     planted["effect"] = planted["scenario"].map(lambda s: EFFECTS.get(s, 1.0))
     return Responses(receipts, pd.concat(orders, ignore_index=True), planted)

@@ -1,0 +1,73 @@
+"""The evaluation recovers what the channel simulator planted, on a world of its own (tests/validation/recovery.py
+with a small population; `python -m tests.validation.recovery` runs the large version), and `flowops run` of the
+campaign month evaluates the month before it and learns from it."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from flowops.definitions import Definitions
+from flowops.errors import LakeError
+from flowops.scenarios.policy import Observed, acceptance_rates
+from flowops.steps.run import run_month
+from flowops.steps.target import run_target
+from tests.conftest import CONF
+from tests.validation.recovery import CAMPAIGN_MONTH, DATA_MONTH, prepare, trial
+
+pytestmark = pytest.mark.slow
+SEEDS = (1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("recovery")
+    return out, prepare(out, subscribers=1500)
+
+
+@pytest.fixture(scope="module")
+def trials(world):
+    import pandas as pd
+
+    out, ctx = world
+    with pytest.raises(LakeError, match="wave 1's contacts have no outcome yet|exported nothing"):
+        run_target(ctx, DATA_MONTH, 2)   # wave 2 waits for wave 1's evaluation
+    return pd.concat([trial(ctx, out / "raw", seed) for seed in SEEDS], ignore_index=True)
+
+
+def test_measured_uplift_recovers_the_planted_effects(trials):
+    assert len(trials) >= 6 * len(SEEDS), trials   # most scenarios had a control group to compare with
+    # The 95% intervals cover what treated minus control is in expectation (about 95%; 80% allows for few seeds).
+    assert trials["covers_expected"].mean() >= 0.8, trials
+    # The sign of every clear planted effect comes back.
+    clear = trials[trials["planted_uplift"] > 0.1]
+    assert len(clear) and (clear["uplift"] > 0).mean() >= 0.85, clear
+    # The scenario planted with no effect: its interval covers zero in (nearly) every seed.
+    zero = trials[trials["effect"] == 0]
+    assert len(zero) == len(SEEDS) and zero["covers_zero"].sum() >= len(SEEDS) - 1, zero
+    # Size: averaged over seeds, measured and planted uplift agree within a few points per scenario.
+    per = trials.groupby("scenario").agg(planted=("expected_difference", "first"), measured=("uplift", "mean"),
+                                         n=("control", "first"))
+    big = per[per["n"] >= 20]
+    assert len(big) and ((big["measured"] - big["planted"]).abs() <= 0.1).all(), per
+
+
+def test_run_of_the_campaign_month_evaluates_the_month_before_and_targets_with_what_it_learnt(world, trials):
+    out, ctx = world
+    result = run_month(ctx, out / "raw", CAMPAIGN_MONTH)
+    assert result.ran == ["ingest", "evaluate", "tags", "segment", "target"], result
+    assert result.evaluation is not None and result.evaluation.month == DATA_MONTH
+    lake = ctx.lake
+    history = lake.read("ops/contact_history", partitions={"month": [DATA_MONTH]})
+    assert history.where(F.col("outcome").isNull()).count() == 0
+    # The acceptance the policy used for the campaign month is the prior updated by the measured conversions.
+    measured = [Observed(r.scenario, r.channel, r.n, r.k) for r in history.groupBy("scenario", "channel").agg(
+        F.count("*").alias("n"), F.sum((F.col("outcome") == "converted").cast("int")).alias("k")).collect()]
+    conf = Definitions.load(CONF)
+    learnt = acceptance_rates(conf.scenarios, conf.channels, measured)
+    prior = acceptance_rates(conf.scenarios, conf.channels)
+    used = {(r.scenario, r.channel): r.acceptance for r in lake.read(
+        "gold/scenario_targets", partitions={"month": [CAMPAIGN_MONTH]}).where("channel IS NOT NULL")
+        .select("scenario", "channel", "acceptance").distinct().collect()}
+    assert used and all(rate == pytest.approx(learnt[key]) for key, rate in used.items())
+    assert any(abs(learnt[key] - prior[key]) > 0.01 for key in used)
