@@ -30,8 +30,23 @@ def test_help_lists_the_commands():
         assert command in result.stdout
 
 
-COMMANDS = ["generate", "ingest", "tags", "segment", "target", "run", "demo", "show", "apps", "terminals", "scenarios",
-            "check"]
+COMMANDS = ["generate", "ingest", "tags", "segment", "target", "evaluate", "run", "demo", "simulate", "show", "apps",
+            "terminals", "scenarios", "check"]
+
+
+def test_no_production_step_reaches_the_channel_simulator():
+    """Only `flowops simulate` and the demo use it: every other step module neither imports it nor its model."""
+    import ast
+
+    steps = ROOT / "lib" / "flowops" / "steps"
+    for path in [*steps.glob("*.py"), ROOT / "lib" / "flowops" / "commands.py"]:
+        if path.name == "simulate.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        allowed = {"flowops.steps.simulate"} if path.name == "commands.py" else set()
+        assert not {m for m in modules if m and ("simulate" in m or "synth.response" in m)} - allowed, path
 
 
 @pytest.mark.parametrize("command", COMMANDS)
