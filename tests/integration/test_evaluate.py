@@ -105,3 +105,11 @@ def test_wave_two_goes_only_to_wave_one_non_converters_and_keeps_the_control_gro
         assert all(first.get((t.sub_id, t.scenario)) in ("targeted", "control") for t in second)
         assert all(first[(t.sub_id, t.scenario)] == "control" for t in second if t.decision == "control")
         assert [c for c in contacts if c.wave == 2]
+
+
+def test_an_earlier_wave_is_not_targeted_again_once_a_later_one_went_out(demo_ctx):
+    from flowops.errors import FlowopsError
+    from flowops.steps.target import run_target
+
+    with pytest.raises(FlowopsError, match="wave 2 of 2026-02 has been targeted already"):
+        run_target(demo_ctx, "2026-02", 1)

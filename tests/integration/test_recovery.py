@@ -52,6 +52,20 @@ def test_measured_uplift_recovers_the_planted_effects(trials):
     assert len(big) and ((big["measured"] - big["planted"]).abs() <= 0.1).all(), per
 
 
+def test_simulating_a_wave_again_replaces_its_answers_in_the_landing_files(world, trials):
+    import json
+
+    raw = world[0] / "raw"
+    label = json.loads((raw / "_truth" / "simulated" / f"month={DATA_MONTH}" / "wave=1" / "simulation.json")
+                       .read_text(encoding="utf-8"))
+    assert label["simulated"] is True and label["seed"] == SEEDS[-1]
+    lines = (raw / "orders" / f"month={CAMPAIGN_MONTH}" / "orders.csv").read_text(encoding="utf-8").splitlines()
+    assert sum(line.startswith(label["order_id_prefix"]) for line in lines) == label["orders"]
+    receipts = sum(len((raw / name).read_text(encoding="utf-8").splitlines()) - 1 for name in label["files"]
+                   if name.startswith("feedback/"))
+    assert receipts == label["receipts"]   # one seed's answers, however many seeds ran before
+
+
 def test_run_of_the_campaign_month_evaluates_the_month_before_and_targets_with_what_it_learnt(world, trials):
     out, ctx = world
     result = run_month(ctx, out / "raw", CAMPAIGN_MONTH)

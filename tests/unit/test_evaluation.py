@@ -117,6 +117,9 @@ def test_the_funnel_counts_each_stage_and_compares_with_the_control_group(spark)
                 ("b", "data_no_plan", 1, "sms", True, None, False, False, 3),
                 ("c", "data_no_plan", 1, "sms", False, None, None, None, None)]   # d: no receipt at all
     orders = [("a", "o1", "DP_20", at(6), "order", 20.0),
+              ("a", "o1", "DP_20", at(6), "order", 20.0),       # the same order delivered twice counts once
+              ("d", "o5", "DP_20", at(6), "order", 20.0),       # ordered, then cancelled: no conversion
+              ("d", "o6", "DP_20", at(8), "cancel", 0.0),
               ("b", "o2", "DP_20", at(10), "order", 20.0),      # one day after the window
               ("x", "o3", "DP_20", at(7), "order", 20.0),       # a control member orders on their own
               ("c", "o4", "DP_20", at(7), "cancel", 0.0)]       # a cancellation converts nobody
@@ -134,7 +137,7 @@ def test_the_funnel_counts_each_stage_and_compares_with_the_control_group(spark)
     assert sms["incremental_orders"] == pytest.approx(-1.0)
     # Four SMS at 0.05, and the 5-yuan credit paid only to the one who ordered.
     assert sms["channel_cost_yuan"] == pytest.approx(0.2) and sms["incentive_cost_yuan"] == pytest.approx(5.0)
-    assert sms["revenue_yuan"] == pytest.approx(20.0)
+    assert sms["revenue_yuan"] == pytest.approx(20.0) and sms["orders"] == 1
     assert by[(1, "all")]["pushed"] == 4 and (0, "all") not in by    # one wave: no whole-campaign row
 
 
@@ -154,3 +157,38 @@ def test_a_subscriber_on_two_channels_counts_once_in_the_scenario_row_and_wave_t
     assert by[(2, "all")]["converted"] == 1
     assert by[(0, "all")]["pushed"] == 2 and by[(0, "all")]["converted"] == 2
     assert by[(1, "all")]["uplift"] is None     # no control group: no uplift, no interval
+
+
+def test_each_scenario_measures_its_arms_on_their_own_and_wave_zero_counts_the_whole_campaign(spark):
+    w1, w2 = (D(2026, 4, 5), D(2026, 4, 9)), (D(2026, 4, 10), D(2026, 4, 20))
+
+    def row(sub, scenario, wave, decision, channel, offers=("DP_20",), incentive=0.0):
+        start, end = w1 if wave == 1 else w2
+        return (sub, scenario, wave, "active", decision, decision if decision != "suppressed" else "cap", channel,
+                list(offers), start, end, start, incentive)
+
+    targets = [row("a", "data_no_plan", 1, "control", "sms"),          # held out of data_no_plan ...
+               row("a", "new_subscriber", 1, "targeted", "outbound"),  # ... and contacted by another scenario
+               row("b", "data_no_plan", 1, "targeted", "sms"),
+               row("b", "data_no_plan", 2, "suppressed", "sms"),       # crowded out of wave 2
+               row("c", "data_no_plan", 1, "targeted", "sms"), row("c", "data_no_plan", 2, "targeted", "sms"),
+               row("g", "handset_changer_lift", 1, "targeted", "sms", incentive=0.0)]
+    orders = [("a", "o1", "DP_20", at(6), "order", 20.0),     # last touch: new_subscriber's outbound call
+              ("b", "o2", "DP_20", at(15), "order", 20.0),    # in wave 2's window, without a wave-2 contact
+              ("c", "o3", "DP_20", at(16), "order", 20.0)]
+    placed = (spark.createDataFrame(orders, "sub_id string, order_id string, product_id string, order_time string, "
+                                            "action string, fee_yuan double")
+              .withColumn("order_time", F.to_timestamp("order_time")))
+    costs = Costs({"sms": 0.05, "outbound": 3.0}, {"data_no_plan": True}, 0.6, {"handset_changer_lift": 1.0})
+    done, rows = evaluate(spark.createDataFrame(targets, TARGETS), spark.createDataFrame([], FEEDBACK), placed, costs)
+    by = {(r["scenario"], r["wave"], r["channel"]): r for r in rows}
+    # Per channel, last touch: the order is the outbound call's, so data_no_plan's control member did not convert.
+    assert by[("data_no_plan", 1, "sms")]["control_converted"] == 0
+    assert by[("new_subscriber", 1, "outbound")]["converted"] == 1
+    # Per scenario, each arm on its own: the control member did order data_no_plan's offer in its window.
+    assert by[("data_no_plan", 1, "all")]["control_converted"] == 1
+    # The whole campaign: b (no wave-2 contact) and c both ordered before the last window closed.
+    whole = by[("data_no_plan", 0, "all")]
+    assert (whole["pushed"], whole["converted"], whole["control"], whole["control_converted"]) == (2, 2, 1, 1)
+    # A gift's cost is what it costs the operator, for everyone contacted, converted or not.
+    assert by[("handset_changer_lift", 1, "sms")]["incentive_cost_yuan"] == pytest.approx(1.0)

@@ -20,12 +20,14 @@ def attribute(orders: DataFrame, contacts: DataFrame, control: DataFrame) -> Dat
     Args:
         orders: sub_id, order_id, product_id, order_time — cancellations already left out.
         contacts: sub_id, scenario, wave, channel, offers, contact_date, window_end — what was exported.
-        control: sub_id, scenario, wave, offers, window_start, window_end, and optionally contact_date (the day
-            they would have been contacted: their window starts then, as a contact's does) — control-group members.
+        control: sub_id, scenario, wave, offers, window_start, window_end, and optionally contact_date and channel
+            (the day and channel they would have been contacted on: their window starts then, as a contact's
+            does) — control-group members.
     """
     placed = orders.select("order_id", "sub_id", "product_id", F.to_date("order_time").alias("ordered"))
     held_out = control.select("sub_id", "scenario", "wave", F.explode("offers").alias("product_id"),
-                              F.lit(None).cast("string").alias("channel"),
+                              (F.col("channel") if "channel" in control.columns
+                               else F.lit(None).cast("string")).alias("channel"),
                               (F.coalesce("contact_date", "window_start") if "contact_date" in control.columns
                                else F.col("window_start")).alias("from_day"),
                               "window_end", F.lit("control").alias("kind"))

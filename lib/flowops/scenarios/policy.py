@@ -188,8 +188,9 @@ def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
         opt_outs: sub_id, opt_out_all (boolean), opt_out_channels (array of channel ids) — everything so far.
         immune: sub_id, product_id, rounds (unconverted earlier rounds of that offer).
         budgets: scenario id -> budget in yuan (scenarios without one are absent).
-        earlier: sub_id, mode, channel, contact_date — contacts of the cycle's earlier waves: they count toward
-            the contact cap and hold their scarce channels' slots.
+        earlier: sub_id, mode, channel, contact_date, decision — the cycle's earlier waves' contacts (targeted)
+            and would-be contacts (control): both count toward the contact cap, so a wave treats the contacted and
+            the control group alike; the contacts hold their scarce channels' slots.
     """
     policy = channels.policy
     df = (cands.join(opt_outs, "sub_id", "left").join(immune, ["sub_id", "product_id"], "left")
@@ -213,7 +214,7 @@ def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], fl
     booked: dict[tuple[str, dt.date], int] = {}
     if earlier is not None:
         used = earlier.groupBy("sub_id", "mode").agg(F.count("*").alias("_used"))
-        for r in earlier.groupBy("channel", "contact_date").count().collect():
+        for r in earlier.where(F.col("decision") == "targeted").groupBy("channel", "contact_date").count().collect():
             booked[(r.channel, r.contact_date)] = r["count"]
     df = _cap(df, policy.contacts_per_cycle.model_dump(), used).localCheckpoint()
     df = _capacity(df, channels, rates, booked)

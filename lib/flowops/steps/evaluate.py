@@ -65,7 +65,7 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
             feedback = lake.spark.createDataFrame([], FEEDBACK.schema)
         costs = Costs({c.id: c.cost_yuan for c in conf.channels.channels},
                       {s.id: incentive_on_order(s.model.incentive) for s in conf.scenarios},
-                      conf.catalogue.margin_share)
+                      conf.catalogue.margin_share, incentive_costs(conf))
         with run.step("funnel") as counts:
             done, rows = evaluate(targets, feedback, orders, costs)
             result.rows = rows
@@ -98,6 +98,19 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
         run.count("unmatched_receipts", result.unmatched_receipts)
         run.rows_out = len(rows)
     return result
+
+
+def incentive_costs(conf: Definitions) -> dict[str, float]:
+    """What one contact's incentive costs the operator, per scenario, for every incentive but credit (whose cost is
+    each contact's capped `incentive_yuan`): its `cost_yuan` when given, else its face value; none costs 0."""
+    costs = {}
+    for scenario in conf.scenarios:
+        incentive = scenario.model.incentive
+        if incentive.kind == "none":
+            costs[scenario.id] = 0.0
+        elif incentive.kind != "credit":
+            costs[scenario.id] = float(incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan)
+    return costs
 
 
 def read_outcomes(ctx: Context, month: str, wave: int) -> dict[str, int]:

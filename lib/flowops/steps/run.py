@@ -121,6 +121,10 @@ def _finished(ctx: Context, raw_root: Path, month: str) -> dict[str, dt.datetime
         ended = [_utc(r.ended_at) for r in runs if r.job == step and r.month == of]
         if ended:
             finished[step] = max(ended)
+    # An evaluation is stale once M-1 was targeted again (a wave 2): its new contacts have no outcome yet.
+    retargeted = [_utc(r.ended_at) for r in runs if r.job == "target" and r.month == previous]
+    if "evaluate" in finished and retargeted and max(retargeted) > finished["evaluate"]:
+        del finished["evaluate"]
     return finished
 
 

@@ -76,11 +76,14 @@ def run_simulate(ctx: Context, raw: str | Path, month: str, wave: int = 1, seed:
     _replace_lines(orders_file, lambda r: not r[0].startswith(prefix), rows, ORDER_COLUMNS)
 
     feedback = root / "feedback" / f"month={campaign}"
-    for channel, group in answers.receipts.groupby("channel"):
+    # Every channel file of the month loses this wave's earlier answers (a re-target may have left a channel).
+    channels = set(answers.receipts["channel"]) | ({p.stem for p in feedback.glob("*.csv")} if feedback.is_dir()
+                                                   else set())
+    for channel in sorted(channels):
+        group = answers.receipts[answers.receipts["channel"] == channel]
         body = group.drop(columns="channel").sort_values(["contact_date", "msisdn", "scenario"], kind="stable")
-        path = feedback / f"{channel}.csv"
-        _replace_lines(path, lambda r: r[3] != str(wave), list(body.itertuples(index=False, name=None)),
-                       FEEDBACK_LINES.header)
+        _replace_lines(feedback / f"{channel}.csv", lambda r: r[3] != str(wave),
+                       list(body.itertuples(index=False, name=None)), FEEDBACK_LINES.header)
 
     truth = root / "_truth" / "simulated" / f"month={month}" / f"wave={wave}"
     truth.mkdir(parents=True, exist_ok=True)

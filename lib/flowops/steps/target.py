@@ -4,8 +4,10 @@ contact history. Every read and write of the step is here; the decisions are `sc
 Month M is the data month: tags and stages of M choose who is offered what, and the contact windows fall in
 the month after (the campaign month: after M's bill, as the seed's worked examples say).
 
-Reads: gold/subscriber_tags, gold/flow_stages (M); silver/subscribers (every month up to M: opt-outs are never
-forgotten); ops/contact_history and silver/orders (earlier rounds and conversions: immunity, acceptance);
+Reads: gold/subscriber_tags, gold/flow_stages (M); silver/subscribers (every snapshot: opt-outs are never
+forgotten, and a later one saying a subscriber left stops the contact); silver/feedback (unsubscribe replies);
+ops/contact_history and silver/orders (earlier rounds and conversions: immunity, acceptance); for wave 2 and
+later, gold/scenario_targets of the earlier waves and the campaign month's silver/orders (who did not convert);
 restricted/subscriber_keys (msisdn, for the exports only).
 Writes: gold/scenario_targets (M: every candidate and its decision), ops/contact_history (M: every exported
 contact) and LAKE/exports/month=M/wave=W/channel=C/<scenario>.csv with a manifest.json per channel folder.
@@ -32,6 +34,7 @@ from pyspark.sql import functions as F
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
+from flowops.evaluation.funnel import ordered, placed_orders
 from flowops.lake import Lake
 from flowops.lake.tables import CONTACT_HISTORY, FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS
 from flowops.landing import next_month, parse_month
@@ -80,6 +83,11 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
         if month not in lake.partition_values(table, "month"):
             step = "tags" if table == SUBSCRIBER_TAGS else "segment"
             raise LakeError(f"{table} has nothing for {month}: run `flowops {step} --month {month}` first")
+    later = ({r.wave for r in lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).select("wave")
+              .distinct().collect()} if month in lake.partition_values(CONTACT_HISTORY.name, "month") else set())
+    if any(w > wave for w in later):
+        raise FlowopsError(f"wave {max(later)} of {month} has been targeted already: rerunning wave {wave} would "
+                           f"change whom it went to after the fact (and drop wave {wave}'s measured outcomes)")
     if wave > 1:
         require_evaluated(lake, month, wave - 1)
     with recorded_run(lake, "target", {"month": month, "wave": wave, "scenarios": len(conf.scenarios)}) as run:
@@ -132,6 +140,11 @@ def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     needed = {c for s in conf.scenarios for c in s.reads} | set(TAGS_READ)
     tagged = tags.select(*[c for c in tags.columns if c in needed or c in ("month", "sub_id")]).join(stages, "sub_id")
     # Materialised once: every scenario selects from it, and the policy's steps then work on a small table.
+    # A subscriber who left since (a later CRM snapshot says so: wave 2 runs in the campaign month) is churned too.
+    left = read_churned(lake, month).withColumn("_left", F.lit(True))
+    tagged = tagged.join(left, "sub_id", "left").withColumn(
+        "churned_this_month", F.coalesce("churned_this_month", F.lit(False)) | F.coalesce("_left", F.lit(False)))
+    tagged = tagged.drop("_left")
     try:
         cands = candidates(tagged, conf.scenarios, conf.catalogue, conf.channels, next_month(month), wave)
     except (AnalysisException, ParseException):
@@ -140,13 +153,21 @@ def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     earlier = None
     if wave > 1:
         cands = cands.join(read_non_converters(lake, month, wave - 1), ["sub_id", "scenario"], "left_semi")
-        earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave).select(
-            "sub_id", "mode", "channel", "contact_date")
+        earlier = (lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
+                   .where((F.col("wave") < wave) & F.col("decision").isin("targeted", "control"))
+                   .select("sub_id", "mode", "channel", "contact_date", "decision"))
     cands = cands.localCheckpoint()
     rates = acceptance_rates(conf.scenarios, conf.channels, read_observed(lake, month))
     budgets = {s.id: s.model.budget_yuan for s in conf.scenarios if s.model.budget_yuan}
     return decide(cands, conf.channels, rates, read_opt_outs(lake), read_immunity(lake, month, wave), budgets,
                   earlier)
+
+
+def read_churned(lake: Lake, month: str) -> DataFrame:
+    """sub_id of everyone a CRM snapshot of month M or later says has left (churned, or a churn date)."""
+    crm = lake.read("silver/subscribers")
+    return (crm.where((F.col("month") >= month) & ((F.col("status") == "churned") | F.col("churn_date").isNotNull()))
+            .select("sub_id").distinct())
 
 
 def require_evaluated(lake: Lake, month: str, wave: int) -> None:
@@ -165,23 +186,13 @@ def require_evaluated(lake: Lake, month: str, wave: int) -> None:
 
 
 def read_non_converters(lake: Lake, month: str, wave: int) -> DataFrame:
-    """sub_id, scenario: who a scenario's wave `wave` contacted without a conversion, and its control members who
-    did not order an offered product inside the window they would have had (they stay the control group)."""
-    contacts = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") == wave)
-    converted = contacts.where(F.col("outcome") == "converted").select("sub_id", "scenario")
-    missed = contacts.select("sub_id", "scenario").distinct().join(converted, ["sub_id", "scenario"], "left_anti")
-    control = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]}).where(
-        (F.col("wave") == wave) & (F.col("decision") == "control"))
-    campaign = next_month(month)
-    if campaign in lake.partition_values("silver/orders", "month"):
-        orders = lake.read("silver/orders", partitions={"month": [campaign]}).where(F.col("action") != "cancel")
-        ordered = control.alias("c").join(
-            orders.alias("o"), (F.col("c.sub_id") == F.col("o.sub_id"))
-            & F.array_contains(F.col("c.offers"), F.col("o.product_id"))
-            & (F.to_date("o.order_time") >= F.coalesce("c.contact_date", "c.window_start"))
-            & (F.to_date("o.order_time") <= F.col("c.window_end")), "left_semi")
-        control = control.join(ordered.select("sub_id", "scenario"), ["sub_id", "scenario"], "left_anti")
-    return missed.unionByName(control.select("sub_id", "scenario").distinct())
+    """sub_id, scenario: the members of both arms of a scenario's wave `wave` — contacted and control group —
+    who did not order an offered product inside the window (each arm measured alike; the control members stay
+    the control group)."""
+    arm = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]}).where(
+        (F.col("wave") == wave) & F.col("decision").isin("targeted", "control"))
+    orders = lake.read("silver/orders", partitions={"month": [next_month(month)]})
+    return ordered(arm, placed_orders(orders)).where(~F.col("converted")).select("sub_id", "scenario").distinct()
 
 
 def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
@@ -267,8 +278,7 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
 
 def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions) -> None:
     """Re-check every export row against the lake's opt-outs, churn, immunity, control draw and contact cap."""
-    crm = lake.read("silver/subscribers", partitions={"month": [month]})
-    churned = crm.where((F.col("status") == "churned") | F.col("churn_date").isNotNull()).select("sub_id")
+    churned = read_churned(lake, month)
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string")
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
         earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave)
