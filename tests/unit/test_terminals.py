@@ -11,17 +11,18 @@ from flowops.ingest.terminals import identify_terminals, load_reference, lookup,
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Real user agents of handsets, with what a person reading them would say.
+# Real user agents of handsets, with what a person reading them would say (model: the marketing name when the
+# device data knows the model code).
 AGENTS = [
     ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
      "Version/17.0 Mobile/15E148 Safari/604.1", ("Apple", "iPhone", "iOS", True)),
     ("Mozilla/5.0 (Linux; Android 14; SM-S9180 Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36", ("Samsung", "SM-S9180", "Android", True)),
+     "Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36", ("Samsung", "Galaxy S23 Ultra", "Android", True)),
     ("Mozilla/5.0 (Linux; Android 12; HarmonyOS; NOH-AN00; HMSCore 6.13.0.302) AppleWebKit/537.36 (KHTML, like "
      "Gecko) Chrome/99.0.4844.88 HuaweiBrowser/14.0.5.302 Mobile Safari/537.36",
-     ("Huawei", "NOH-AN00", "HarmonyOS", True)),
+     ("Huawei", "Mate 40 Pro", "HarmonyOS", True)),
     ("Mozilla/5.0 (Linux; Android 13; 22081212C Build/TKQ1.220829.002; wv) AppleWebKit/537.36 (KHTML, like "
-     "Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36", (None, "22081212C", "Android", True)),
+     "Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36", ("Xiaomi", "12T Pro", "Android", True)),
     ("Mozilla/5.0 (Mobile; Nokia 8110 4G; rv:48.0) Gecko/48.0 Firefox/48.0 KAIOS/2.5",
      ("Nokia", "8110", "KaiOS", False)),
     ("Nokia105/2.0 (14.0.1) Profile/MIDP-2.1 Configuration/CLDC-1.1", ("Nokia", "105", None, False)),

@@ -26,7 +26,8 @@ import pandas as pd
 DATA_MONTH, CAMPAIGN_MONTH, HISTORY_MONTH = "2026-02", "2026-03", "2026-01"
 
 
-def prepare(out: Path, subscribers: int, records_per_day: float = 4, seed: int = 3):  # noqa: ANN201
+def prepare(out: Path, subscribers: int, records_per_day: float = 4, seed: int = 3,  # noqa: ANN201
+            driver_memory: str = "2g"):
     """Generate RAW under `out/raw` and run A (ingest, tags, segment, target) into `out/lake`; the context."""
     from flowops.context import Context
     from flowops.landing import month_days
@@ -43,7 +44,9 @@ def prepare(out: Path, subscribers: int, records_per_day: float = 4, seed: int =
     raw = out / "raw"
     generate(raw, subscribers=subscribers, start_month=HISTORY_MONTH, months=3, seed=seed, bad_rate=0.0,
              records_per_day=records_per_day)
-    ctx = Context(make_settings(out / "lake"))
+    settings = make_settings(out / "lake")
+    ctx = Context(settings.model_copy(update={"spark": settings.spark.model_copy(
+        update={"driver_memory": driver_memory})}))
     ingest_days(ctx, raw, [d for m in (HISTORY_MONTH, DATA_MONTH) for d in month_days(m)])
     for month in (HISTORY_MONTH, DATA_MONTH):
         ingest_monthly(ctx, raw, month)
@@ -73,7 +76,7 @@ def trial(ctx, raw: Path, seed: int) -> pd.DataFrame:  # noqa: ANN001
 
 
 def recover(out: Path, subscribers: int, seeds: int, records_per_day: float = 4) -> pd.DataFrame:
-    ctx = prepare(out, subscribers, records_per_day)
+    ctx = prepare(out, subscribers, records_per_day, driver_memory="8g")
     return pd.concat([trial(ctx, out / "raw", seed) for seed in range(1, seeds + 1)], ignore_index=True)
 
 
@@ -85,6 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     trials = recover(args.out, args.subscribers, args.seeds)
+    trials.to_csv(args.out / "trials.csv", index=False)
     first = trials[trials["seed"] == 1]
     pd.set_option("display.width", 200)
     print(f"seed 1 of {args.seeds}, {args.subscribers} subscribers, wave 1 (uplift in percentage points):")
@@ -96,6 +100,9 @@ def main() -> None:
     signs = trials[trials["planted_uplift"].abs() > 0.02]
     print(f"sign of the measured uplift = sign of the planted one: {(signs['uplift'] > 0).mean():.1%} of {len(signs)} "
           "with a planted uplift over 2 points")
+    fair = signs[signs["control"] >= 10]
+    print(f"  ... with a control group of 10 or more: {(fair['uplift'] > 0).mean():.1%} of {len(fair)}; the interval "
+          f"excludes 0 (significant) in {(fair['uplift_low'] > 0).mean():.1%}")
     zero = trials[trials["effect"] == 0]
     print(f"zero-effect scenario: interval covers 0 in {zero['covers_zero'].mean():.1%} of {len(zero)} seeds")
     per = trials.groupby("scenario").agg(planted=("planted_uplift", "first"), mean_measured=("uplift", "mean"),

@@ -1,8 +1,14 @@
 """Terminal insight: which handset is behind an IMEI.
 
 First the TAC (the IMEI's first 8 digits) in the operator's reference table `conf/terminals/*.csv`; for
-TACs it lacks, the user agent parsed by `ua-parser` (brand, model, OS; smart or not from the OS). Each
+TACs it lacks, the user agent: brand and marketing name from Matomo's device data (`device-detector`, which
+knows the model codes of Chinese handsets: ELE-L29 is a Huawei P30, V2036A a vivo Y30, RMX2202 a realme GT),
+the OS from `ua-parser` (smart or not from the OS), and ua-parser's brand when Matomo's data has none. Each
 answer records its source: `tac`, `user_agent` or `unknown`.
+
+device-detector runs hundreds of regular expressions per agent (about a hundred agents a second on one
+core), so it is asked once per model code (an agent's code in a fixed agent: the hundreds of app-specific
+agents of one handset cost one lookup), and only for agents without a code is the whole agent parsed.
 """
 
 from __future__ import annotations
@@ -83,26 +89,58 @@ def _terminal(row: dict[str, str], where: str) -> Terminal:
 
 @lru_cache(maxsize=65536)
 def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | None, bool | None]:
-    """(brand, model, os, is_smart) from a user agent; Nones when it says nothing about the handset."""
+    """(brand, model, os, is_smart) from a user agent; Nones when it says nothing about the handset. The model
+    is the marketing name when the device data knows it, else the model code the agent carries."""
     from ua_parser import parse
 
     result = parse(user_agent)
     os_name = result.os.family if result.os else None
     if re.search(r"HarmonyOS|OpenHarmony", user_agent):
         os_name = "HarmonyOS"
-    brand = model = None
-    if result.device and result.device.brand and not result.device.brand.startswith("Generic"):
-        brand, model = result.device.brand, result.device.model
-    elif result.device and result.device.family and not result.device.family.startswith(("Generic", "Other")):
+    code = next((found.group(1) for pattern in _MODEL_CODE if (found := pattern.search(user_agent))), None)
+    brand, model = _by_code(code) if code else (None, None)
+    if brand is None:
+        brand, model = _by_agent(user_agent)
+    if brand is None and result.device and result.device.brand and not result.device.brand.startswith("Generic"):
+        brand, model = normal_brand(result.device.brand), model or result.device.model
+    if model is None and result.device and result.device.family \
+            and not result.device.family.startswith(("Generic", "Other")):
         model = result.device.family
-    for pattern in _MODEL_CODE:
-        if found := pattern.search(user_agent):
-            model = found.group(1)
-            break
+    model = model or code
     if os_name is None and brand is None and model is None:
         return None, None, None, None
     is_smart = os_name in SMART_OS if os_name else False
     return brand, model, os_name, is_smart
+
+
+# Brand names as the TAC table and the tags spell them (device data and ua-parser spell some differently).
+BRAND_NAMES = {"vivo": "vivo", "realme": "realme", "nubia": "nubia", "xiaomi": "Xiaomi", "oppo": "OPPO",
+               "oneplus": "OnePlus", "zte": "ZTE", "huawei": "Huawei", "honor": "Honor", "iqoo": "vivo",
+               "redmi": "Xiaomi", "poco": "Xiaomi", "pocophone": "Xiaomi"}
+_CODE_AGENT = ("Mozilla/5.0 (Linux; Android 10; {} Build/QP1A.190711.020) AppleWebKit/537.36 (KHTML, like Gecko) "
+               "Chrome/100.0.0.0 Mobile Safari/537.36")
+
+
+def normal_brand(brand: str | None) -> str | None:
+    """A brand as the TAC table spells it (Redmi and POCO are Xiaomi's lines, iQOO vivo's)."""
+    if not brand or brand.lower() in ("unknown", "generic"):
+        return None
+    return BRAND_NAMES.get(brand.lower().replace(" ", ""), brand)
+
+
+@lru_cache(maxsize=65536)
+def _by_code(code: str) -> tuple[str | None, str | None]:
+    """(brand, marketing name) of a model code, from the device data (asked with the code in a fixed agent)."""
+    return _by_agent(_CODE_AGENT.format(code))
+
+
+@lru_cache(maxsize=65536)
+def _by_agent(user_agent: str) -> tuple[str | None, str | None]:
+    from device_detector import DeviceDetector
+
+    found = DeviceDetector(user_agent, skip_bot_detection=True).parse()
+    brand = normal_brand(found.device_brand())
+    return (brand, found.device_model() or None) if brand else (None, None)
 
 
 def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None) -> Terminal:
