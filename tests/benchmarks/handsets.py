@@ -57,11 +57,14 @@ def landed_agents(raw: Path, limit: int = 20000) -> list[str]:
     """Distinct user agents (field 16) of a generated landing folder's xDR files."""
     seen: dict[str, None] = {}
     for path in sorted(raw.glob("usage/dt=*/hour=*/*.txt.gz")):
-        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                fields = line.rstrip("\n").split("|")
-                if len(fields) > 15 and fields[15]:
-                    seen.setdefault(fields[15], None)
+        try:
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    fields = line.rstrip("\n").split("|")
+                    if len(fields) > 15 and fields[15]:
+                        seen.setdefault(fields[15], None)
+        except (EOFError, OSError):   # the generator plants truncated and corrupt files
+            continue
         if len(seen) >= limit:
             break
     return list(seen)[:limit]
