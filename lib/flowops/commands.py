@@ -187,21 +187,72 @@ def run_apps_match(args: argparse.Namespace) -> int:
 
 
 def add_terminals(sub: Sub, common: argparse.ArgumentParser) -> None:
-    match = _match_command(sub, common, "terminals", "identify a handset by TAC or user agent",
+    match = _match_command(sub, common, "terminals", "identify a handset by TAC or user agent; import GSMA TACs",
                            "Check conf/terminals: which handset a TAC or a user agent is.")
     match.add_argument("--tac", metavar="TAC", help="8-digit TAC (or a full IMEI)")
     match.add_argument("--ua", metavar="USER_AGENT", help="user agent, used when the TAC is unknown")
     match.set_defaults(handler=run_terminals_match)
+    verbs = next(a for a in sub.choices["terminals"]._actions if isinstance(a, argparse._SubParsersAction))
+    load = verbs.add_parser("import", parents=[common], help="load a GSMA TAC database export into conf/terminals",
+                            description="Load an export of the GSMA TAC database (GSMA's column layout) into the "
+                                        "terminal reference, each row validated; rejected rows are listed with "
+                                        "their reasons.")
+    load.add_argument("--gsma", required=True, metavar="FILE", help="the GSMA export (| , or tab separated)")
+    load.add_argument("--out", metavar="FILE", help="reference file to write (default: CONF/terminals/gsma.csv)")
+    load.set_defaults(handler=run_terminals_import)
+
+
+def run_terminals_import(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.ingest.gsma import read_gsma, write_reference
+    from flowops.ingest.terminals import HandsetClasses, load_reference
+
+    conf = load_settings(args.conf).conf_dir
+    out = Path(args.out) if args.out else Path(conf) / "terminals" / "gsma.csv"
+    source = Path(args.gsma)
+    if not source.is_file():
+        raise FlowopsError(f"no GSMA export at {source}")
+    others = set(_reference_without(conf, out))
+    result = read_gsma(source, HandsetClasses.load(conf), others)
+    write_reference(result.terminals, out)
+    if out.resolve().parent == (Path(conf) / "terminals").resolve():
+        load_reference(conf)   # the whole reference still loads (one TAC per row across the files)
+    print(f"terminals import: {len(result.terminals):,} TACs written to {out}, {result.skipped:,} left to the "
+          f"operator's other reference files, {len(result.rejected):,} rejected")
+    for line, reason, detail in result.rejected[:50]:
+        print(f"  line {line}: {reason}: {detail}")
+    if len(result.rejected) > 50:
+        print(f"  ... and {len(result.rejected) - 50:,} more")
+    return 0
+
+
+def _reference_without(conf: Path, out: Path) -> dict:
+    """The reference of every file in conf/terminals but `out` (which the import replaces)."""
+    import tempfile
+
+    from flowops.ingest.terminals import load_reference
+
+    folder = Path(conf) / "terminals"
+    if not folder.is_dir():
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "terminals").mkdir()
+        for path in folder.glob("*.csv"):
+            if path.resolve() != out.resolve():
+                (Path(tmp) / "terminals" / path.name).write_bytes(path.read_bytes())
+        if not any((Path(tmp) / "terminals").iterdir()):
+            return {}
+        return load_reference(tmp)
 
 
 def run_terminals_match(args: argparse.Namespace) -> int:
     from flowops.config import load_settings
-    from flowops.ingest.terminals import load_reference, lookup
+    from flowops.ingest.terminals import HandsetClasses, load_reference, lookup
 
     if not args.tac and not args.ua:
         raise FlowopsError("give --tac TAC and/or --ua USER_AGENT")
-    reference = load_reference(load_settings(args.conf).conf_dir)
-    found = lookup(reference, (args.tac or "")[:8] or None, args.ua)
+    conf = load_settings(args.conf).conf_dir
+    found = lookup(load_reference(conf), (args.tac or "")[:8] or None, args.ua, HandsetClasses.load(conf))
     for label, value in (("brand", found.brand), ("model", found.model), ("os", found.os),
                          ("network_gen", found.network_gen), ("smart", found.is_smart),
                          ("price_tier", found.price_tier), ("source", found.source)):

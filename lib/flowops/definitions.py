@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowops.ingest.apps import AppRules
-from flowops.ingest.terminals import Terminal, load_reference
+from flowops.ingest.terminals import HandsetClasses, Terminal, load_reference
 from flowops.products import Catalogue, load_catalogue
 from flowops.scenarios.templates import Channels, Scenario, load_channels, load_scenarios
 from flowops.segments import Segments, load_segments
@@ -22,6 +22,7 @@ from flowops.tags.definitions import TagLibrary, load_library
 class Definitions:
     apps: AppRules
     terminals: dict[str, Terminal]
+    handset_classes: HandsetClasses
     library: TagLibrary
     segments: Segments
     catalogue: Catalogue
@@ -33,6 +34,7 @@ class Definitions:
         library = load_library(conf_dir)
         catalogue = load_catalogue(conf_dir)
         channels = load_channels(conf_dir)
-        return cls(apps=AppRules.load(conf_dir), terminals=load_reference(conf_dir), library=library,
+        return cls(apps=AppRules.load(conf_dir), terminals=load_reference(conf_dir),
+                   handset_classes=HandsetClasses.load(conf_dir), library=library,
                    segments=load_segments(conf_dir, library), catalogue=catalogue, channels=channels,
                    scenarios=load_scenarios(conf_dir, library, catalogue, channels))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,36 @@ def test_reference_mistakes_name_file_and_line(tmp_path, line, message):
 
     with pytest.raises(ConfigError, match=f"tacs.csv:2: {message}"):
         load_reference(tmp_path)
+
+
+def test_handsets_known_only_by_agent_get_a_network_generation_and_price_tier_from_the_documented_rules(
+        reference, spark):
+    from flowops.ingest.terminals import HandsetClasses
+
+    classes = HandsetClasses.load(ROOT / "conf")
+    found = {agent: lookup(reference, "99999999", agent, classes) for agent, _ in AGENTS}
+    assert [(t.network_gen, t.price_tier) for t in found.values()] == [
+        ("4G", "high"), ("4G", "flagship"), ("4G", "flagship"), ("4G", "high"), ("4G", "low"), ("2G", "low")]
+    # A TAC the table knows keeps the table's values, whatever the rules say.
+    tac, known = next(iter(reference.items()))
+    assert lookup(reference, tac, AGENTS[0][0], classes) == known
+    rows = [("99999999", agent) for agent, _ in AGENTS]
+    out = identify_terminals(spark.createDataFrame(rows, "tac string, user_agent string"),
+                             reference_df(spark, reference), classes).collect()
+    assert {(r.user_agent, r.network_gen, r.price_tier) for r in out} == {
+        (agent, t.network_gen, t.price_tier) for agent, t in found.items()}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("price_tier:\n  - {tier: cheap}\n", "price_tier rule 1: tier must be one of low, mid, high, flagship"),
+    ("network_gen:\n  - {model: '5G(', gen: 5G}\n", "network_gen rule 1: model is not a regular expression"),
+    ("network_gen:\n  - {gen: 4G, colour: red}\n", "network_gen rule 1: expected gen with optional"),
+    ("prices: []\n", "unknown key(s) ['prices']"),
+])
+def test_handset_class_mistakes_name_the_file_and_rule(tmp_path, text, message):
+    from flowops.ingest.terminals import HandsetClasses
+
+    (tmp_path / "terminals").mkdir()
+    (tmp_path / "terminals" / "classes.yml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        HandsetClasses.load(tmp_path)

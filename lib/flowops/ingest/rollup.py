@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowops.ingest.terminals import identify_terminals
+from flowops.ingest.terminals import HandsetClasses, identify_terminals
 
 
 def usage_daily(bronze_df: DataFrame) -> DataFrame:
@@ -33,10 +33,10 @@ def handsets_daily(bronze_df: DataFrame) -> DataFrame:
     )
 
 
-def device_daily(handsets_df: DataFrame, reference_df: DataFrame) -> DataFrame:
+def device_daily(handsets_df: DataFrame, reference_df: DataFrame, classes: HandsetClasses | None = None) -> DataFrame:
     """`handsets_daily` with the handset identified (TAC table, else the user agent). Pass a cached
     `handsets_df`: identification reads it twice (the agents it must parse, then every row)."""
-    return identify_terminals(handsets_df, reference_df).select(
+    return identify_terminals(handsets_df, reference_df, classes).select(
         "dt", "sub_id", "tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier",
         "terminal_source", "records", "total_bytes",
     )

@@ -29,7 +29,7 @@ COLUMNS = ("tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier
 GENERATIONS = ("2G", "3G", "4G", "5G")
 PRICE_TIERS = ("low", "mid", "high", "flagship")
 SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
-UA_SCHEMA = "brand string, model string, os string, is_smart boolean"
+UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_gen string, price_tier string"
 # Android and HarmonyOS agents name the model code before " Build/" or after "HarmonyOS;"; ua-parser's
 # generic rules sometimes take a browser name for the model instead ("HuaweiBrowser" -> "Browser").
 _MODEL_CODE = (re.compile(r";\s*([^;()]+?)\s+Build/"), re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"))
@@ -45,6 +45,71 @@ class Terminal:
     is_smart: bool | None
     price_tier: str | None
     source: str  # tac | user_agent | unknown
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """One rule of conf/terminals/classes.yml: when brand, model pattern, OS and smartness match, the value."""
+
+    value: str
+    brand: str | None = None
+    model: re.Pattern | None = None
+    os: tuple[str, ...] | None = None
+    smart: bool | None = None
+
+    def matches(self, brand: str | None, model: str | None, os_name: str | None, smart: bool | None) -> bool:
+        return ((self.brand is None or self.brand == brand)
+                and (self.model is None or bool(model and self.model.search(model)))
+                and (self.os is None or os_name in self.os)
+                and (self.smart is None or bool(smart) == self.smart))
+
+
+@dataclass(frozen=True)
+class HandsetClasses:
+    """Network generation and price tier of a handset known only by its user agent (conf/terminals/classes.yml)."""
+
+    network_gen: tuple[ClassRule, ...] = ()
+    price_tier: tuple[ClassRule, ...] = ()
+
+    @classmethod
+    def load(cls, conf_dir: str | Path) -> HandsetClasses:
+        """The rules, checked (an unknown key, generation, tier or a bad pattern names the file and rule); none
+        when the file is absent."""
+        from flowops.config import load_yaml
+
+        path = Path(conf_dir) / "terminals" / "classes.yml"
+        if not path.exists():
+            return cls()
+        data = load_yaml(path) or {}
+        unknown = set(data) - {"network_gen", "price_tier"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} (network_gen, price_tier)")
+
+        def rules(section: str, field: str, allowed: tuple[str, ...]) -> tuple[ClassRule, ...]:
+            out = []
+            for number, rule in enumerate(data.get(section) or [], start=1):
+                where = f"{path}: {section} rule {number}"
+                if not isinstance(rule, dict) or set(rule) - {field, "brand", "model", "os", "smart"}:
+                    raise ConfigError(f"{where}: expected {field} with optional brand, model, os, smart; got {rule!r}")
+                if rule.get(field) not in allowed:
+                    raise ConfigError(f"{where}: {field} must be one of {', '.join(allowed)}, got {rule.get(field)!r}")
+                try:
+                    pattern = re.compile(str(rule["model"]), re.IGNORECASE) if "model" in rule else None
+                except re.error as exc:
+                    raise ConfigError(f"{where}: model is not a regular expression: {exc}") from None
+                os_names = rule.get("os")
+                out.append(ClassRule(rule[field], rule.get("brand"), pattern,
+                                     tuple(os_names) if isinstance(os_names, list) else None, rule.get("smart")))
+            return tuple(out)
+
+        return cls(rules("network_gen", "gen", GENERATIONS), rules("price_tier", "tier", PRICE_TIERS))
+
+    def classify(self, brand: str | None, model: str | None, os_name: str | None,
+                 smart: bool | None) -> tuple[str | None, str | None]:
+        """(network_gen, price_tier): the first matching rule of each list, None when none matches."""
+        def first(rules: tuple[ClassRule, ...]) -> str | None:
+            return next((r.value for r in rules if r.matches(brand, model, os_name, smart)), None)
+        return first(self.network_gen), first(self.price_tier)
 
 
 def load_reference(conf_dir: str | Path) -> dict[str, Terminal]:
@@ -143,15 +208,23 @@ def _by_agent(user_agent: str) -> tuple[str | None, str | None]:
     return (brand, found.device_model() or None) if brand else (None, None)
 
 
-def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None) -> Terminal:
+def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None,
+           classes: HandsetClasses | None = None) -> Terminal:
     """Identify one handset exactly as `identify_terminals` does in Spark."""
     if tac and tac in reference:
         return reference[tac]
     if user_agent:
-        brand, model, os_name, is_smart = parse_user_agent(user_agent)
+        brand, model, os_name, is_smart, network_gen, price_tier = _from_agent(user_agent, classes)
         if os_name or brand or model:
-            return Terminal(tac, brand, model, os_name, None, is_smart, None, "user_agent")
+            return Terminal(tac, brand, model, os_name, network_gen, is_smart, price_tier, "user_agent")
     return Terminal(tac, None, None, None, None, None, None, "unknown")
+
+
+def _from_agent(user_agent: str, classes: HandsetClasses | None) -> tuple:
+    brand, model, os_name, is_smart = parse_user_agent(user_agent)
+    if not (os_name or brand or model):
+        return brand, model, os_name, is_smart, None, None
+    return (brand, model, os_name, is_smart, *(classes or HandsetClasses()).classify(brand, model, os_name, is_smart))
 
 
 def reference_df(spark: SparkSession, reference: dict[str, Terminal]) -> DataFrame:
@@ -161,16 +234,21 @@ def reference_df(spark: SparkSession, reference: dict[str, Terminal]) -> DataFra
                                        "is_smart boolean, price_tier string")
 
 
-def _parse_user_agents(user_agents: pd.Series) -> pd.DataFrame:
-    rows = [parse_user_agent(ua) if isinstance(ua, str) and ua else (None, None, None, None) for ua in user_agents]
-    return pd.DataFrame(rows, columns=["brand", "model", "os", "is_smart"])
+def _parse_user_agents(classes: HandsetClasses, user_agents: pd.Series) -> pd.DataFrame:
+    rows = [_from_agent(ua, classes) if isinstance(ua, str) and ua else (None,) * 6 for ua in user_agents]
+    return pd.DataFrame(rows, columns=["brand", "model", "os", "is_smart", "network_gen", "price_tier"])
 
 
-def identify_terminals(devices_df: DataFrame, reference: DataFrame) -> DataFrame:
+def identify_terminals(devices_df: DataFrame, reference: DataFrame, classes: HandsetClasses | None = None) -> DataFrame:
     """Add terminal attributes and `terminal_source` to rows carrying `tac` and `user_agent`."""
     # A vectorised UDF because Spark has no user-agent parser; it only sees the distinct agents of handsets
     # the TAC table does not know.
-    parse_udf = F.pandas_udf(_parse_user_agents, UA_SCHEMA)
+    rules = classes or HandsetClasses()
+
+    def parse(user_agents: pd.Series) -> pd.DataFrame:
+        return _parse_user_agents(rules, user_agents)
+
+    parse_udf = F.pandas_udf(parse, UA_SCHEMA)
     known = F.broadcast(reference.withColumnRenamed("tac", "_ref_tac"))
     joined = devices_df.join(known, devices_df["tac"] == F.col("_ref_tac"), how="left")
     unknown_agents = (joined.where(F.col("_ref_tac").isNull() & F.col("user_agent").isNotNull())
@@ -186,5 +264,7 @@ def identify_terminals(devices_df: DataFrame, reference: DataFrame) -> DataFrame
         .withColumn("model", F.when(from_ua, F.col("_ua.model")).otherwise(F.col("model")))
         .withColumn("os", F.when(from_ua, F.col("_ua.os")).otherwise(F.col("os")))
         .withColumn("is_smart", F.when(from_ua, F.col("_ua.is_smart")).otherwise(F.col("is_smart")))
+        .withColumn("network_gen", F.when(from_ua, F.col("_ua.network_gen")).otherwise(F.col("network_gen")))
+        .withColumn("price_tier", F.when(from_ua, F.col("_ua.price_tier")).otherwise(F.col("price_tier")))
         .drop("_ref_tac", "_ua")
     )

@@ -36,7 +36,7 @@ from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
-from flowops.ingest.terminals import load_reference, reference_df
+from flowops.ingest.terminals import HandsetClasses, load_reference, reference_df
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
 from flowops.lake.tables import (
     DEVICE_DAILY,
@@ -73,6 +73,7 @@ class Reference:
     apps: AppRules
     terminals: DataFrame
     key: bytes
+    classes: HandsetClasses = HandsetClasses()
 
     @classmethod
     def load(cls, ctx: Context, definitions: Definitions | None = None) -> Reference:
@@ -80,7 +81,8 @@ class Reference:
         key = pii_key(ctx.settings.pii, demo=ctx.demo)  # refuse before Spark starts, in one line
         apps = definitions.apps if definitions else AppRules.load(conf)
         terminals = definitions.terminals if definitions else load_reference(conf)
-        return cls(apps, reference_df(ctx.spark, terminals), key)
+        classes = definitions.handset_classes if definitions else HandsetClasses.load(conf)
+        return cls(apps, reference_df(ctx.spark, terminals), key, classes)
 
 
 def ingest(ctx: Context, raw: str | Path, *, date: str | None = None, month: str | None = None,
@@ -318,7 +320,7 @@ class _UsageBatch:
         bronze = self.lake.read(USAGE_EVENTS.name, partitions={"dt": days})
         handsets = self._cache(handsets_daily(bronze))
         for spec, frame in ((USAGE_DAILY, usage_daily(bronze)),
-                            (DEVICE_DAILY, device_daily(handsets, self.reference.terminals))):
+                            (DEVICE_DAILY, device_daily(handsets, self.reference.terminals, self.reference.classes))):
             self.run.wrote(spec.name, self.lake.write(frame, spec, mode="overwrite", partitions={"dt": days},
                                                       metadata=self._meta()))
 
