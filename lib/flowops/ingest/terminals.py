@@ -163,9 +163,12 @@ def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | Non
     if re.search(r"HarmonyOS|OpenHarmony", user_agent):
         os_name = "HarmonyOS"
     code = next((found.group(1) for pattern in _MODEL_CODE if (found := pattern.search(user_agent))), None)
-    brand, model = _by_code(code) if code else (None, None)
+    brand, model, _, _ = _by_code(code) if code else (None, None, None, None)
     if brand is None:
-        brand, model = _by_agent(user_agent)
+        brand, model, _, agent_os = _by_agent(user_agent)
+        # App agents ("android/7.6.1 (android 13; ; PHJ110)") whose OS ua-parser cannot read: the device data's
+        # smartphone OS, when it identified the handset (its guesses for other agents are not kept).
+        os_name = os_name or (agent_os if agent_os in SMART_OS else None)
     if brand is None and result.device and result.device.brand and not result.device.brand.startswith("Generic"):
         brand, model = normal_brand(result.device.brand), model or result.device.model
     if model is None and result.device and result.device.family \
@@ -174,6 +177,8 @@ def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | Non
     model = model or code
     if os_name is None and brand is None and model is None:
         return None, None, None, None
+    # Smart or not from the OS only: the device data calls any handset it names a smartphone (a MIDP feature
+    # phone's agent included).
     is_smart = os_name in SMART_OS if os_name else False
     return brand, model, os_name, is_smart
 
@@ -194,18 +199,24 @@ def normal_brand(brand: str | None) -> str | None:
 
 
 @lru_cache(maxsize=65536)
-def _by_code(code: str) -> tuple[str | None, str | None]:
-    """(brand, marketing name) of a model code, from the device data (asked with the code in a fixed agent)."""
-    return _by_agent(_CODE_AGENT.format(code))
+def _by_code(code: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(brand, marketing name, device type, None) of a model code, from the device data (asked with the code in a
+    fixed agent, whose OS says nothing of the handset's)."""
+    return (*_by_agent(_CODE_AGENT.format(code))[:3], None)
 
 
 @lru_cache(maxsize=65536)
-def _by_agent(user_agent: str) -> tuple[str | None, str | None]:
+def _by_agent(user_agent: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """(brand, marketing name, device type, OS) of a user agent, from the device data."""
     from device_detector import DeviceDetector
 
     found = DeviceDetector(user_agent, skip_bot_detection=True).parse()
     brand = normal_brand(found.device_brand())
-    return (brand, found.device_model() or None) if brand else (None, None)
+    kind = str(found.device_type() or "").lower() or None
+    os_name = found.os_name() or None
+    if os_name in ("", "UNK"):
+        os_name = None
+    return (brand, found.device_model() or None, kind, os_name) if brand else (None, None, None, None)
 
 
 def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None,

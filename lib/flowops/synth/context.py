@@ -138,7 +138,8 @@ class WorkerContext:
             wv = (f"Mozilla/5.0 (Linux; Android {aver}; {code} Build/{build}; wv) "
                   f"AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 "
                   f"Mobile Safari/537.36")
-            fields = dict(wv=wv, ua=dev.user_agent[d], model=code, aver=aver, build=build,
+            fields = dict(wv=wv, ua=dev.user_agent[d], model=code, brand=dev.brand[d].replace(" ", ""), aver=aver,
+                          build=build,
                           iver=dev.os_version[d].replace(".", "_"), iverd=dev.os_version[d],
                           net=gen)
             for a in range(apps.n):
