@@ -121,10 +121,25 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.lake:
         args.lake = str(out / "lakehouse")
+        _fresh_demo_lake(Path(args.lake))
     ctx = Context.from_args(args, app_name="flowops-demo", demo=True)
     print(demo(ctx, out=out, subscribers=args.subscribers, month=args.month, seed=args.seed,
                bad_rate=args.bad_rate))
     return 0
+
+
+def _fresh_demo_lake(lake: Path) -> None:
+    """The demo regenerates its landing data, so a lake left by an earlier demo (records of other files under the
+    same names) would fail reconciliation, as it should: the demo's own lake is replaced. A folder that is not a
+    lake is refused."""
+    import shutil
+
+    if not lake.exists() or not any(lake.iterdir()):
+        return
+    if not (lake / "ops" / "runs" / "_delta_log").is_dir():
+        raise FlowopsError(f"{lake} is not empty and is not a flowops lake: refusing to replace it (use --out)")
+    log.info("demo: replacing the lake of an earlier demo run at %s", lake)
+    shutil.rmtree(lake)
 
 
 def add_ingest(sub: Sub, common: argparse.ArgumentParser) -> None:

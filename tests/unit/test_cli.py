@@ -208,3 +208,20 @@ def test_scenarios_catalog_writes_every_scenario(tmp_path, capsys):
     text = out.read_text(encoding="utf-8")
     assert text.count("\n## ") >= 12 + 2   # a section per scenario, then channels and the policy
     assert "有流量无套餐" in text and "## Channels" in text
+
+
+def test_the_demo_replaces_an_earlier_demos_lake_but_never_a_folder_that_is_not_a_lake(tmp_path):
+    from flowops.commands import _fresh_demo_lake
+    from flowops.errors import FlowopsError
+
+    lake = tmp_path / "lakehouse"
+    (lake / "ops" / "runs" / "_delta_log").mkdir(parents=True)
+    (lake / "bronze" / "usage_events").mkdir(parents=True)
+    _fresh_demo_lake(lake)
+    assert not lake.exists()
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(FlowopsError, match="not a flowops lake"):
+        _fresh_demo_lake(other)
+    assert (other / "holiday.jpg").exists()
