@@ -227,7 +227,7 @@ def run_terminals_import(args: argparse.Namespace) -> int:
     source = Path(args.gsma)
     if not source.is_file():
         raise FlowopsError(f"no GSMA export at {source}")
-    others = set(_reference_without(conf, out))
+    others = set(load_reference(conf, skip=out))
     result = read_gsma(source, HandsetClasses.load(conf), others)
     write_reference(result.terminals, out)
     if out.resolve().parent == (Path(conf) / "terminals").resolve():
@@ -239,25 +239,6 @@ def run_terminals_import(args: argparse.Namespace) -> int:
     if len(result.rejected) > 50:
         print(f"  ... and {len(result.rejected) - 50:,} more")
     return 0
-
-
-def _reference_without(conf: Path, out: Path) -> dict:
-    """The reference of every file in conf/terminals but `out` (which the import replaces)."""
-    import tempfile
-
-    from flowops.ingest.terminals import load_reference
-
-    folder = Path(conf) / "terminals"
-    if not folder.is_dir():
-        return {}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "terminals").mkdir()
-        for path in folder.glob("*.csv"):
-            if path.resolve() != out.resolve():
-                (Path(tmp) / "terminals" / path.name).write_bytes(path.read_bytes())
-        if not any((Path(tmp) / "terminals").iterdir()):
-            return {}
-        return load_reference(tmp)
 
 
 def run_terminals_match(args: argparse.Namespace) -> int:
@@ -357,6 +338,11 @@ def run_target(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_counts(counts: Any) -> str:
+    """`reason n, ...`, largest first."""
+    return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def format_targets(result: Any) -> str:
     """Targets per scenario x channel, control and suppressed counts, and where the exports are."""
     lines = [f"target {result.month} wave {result.wave}: {sum(result.targeted.values()):,} contacts, "
@@ -364,8 +350,7 @@ def format_targets(result: Any) -> str:
     for (scenario, channel), n in sorted(result.targeted.items()):
         lines.append(f"  {scenario:<28}{channel:<10}{n:>8,}")
     if result.suppressed:
-        lines.append("  suppressed: " + ", ".join(f"{reason} {n:,}" for reason, n in
-                                                  sorted(result.suppressed.items(), key=lambda kv: -kv[1])))
+        lines.append(f"  suppressed: {format_counts(result.suppressed)}")
     state = "written" if result.changed else "unchanged (identical to the files already there)"
     lines.append(f"  exports {result.exports}/  {state}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     """Generate RAW under `out/raw`; run the two months before `month` and `month` itself into the lake, the channel
     simulator answering each campaign's two waves in between (wave 2 after wave 1 is evaluated); return a
     printable summary."""
-    from flowops.commands import format_evaluation, format_targets
+    from flowops.commands import format_counts, format_evaluation, format_targets
     from flowops.synth import generate
 
     definitions = Definitions.load(ctx.settings.conf_dir)   # all of conf/ checked before the long steps
@@ -89,8 +89,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         *[f"  simulated      {s.month} wave {s.wave}: {s.receipts:,} receipts, {s.orders:,} orders, "
           f"{s.unsubscribes:,} unsubscribe replies (SIMULATED: {s.truth})" for s in simulated],
         *[f"  wave 2 {t.month}  {sum(t.targeted.values()):,} contacts to wave-1 non-converters, "
-          f"{sum(t.control.values()):,} in control groups; suppressed: "
-          + ", ".join(f"{reason} {n:,}" for reason, n in sorted(t.suppressed.items(), key=lambda kv: -kv[1]))
+          f"{sum(t.control.values()):,} in control groups; suppressed: {format_counts(t.suppressed)}"
           for t in second_waves],
         f"  monthly files  {month}: {landed_monthly} (+{sum(f.quarantined for f in monthly.files):,} quarantined)",
         f"  tags {month}    {tagged.counts['tags']} tags x {tagged.counts['subscribers']:,} subscribers "

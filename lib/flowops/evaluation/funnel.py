@@ -32,7 +32,6 @@ WHOLE_CAMPAIGN = 0   # the `wave` of a scenario's row over every wave
 # Candidates a scenario could have contacted: chosen, held out, or crowded out by the cap, a full channel, the
 # budget or a message that did not render (not: churned, opted out, nothing to offer, immune, no channel).
 ADDRESSABLE = ("targeted", "control", "cap", "capacity", "budget", "no_message")
-OUTCOMES = ("converted", "not_converted", "undelivered", "no_receipt")
 
 
 @dataclass(frozen=True)

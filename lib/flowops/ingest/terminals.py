@@ -112,11 +112,14 @@ class HandsetClasses:
         return first(self.network_gen), first(self.price_tier)
 
 
-def load_reference(conf_dir: str | Path) -> dict[str, Terminal]:
-    """Read `conf/terminals/*.csv`; errors name the file, the line and the bad value."""
+def load_reference(conf_dir: str | Path, skip: Path | None = None) -> dict[str, Terminal]:
+    """Read `conf/terminals/*.csv` (but `skip`, a file about to be replaced: then none left is no error); errors
+    name the file, the line and the bad value."""
     folder = Path(conf_dir) / "terminals"
-    files = sorted(folder.glob("*.csv"))
+    files = [p for p in sorted(folder.glob("*.csv")) if skip is None or p.resolve() != skip.resolve()]
     if not files:
+        if skip is not None:
+            return {}
         raise ConfigError(f"no TAC reference files (*.csv) in {folder}")
     table: dict[str, Terminal] = {}
     for path in files:
@@ -163,9 +166,9 @@ def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | Non
     if re.search(r"HarmonyOS|OpenHarmony", user_agent):
         os_name = "HarmonyOS"
     code = next((found.group(1) for pattern in _MODEL_CODE if (found := pattern.search(user_agent))), None)
-    brand, model, _, _ = _by_code(code) if code else (None, None, None, None)
+    brand, model, _ = _by_code(code) if code else (None, None, None)
     if brand is None:
-        brand, model, _, agent_os = _by_agent(user_agent)
+        brand, model, agent_os = _by_agent(user_agent)
         # App agents ("android/7.6.1 (android 13; ; PHJ110)") whose OS ua-parser cannot read: the device data's
         # smartphone OS, when it identified the handset (its guesses for other agents are not kept).
         os_name = os_name or (agent_os if agent_os in SMART_OS else None)
@@ -199,24 +202,23 @@ def normal_brand(brand: str | None) -> str | None:
 
 
 @lru_cache(maxsize=65536)
-def _by_code(code: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """(brand, marketing name, device type, None) of a model code, from the device data (asked with the code in a
-    fixed agent, whose OS says nothing of the handset's)."""
-    return (*_by_agent(_CODE_AGENT.format(code))[:3], None)
+def _by_code(code: str) -> tuple[str | None, str | None, None]:
+    """(brand, marketing name, None) of a model code, from the device data (asked with the code in a fixed agent,
+    whose OS says nothing of the handset's)."""
+    return (*_by_agent(_CODE_AGENT.format(code))[:2], None)
 
 
 @lru_cache(maxsize=65536)
-def _by_agent(user_agent: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """(brand, marketing name, device type, OS) of a user agent, from the device data."""
+def _by_agent(user_agent: str) -> tuple[str | None, str | None, str | None]:
+    """(brand, marketing name, OS) of a user agent, from the device data; all None when it names no brand."""
     from device_detector import DeviceDetector
 
     found = DeviceDetector(user_agent, skip_bot_detection=True).parse()
     brand = normal_brand(found.device_brand())
-    kind = str(found.device_type() or "").lower() or None
     os_name = found.os_name() or None
     if os_name in ("", "UNK"):
         os_name = None
-    return (brand, found.device_model() or None, kind, os_name) if brand else (None, None, None, None)
+    return (brand, found.device_model() or None, os_name) if brand else (None, None, None)
 
 
 def lookup(reference: dict[str, Terminal], tac: str | None = None, user_agent: str | None = None,

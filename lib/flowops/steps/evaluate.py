@@ -14,8 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pyspark.sql import functions as F
-
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import LakeError
@@ -111,13 +109,3 @@ def incentive_costs(conf: Definitions) -> dict[str, float]:
         elif incentive.kind != "credit":
             costs[scenario.id] = float(incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan)
     return costs
-
-
-def read_outcomes(ctx: Context, month: str, wave: int) -> dict[str, int]:
-    """Outcome -> contacts of a wave of month M (an empty dict when none is evaluated yet)."""
-    lake = ctx.lake
-    if not lake.exists(CONTACT_HISTORY.name):
-        return {}
-    rows = (lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") == wave)
-            .groupBy("outcome").count().collect())
-    return {r.outcome: r["count"] for r in rows if r.outcome is not None}
