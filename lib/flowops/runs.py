@@ -114,6 +114,5 @@ def write_run_row(lake: Lake, run: Run, started: dt.datetime, seconds: float, st
            error, run.rows_in, run.rows_out, run.counts, run.table_versions,
            [astuple(f) for f in run.files], lake.engine_name,
            flowops.__version__, lake.spark.sparkContext.master)
-    df = lake.spark.createDataFrame([row], RUNS.schema).coalesce(1)
-    return lake.write(df, RUNS, mode="append", metadata={"flowops.runId": run.run_id})
+    return lake.write_rows([row], RUNS, metadata={"flowops.runId": run.run_id})
 

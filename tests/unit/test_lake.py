@@ -63,6 +63,50 @@ def test_write_then_read_back_with_spark(spark, lake):
     assert lake.read("test/events").schema == EVENTS.schema
 
 
+def test_rows_from_the_driver_commit_without_spark_and_read_back_as_a_spark_write_does(spark, lake):
+    from deltalake import DeltaTable
+
+    from flowops.lake.tables import RUNS
+
+    started = dt.datetime(2026, 1, 5, 3, 15, 0, 123456, tzinfo=dt.UTC)
+    row = ("r1", "ingest", {"month": "2026-01"}, started, started + dt.timedelta(seconds=2.5), 2.5, "ok", None,
+           10, 9, {"accepted": 9}, {"bronze/usage_events": 3}, [("a.txt.gz", "ok", 10, 9, 1, 0)], "delta-rs",
+           "0.1", "local[2]")
+    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup()
+    assert lake.write_rows([row], RUNS) == 0
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup() == jobs  # no Spark job ran
+    lake.write(spark.createDataFrame([(*row[:1], "tags", *row[2:])], RUNS.schema), RUNS)
+    by_job = {r.job: r.asDict(recursive=True) for r in lake.read("ops/runs").collect()}
+    assert by_job["ingest"] == {**by_job["tags"], "job": "ingest"}
+    assert by_job["ingest"]["started_at"] == started.astimezone().replace(tzinfo=None)  # PySpark's local time
+    assert DeltaTable(lake.path("ops/runs")).to_pyarrow_table().column("seconds").to_pylist() == [2.5, 2.5]
+
+
+def test_count_from_the_log_equals_a_scan_and_falls_back_to_one_without_file_counts(spark, lake, monkeypatch):
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    lake.write(events_df(spark), "test/events", mode="overwrite")
+    lake.write(events_df(spark, ROWS[:2]), "test/events", mode="append")
+    lake.write(events_df(spark, ROWS[3:]), "test/events", mode="overwrite", partitions={"dt": ["2026-01-03"]})
+    for partitions in (None, {"dt": ["2026-01-01"]}, {"dt": ["2026-01-02", "2026-01-03"]}, {"dt": ["2027-01-01"]}):
+        assert lake.count("test/events", partitions=partitions) == \
+            lake.read("test/events", partitions=partitions).count()
+    assert lake.count("test/events") == 6
+
+    with_counts = DeltaTable.get_add_actions
+
+    def without_counts(table, flatten=False):
+        actions = pa.table(with_counts(table, flatten=flatten))
+        return actions.set_column(actions.schema.get_field_index("num_records"), "num_records",
+                                  pa.nulls(actions.num_rows, pa.int64()))
+
+    monkeypatch.setattr(DeltaTable, "get_add_actions", without_counts)
+    assert lake.count("test/events", partitions={"dt": ["2026-01-01"]}) == 4   # counted by Spark
+    with pytest.raises(LakeError, match="does not exist"):
+        lake.count("test/none")
+
+
 def test_independent_readers_see_the_same_rows(spark, lake):
     lake.write(events_df(spark), "test/events", mode="overwrite")
     path = lake.path("test/events")

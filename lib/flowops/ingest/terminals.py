@@ -264,8 +264,11 @@ def identify_terminals(devices_df: DataFrame, reference: DataFrame, classes: Han
     parse_udf = F.pandas_udf(parse, UA_SCHEMA)
     known = F.broadcast(reference.withColumnRenamed("tac", "_ref_tac"))
     joined = devices_df.join(known, devices_df["tac"] == F.col("_ref_tac"), how="left")
+    # Spread over every core: the distinct agents are a few hundred KB, which adaptive execution would otherwise
+    # coalesce into one task, and the device data costs milliseconds per agent (one core parsed them all).
+    cores = devices_df.sparkSession.sparkContext.defaultParallelism
     unknown_agents = (joined.where(F.col("_ref_tac").isNull() & F.col("user_agent").isNotNull())
-                      .select("user_agent").distinct()
+                      .select("user_agent").distinct().repartition(2 * cores)
                       .select("user_agent", parse_udf("user_agent").alias("_ua")))
     out = joined.join(unknown_agents, on="user_agent", how="left")
     from_ua = F.col("_ref_tac").isNull() & (F.col("_ua.os").isNotNull() | F.col("_ua.brand").isNotNull()

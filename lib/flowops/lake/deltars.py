@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
@@ -78,9 +79,11 @@ class DeltaRsEngine:
         df = self.spark.read.schema(schema).option("basePath", path).parquet(*files)
         return df.select(*schema.fieldNames())
 
-    def write(self, df: DataFrame, path: str, spec: TableSpec, mode: str,
+    def write(self, df: DataFrame | pa.Table, path: str, spec: TableSpec, mode: str,
               partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock) -> int:
-        """Stage, place and commit, all while holding the table's `lock` (checked right before the commit)."""
+        """Stage, place and commit, all while holding the table's `lock` (checked right before the commit). Spark
+        stages a DataFrame; an Arrow table (a few rows of an unpartitioned table, `Lake.write_rows`) is staged
+        as one Parquet file by pyarrow."""
         from deltalake import DeltaTable, Schema
         from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
@@ -91,11 +94,16 @@ class DeltaRsEngine:
         fs.create_dir(staging, recursive=True)
         with fs.open_output_stream(f"{staging}/{OWNER}") as out:
             out.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "lock": lock.owner}).encode())
-        (df.write.mode("error")
-         .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-         .options(**spec.writer_options())
-         .partitionBy(*spec.partition_by)
-         .parquet(f"{path}/{STAGING}/{write_id}/data"))
+        if isinstance(df, pa.Table):
+            fs.create_dir(f"{staging}/data", recursive=True)
+            pq.write_table(df, f"{staging}/data/part-00000-{write_id}.zstd.parquet", compression="zstd",
+                           filesystem=fs)
+        else:
+            (df.write.mode("error")
+             .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+             .options(**spec.writer_options())
+             .partitionBy(*spec.partition_by)
+             .parquet(f"{path}/{STAGING}/{write_id}/data"))
         staged = _staged_files(fs, f"{staging}/data")
         values = [_partition_values(rel, spec) for rel in staged]
         if partitions is not None:

@@ -477,7 +477,7 @@ def _land_feedback(ctx: Context, run: Run, receipts: list[LandedFile], strays: l
         rows = rows.unionByName(frame)
     run.wrote(table.name, ctx.lake.write(rows, table, mode="overwrite", partitions={"month": [month]},
                                          metadata=_meta(run, key)))
-    written = ctx.lake.read(table.name, partitions={"month": [month]}).count()
+    written = ctx.lake.count(table.name, partitions={"month": [month]})
     for frame in good:
         frame.unpersist()
     expected = sum(r.accepted - 1 for r in reconciliations if r.status == "ok" and r.accepted)
@@ -525,7 +525,7 @@ def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, mon
         run.wrote(source.table.name, lake.write(good.select(*source.table.schema.fieldNames()), source.table,
                                                 mode="overwrite", partitions={"month": [month]},
                                                 metadata=_meta(run, key)))
-        written = lake.read(source.table.name, partitions={"month": [month]}).count()
+        written = lake.count(source.table.name, partitions={"month": [month]})
     if source.name == "crm":
         append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
             "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")),

@@ -107,7 +107,7 @@ def run_tags(ctx: Context, month: str, definitions: Definitions | None = None) -
             version = lake.write(tags_df.withColumns(extra), spec, mode="overwrite", partitions={"month": [month]},
                                  metadata={"flowops.runId": run.run_id})
             run.wrote(SUBSCRIBER_TAGS, version)
-            rows = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]}).count()
+            rows = lake.count(SUBSCRIBER_TAGS, partitions={"month": [month]})
             run.rows_out = rows
             counts.update(subscribers=rows, tags=len(library.tags))
         run.count("subscribers", rows)
