@@ -135,8 +135,27 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _child(code: str, env: dict | None = None, cwd: Path = ROOT) -> dict:
-    """Run `code` in a fresh interpreter (it prints one JSON line last); add wall time, CPU and peak memory."""
+def _child(code: str, env: dict | None = None, cwd: Path = ROOT, retries: int = 0) -> dict:
+    """Run `code` in a fresh interpreter (it prints one JSON line last); add wall time, CPU and peak memory. With
+    `retries`, a child killed by a signal (DuckDB 1.5.5 has segfaulted here once in a while) is run again, and the
+    result says how many runs it took."""
+    for attempt in range(retries + 1):
+        try:
+            return {**_child_once(code, env, cwd), **({"attempts": attempt + 1} if attempt else {})}
+        except ChildKilled as exc:
+            if attempt == retries:
+                raise
+            print(f"benchmark child killed by signal {exc.signal}; running it again", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class ChildKilled(RuntimeError):
+    def __init__(self, signal: int, stderr: str) -> None:
+        super().__init__(f"benchmark child killed by signal {signal}:\n{stderr[-4000:]}")
+        self.signal = signal
+
+
+def _child_once(code: str, env: dict | None, cwd: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT / "lib"), **(env or {})})
@@ -144,6 +163,8 @@ def _child(code: str, env: dict | None = None, cwd: Path = ROOT) -> dict:
     sampler.start()
     stdout, stderr = proc.communicate()
     sampler.done = True
+    if proc.returncode < 0:
+        raise ChildKilled(-proc.returncode, stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -174,7 +195,8 @@ def bench_size(out: Path, subscribers: int, records_per_day: float | None = None
         "    print(json.dumps({'lines': r.xdr_lines, 'files': r.xdr_files, 'seconds': r.elapsed_s}))")
     result["floor"] = gzip_floor(raw)
     result["duckdb"] = _child(f"import json\nfrom pathlib import Path\nfrom tests.benchmarks.duckdb_ingest import run\n"
-                              f"print(json.dumps(run(Path({str(raw)!r}), Path({str(out / 'duckdb')!r}))))")
+                              f"print(json.dumps(run(Path({str(raw)!r}), Path({str(out / 'duckdb')!r}))))",
+                              retries=1)
     shutil.rmtree(out / "duckdb", ignore_errors=True)
     result["ingest"] = _flowops(
         f"from flowops.steps.ingest import ingest\nt = time.perf_counter()\n"
