@@ -23,7 +23,7 @@ from tests.integration.conftest import personal_leaks
 pytestmark = pytest.mark.slow
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 TABLES = ["bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
-          "restricted/usage_cells", "restricted/subscriber_keys"]
+          "silver/user_agents", "restricted/usage_cells", "restricted/subscriber_keys"]
 # What each planted line defect must be rejected as.
 EXPECTED_REASON = {
     "wrong_field_count": {"wrong_field_count"}, "bad_number": {"bad_number"}, "negative_bytes": {"negative_bytes"},
@@ -141,7 +141,8 @@ def test_no_phone_numbers_imeis_or_cells_outside_restricted(landed):
 def test_a_second_run_of_the_same_days_changes_no_table_content(landed):
     ctx, raw, first, *_ = landed
     before = {t: fingerprint(ctx, t) for t in TABLES}
-    versions = {t: ctx.lake.version(t) for t in ("bronze/usage_events", "restricted/subscriber_keys")}
+    versions = {t: ctx.lake.version(t) for t in ("bronze/usage_events", "restricted/subscriber_keys",
+                                                 "silver/user_agents")}
 
     again = ingest_days(ctx, raw, DAYS)
 
@@ -150,6 +151,34 @@ def test_a_second_run_of_the_same_days_changes_no_table_content(landed):
     # The rerun tells the same truth: what bronze holds was accepted (by the first run), replays are duplicates.
     assert [astuple(f) for f in again.files] == [astuple(f) for f in first.files]
     assert again.counts["accepted.by_earlier_runs"] == again.counts["accepted"] > 0
+
+
+def test_each_user_agent_is_read_once_per_resolver_and_identifies_handsets_as_a_fresh_read_does(landed, tmp_path):
+    from flowops.ingest.rollup import device_daily, handsets_daily
+    from flowops.ingest.terminals import HandsetClasses
+    from flowops.steps.ingest import Reference
+
+    _, raw, *_ = landed
+    ctx = Context(make_settings(tmp_path / "lake"))
+    first = ingest_days(ctx, raw, DAYS[:2])
+    later = ingest_days(ctx, raw, DAYS[2:])
+    agents = ctx.lake.read("silver/user_agents")
+    assert first.counts["user_agents.read"] > 0 and first.counts["user_agents.known"] == 0
+    assert later.counts["user_agents.known"] > 0          # day 3's handsets were mostly seen on days 1-2 ...
+    assert agents.count() == agents.select("user_agent").distinct().count() == \
+        first.counts["user_agents.read"] + later.counts["user_agents.read"]   # ... and none was read twice
+    # What day 3 identified from agents read on days 1-2 is what reading them all afresh identifies.
+    reference = Reference.load(ctx)
+    bronze = ctx.lake.read("bronze/usage_events", partitions={"dt": DAYS[2:]})
+    fresh = device_daily(handsets_daily(bronze), reference.terminals, reference.classes)
+    written = ctx.lake.read("silver/device_daily", partitions={"dt": DAYS[2:]})
+    assert Counter(map(tuple, written.collect())) == Counter(map(tuple, fresh.select(*written.columns).collect()))
+    assert written.where(F.col("terminal_source") == "user_agent").count() > 0
+    # Other handset rules are another resolver: every agent is read again, the earlier reads kept apart.
+    other = ingest_days(ctx, raw, DAYS[2:], Reference(reference.apps, reference.terminals, reference.key,
+                                                       HandsetClasses()))
+    assert other.counts["user_agents.known"] == 0 and other.counts["user_agents.read"] > 0
+    assert ctx.lake.read("silver/user_agents").select("resolver").distinct().count() == 2
 
 
 def test_a_redelivered_file_adds_no_rows(landed):

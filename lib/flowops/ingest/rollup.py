@@ -33,10 +33,12 @@ def handsets_daily(bronze_df: DataFrame) -> DataFrame:
     )
 
 
-def device_daily(handsets_df: DataFrame, reference_df: DataFrame, classes: HandsetClasses | None = None) -> DataFrame:
-    """`handsets_daily` with the handset identified (TAC table, else the user agent). Pass a cached
-    `handsets_df`: identification reads it twice (the agents it must parse, then every row)."""
-    return identify_terminals(handsets_df, reference_df, classes).select(
+def device_daily(handsets_df: DataFrame, reference_df: DataFrame, classes: HandsetClasses | None = None,
+                 agents: DataFrame | None = None) -> DataFrame:
+    """`handsets_daily` with the handset identified (TAC table, else the user agent: `agents` already read, see
+    `identify_terminals`). Pass a cached `handsets_df`: identification reads it twice (the agents it must
+    parse, then every row)."""
+    return identify_terminals(handsets_df, reference_df, classes, agents).select(
         "dt", "sub_id", "tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier",
         "terminal_source", "records", "total_bytes",
     )

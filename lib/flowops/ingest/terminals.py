@@ -8,7 +8,9 @@ answer records its source: `tac`, `user_agent` or `unknown`.
 
 device-detector runs hundreds of regular expressions per agent (about a hundred agents a second on one
 core), so it is asked once per model code (an agent's code in a fixed agent: the hundreds of app-specific
-agents of one handset cost one lookup), and only for agents without a code is the whole agent parsed.
+agents of one handset cost one lookup), and only for agents without a code is the whole agent parsed. The
+ingest keeps what it read (silver/user_agents, with `resolver_name`), so an agent is read once, not every day
+it is seen.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ GENERATIONS = ("2G", "3G", "4G", "5G")
 PRICE_TIERS = ("low", "mid", "high", "flagship")
 SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
 UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_gen string, price_tier string"
+AGENT_COLUMNS = ("user_agent", "brand", "model", "os", "is_smart", "network_gen", "price_tier")  # read_agents' rows
 # Android and HarmonyOS agents name the model code before " Build/" or after "HarmonyOS;"; ua-parser's
 # generic rules sometimes take a browser name for the model instead ("HuaweiBrowser" -> "Browser").
 _MODEL_CODE = (re.compile(r";\s*([^;()]+?)\s+Build/"), re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"))
@@ -252,25 +255,59 @@ def _parse_user_agents(classes: HandsetClasses, user_agents: pd.Series) -> pd.Da
     return pd.DataFrame(rows, columns=["brand", "model", "os", "is_smart", "network_gen", "price_tier"])
 
 
-def identify_terminals(devices_df: DataFrame, reference: DataFrame, classes: HandsetClasses | None = None) -> DataFrame:
-    """Add terminal attributes and `terminal_source` to rows carrying `tac` and `user_agent`."""
-    # A vectorised UDF because Spark has no user-agent parser; it only sees the distinct agents of handsets
-    # the TAC table does not know.
+# Bump when parse_user_agent or _from_agent read agents differently: agents read before are then read again.
+AGENT_RULES_VERSION = 1
+
+
+def resolver_name(classes: HandsetClasses | None = None) -> str:
+    """What reads user agents: the device data's and ua-parser's versions, these rules and the handset classes.
+    An agent read by another resolver is read again (`silver/user_agents` keeps the name with each agent)."""
+    import hashlib
+    from importlib.metadata import version
+
+    rules = hashlib.sha256(repr(classes or HandsetClasses()).encode()).hexdigest()[:12]
+    return (f"device-detector {version('device-detector')}; ua-parser {version('ua-parser')}; "
+            f"agent rules v{AGENT_RULES_VERSION}; classes {rules}")
+
+
+def unknown_agents(devices_df: DataFrame, reference: DataFrame) -> DataFrame:
+    """The distinct user agents of rows whose TAC the reference table lacks: what `read_agents` must read."""
+    known = F.broadcast(reference.select(F.col("tac").alias("_ref_tac")))
+    return (devices_df.join(known, devices_df["tac"] == F.col("_ref_tac"), how="left_anti")
+            .where(F.col("user_agent").isNotNull()).select("user_agent").distinct())
+
+
+def read_agents(agents_df: DataFrame, classes: HandsetClasses | None = None) -> DataFrame:
+    """`user_agent` and what it says of the handset (UA_SCHEMA's columns), for each row of `agents_df`."""
+    # A vectorised UDF because Spark has no user-agent parser. Spread over every core: the distinct agents are
+    # a few hundred KB, which adaptive execution would otherwise coalesce into one task, and the device data
+    # costs milliseconds per agent (one core parsed them all).
     rules = classes or HandsetClasses()
 
     def parse(user_agents: pd.Series) -> pd.DataFrame:
         return _parse_user_agents(rules, user_agents)
 
     parse_udf = F.pandas_udf(parse, UA_SCHEMA)
+    cores = agents_df.sparkSession.sparkContext.defaultParallelism
+    return (agents_df.select("user_agent").repartition(2 * cores)
+            .select("user_agent", parse_udf("user_agent").alias("_ua")).select("user_agent", "_ua.*"))
+
+
+def identify_terminals(devices_df: DataFrame, reference: DataFrame, classes: HandsetClasses | None = None,
+                       agents: DataFrame | None = None) -> DataFrame:
+    """Add terminal attributes and `terminal_source` to rows carrying `tac` and `user_agent`.
+
+    Args:
+        agents: what `read_agents` returned for (at least) `unknown_agents(devices_df, reference)`, e.g. kept
+            from earlier runs; read here when None.
+    """
+    if agents is None:
+        agents = read_agents(unknown_agents(devices_df, reference), classes)
     known = F.broadcast(reference.withColumnRenamed("tac", "_ref_tac"))
     joined = devices_df.join(known, devices_df["tac"] == F.col("_ref_tac"), how="left")
-    # Spread over every core: the distinct agents are a few hundred KB, which adaptive execution would otherwise
-    # coalesce into one task, and the device data costs milliseconds per agent (one core parsed them all).
-    cores = devices_df.sparkSession.sparkContext.defaultParallelism
-    unknown_agents = (joined.where(F.col("_ref_tac").isNull() & F.col("user_agent").isNotNull())
-                      .select("user_agent").distinct().repartition(2 * cores)
-                      .select("user_agent", parse_udf("user_agent").alias("_ua")))
-    out = joined.join(unknown_agents, on="user_agent", how="left")
+    fields = [c for c in agents.columns if c != "user_agent"]
+    read = agents.select("user_agent", F.struct(*fields).alias("_ua"))
+    out = joined.join(read, on="user_agent", how="left")
     from_ua = F.col("_ref_tac").isNull() & (F.col("_ua.os").isNotNull() | F.col("_ua.brand").isNotNull()
                                             | F.col("_ua.model").isNotNull())
     source = F.when(F.col("_ref_tac").isNotNull(), "tac").when(from_ua, "user_agent").otherwise("unknown")

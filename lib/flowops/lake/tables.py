@@ -151,6 +151,17 @@ DEVICE_DAILY = TableSpec(
     compact=True,
 )
 
+USER_AGENTS = TableSpec(
+    name="silver/user_agents",
+    schema=table_fields(
+        ("user_agent", STRING), ("brand", STRING), ("model", STRING), ("os", STRING), ("is_smart", BOOL),
+        ("network_gen", STRING), ("price_tier", STRING), ("resolver", STRING), ("run_id", STRING),
+    ),
+    description="Each user agent of a handset the TAC table lacks, as the device data read it (all null: it says "
+                "nothing of the handset), with the resolver that read it: an ingest reads only the agents no "
+                "earlier run of the same resolver read (the device data costs milliseconds per agent).",
+)
+
 DATE, MONEY = T.DateType(), T.DecimalType(12, 2)
 
 SUBSCRIBERS = TableSpec(
@@ -309,5 +320,5 @@ def spec_for(name: str) -> TableSpec:
         raise LakeError(f"unknown table {name!r}; known tables: {known}") from None
 
 
-register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
+register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, USER_AGENTS, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
          USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK, CAMPAIGN_RESULTS)

@@ -8,7 +8,8 @@ Usage days (`ingest_days`: one landing day, or every landed day of a month, as o
 4. each distinct msisdn is pseudonymised, each distinct host-side key and user agent identified;
 5. commits, each one atomic, in this order: bronze/usage_events (append the new records),
    restricted/subscriber_keys (append unseen msisdns), bronze/quarantine (overwrite the landing days),
-   silver/usage_daily and silver/device_daily (recompute every day the delivery touched, from bronze);
+   silver/user_agents (append the agents of unknown TACs no earlier run read), silver/usage_daily and
+   silver/device_daily (recompute every day the delivery touched, from bronze);
 6. every file is reconciled, lines in = accepted + quarantined + duplicates, with accepted and quarantined
    read back from the tables, so the rerun after a crash between two commits still tells the truth.
 Monthly sources (`ingest_monthly`): the CRM snapshot, bills and orders into silver, with per-row quarantine.
@@ -36,7 +37,15 @@ from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
-from flowops.ingest.terminals import HandsetClasses, load_reference, reference_df
+from flowops.ingest.terminals import (
+    AGENT_COLUMNS,
+    HandsetClasses,
+    load_reference,
+    read_agents,
+    reference_df,
+    resolver_name,
+    unknown_agents,
+)
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
 from flowops.lake.tables import (
     DEVICE_DAILY,
@@ -46,6 +55,7 @@ from flowops.lake.tables import (
     USAGE_CELLS,
     USAGE_DAILY,
     USAGE_EVENTS,
+    USER_AGENTS,
 )
 from flowops.landing import (
     available_days,
@@ -231,8 +241,8 @@ class _UsageBatch:
                 step["rows"] = sum(quarantined.values())
             if tally.days:
                 with run.step("rollup silver") as step:
-                    self._rollup(sorted(tally.days))
                     step["days"] = len(tally.days)
+                    step.update(self._rollup(sorted(tally.days)))
             _reconcile(run, [f.source_file for f in files] + unexpected, tally, accepted_counts, quarantined,
                        replayed, in_lake)
             run.count("accepted.by_earlier_runs", sum(earlier.values()))
@@ -316,13 +326,39 @@ class _UsageBatch:
         kept = self.lake.read(QUARANTINE.name, partitions={"dt": self.landing_days})
         return {r.source_file: r.n for r in kept.groupBy("source_file").agg(F.sum("line_count").alias("n")).collect()}
 
-    def _rollup(self, days: list[str]) -> None:
+    def _rollup(self, days: list[str]) -> dict[str, int]:
+        """Recompute silver's days from bronze; returns how many user agents were read and how many were known."""
         bronze = self.lake.read(USAGE_EVENTS.name, partitions={"dt": days})
         handsets = self._cache(handsets_daily(bronze))
+        agents, counts = self._agents(handsets)
+        reference, classes = self.reference.terminals, self.reference.classes
         for spec, frame in ((USAGE_DAILY, usage_daily(bronze)),
-                            (DEVICE_DAILY, device_daily(handsets, self.reference.terminals, self.reference.classes))):
+                            (DEVICE_DAILY, device_daily(handsets, reference, classes, agents))):
             self.run.wrote(spec.name, self.lake.write(frame, spec, mode="overwrite", partitions={"dt": days},
                                                       metadata=self._meta()))
+        return counts
+
+    def _agents(self, handsets: DataFrame) -> tuple[DataFrame, dict[str, int]]:
+        """The user agents of handsets the TAC table lacks, read: those silver/user_agents holds from an earlier run
+        of the same resolver, and the others read now and appended there."""
+        resolver = resolver_name(self.reference.classes)
+        wanted = unknown_agents(handsets, self.reference.terminals)
+        with self.lake.locked(USER_AGENTS.name):
+            known = None
+            if self.lake.exists(USER_AGENTS.name):
+                known = (self.lake.read(USER_AGENTS.name).where(F.col("resolver") == resolver)
+                         .select(*AGENT_COLUMNS).join(wanted, "user_agent", "left_semi"))
+                wanted = wanted.join(known.select("user_agent"), "user_agent", "left_anti")
+            new = self._cache(read_agents(wanted, self.reference.classes))
+            read = new.count()
+            if read or not self.lake.exists(USER_AGENTS.name):
+                rows = new.withColumns({"resolver": F.lit(resolver), "run_id": F.lit(self.run.run_id)})
+                self.run.wrote(USER_AGENTS.name, self.lake.write(rows, USER_AGENTS, mode="append",
+                                                                 metadata=self._meta()))
+        counts = {"agents_read": read, "agents_known": self._cache(known).count() if known is not None else 0}
+        self.run.count("user_agents.read", counts["agents_read"])
+        self.run.count("user_agents.known", counts["agents_known"])
+        return (new if known is None else new.unionByName(known)), counts
 
     def _report_unknown_share(self) -> None:
         """The share of the landing days' bytes no fingerprint identified: encrypted SNI and QUIC hide hosts."""
