@@ -189,7 +189,7 @@ def test_odd_landing_files_are_read_or_quarantined_never_skipped(spark, tmp_path
 
 
 TABLES = ("bronze/usage_events", "restricted/usage_cells", "restricted/subscriber_keys", "bronze/quarantine",
-          "silver/usage_daily", "silver/device_daily")
+          "silver/user_agents", "silver/usage_daily", "silver/device_daily")
 
 
 def content(ctx: Context) -> dict[str, tuple[int, int]]:
@@ -209,7 +209,8 @@ def clean_run(spark, raw, tmp_path_factory) -> dict:
     return content(ctx)
 
 
-@pytest.mark.parametrize("crash_before", ["restricted/usage_cells", "bronze/quarantine", "silver/device_daily"])
+@pytest.mark.parametrize("crash_before", ["restricted/usage_cells", "bronze/quarantine", "silver/user_agents",
+                                          "silver/device_daily"])
 def test_a_crash_between_two_commits_is_finished_by_the_rerun_and_counted_truly(spark, raw, tmp_path, monkeypatch,
                                                                                 clean_run, crash_before):
     ctx = Context(make_settings(tmp_path / "lake"))
