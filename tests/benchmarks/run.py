@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from itertools import zip_longest
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _child(code: str, env: dict | None = None, cwd: Path = ROOT, retries: int = 0) -> dict:
+def _child(code: str, env: dict | None = None, cwd: Path = ROOT, retries: int = 0,
+           before_retry: Callable[[], object] | None = None) -> dict:
     """Run `code` in a fresh interpreter (it prints one JSON line last); add wall time, CPU and peak memory. With
     `retries`, a child killed by a signal (DuckDB 1.5.5 has segfaulted here once in a while) is run again, and the
     result says how many runs it took."""
@@ -146,6 +148,8 @@ def _child(code: str, env: dict | None = None, cwd: Path = ROOT, retries: int = 
             if attempt == retries:
                 raise
             print(f"benchmark child killed by signal {exc.signal}; running it again", file=sys.stderr, flush=True)
+            if before_retry:
+                before_retry()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -196,7 +200,7 @@ def bench_size(out: Path, subscribers: int, records_per_day: float | None = None
     result["floor"] = gzip_floor(raw)
     result["duckdb"] = _child(f"import json\nfrom pathlib import Path\nfrom tests.benchmarks.duckdb_ingest import run\n"
                               f"print(json.dumps(run(Path({str(raw)!r}), Path({str(out / 'duckdb')!r}))))",
-                              retries=1)
+                              retries=1, before_retry=lambda: shutil.rmtree(out / "duckdb", ignore_errors=True))
     shutil.rmtree(out / "duckdb", ignore_errors=True)
     result["ingest"] = _flowops(
         f"from flowops.steps.ingest import ingest\nt = time.perf_counter()\n"

@@ -174,7 +174,11 @@ def test_each_user_agent_is_read_once_per_resolver_and_identifies_handsets_as_a_
     written = ctx.lake.read("silver/device_daily", partitions={"dt": DAYS[2:]})
     assert Counter(map(tuple, written.collect())) == Counter(map(tuple, fresh.select(*written.columns).collect()))
     assert written.where(F.col("terminal_source") == "user_agent").count() > 0
-    # Other handset rules are another resolver: every agent is read again, the earlier reads kept apart.
+    # Other handset rules (the test conf has rules; HandsetClasses() has none) are another resolver: every agent is
+    # read again, the earlier reads kept apart.
+    from flowops.ingest.terminals import resolver_name
+
+    assert resolver_name(HandsetClasses()) != resolver_name(reference.classes)
     other = ingest_days(ctx, raw, DAYS[2:], Reference(reference.apps, reference.terminals, reference.key,
                                                        HandsetClasses()))
     assert other.counts["user_agents.known"] == 0 and other.counts["user_agents.read"] > 0

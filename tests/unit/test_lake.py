@@ -80,6 +80,26 @@ def test_rows_from_the_driver_commit_without_spark_and_read_back_as_a_spark_writ
     assert by_job["ingest"] == {**by_job["tags"], "job": "ingest"}
     assert by_job["ingest"]["started_at"] == started.astimezone().replace(tzinfo=None)  # PySpark's local time
     assert DeltaTable(lake.path("ops/runs")).to_pyarrow_table().column("seconds").to_pylist() == [2.5, 2.5]
+    # A naive datetime is local time on both paths, as PySpark takes it (in a zone other than UTC, to tell).
+    import os
+    import time
+
+    naive = dt.datetime(2026, 1, 5, 11, 15)
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Shanghai"
+    time.tzset()
+    try:
+        lake.write_rows([(*row[:1], "naive", *row[2:3], naive, *row[4:])], RUNS)
+        lake.write(spark.createDataFrame([(*row[:1], "naive-spark", *row[2:3], naive, *row[4:])], RUNS.schema),
+                   RUNS)
+        stamps = {r.job: r.started_at for r in lake.read("ops/runs").where("job like 'naive%'").collect()}
+    finally:
+        if zone is None:
+            os.environ.pop("TZ")
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+    assert stamps == {"naive": naive, "naive-spark": naive}
 
 
 def test_count_from_the_log_equals_a_scan_and_falls_back_to_one_without_file_counts(spark, lake, monkeypatch):

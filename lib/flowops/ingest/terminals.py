@@ -265,7 +265,11 @@ def resolver_name(classes: HandsetClasses | None = None) -> str:
     import hashlib
     from importlib.metadata import version
 
-    rules = hashlib.sha256(repr(classes or HandsetClasses()).encode()).hexdigest()[:12]
+    canonical = [(section, r.value, r.brand, r.model.pattern if r.model else None, r.model.flags if r.model else None,
+                  r.os, r.smart) for section, rules in (("gen", (classes or HandsetClasses()).network_gen),
+                                                        ("tier", (classes or HandsetClasses()).price_tier))
+                 for r in rules]
+    rules = hashlib.sha256(repr(canonical).encode()).hexdigest()[:12]
     return (f"device-detector {version('device-detector')}; ua-parser {version('ua-parser')}; "
             f"agent rules v{AGENT_RULES_VERSION}; classes {rules}")
 

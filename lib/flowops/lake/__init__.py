@@ -8,6 +8,7 @@ what it read holds the lock across both (`Lake.locked`). The tables' contracts a
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -97,7 +98,8 @@ class Lake:
     def count(self, table: str, *, partitions: Partitions | None = None) -> int:
         """Rows of the active version of `table` (only these partition values, when given), summed from the
         record counts the Delta log keeps per file (delta-rs reads the log for either engine): no scan, no Spark
-        job. When a file's count is missing from the log (a writer without stats), Spark counts the rows."""
+        job. When a file's count is missing from the log (a writer without stats), Spark counts the rows. Deletion
+        vectors are not subtracted: flowops' tables have none (a table given them by another writer is over-counted)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         from deltalake import DeltaTable
@@ -174,6 +176,9 @@ class Lake:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         schema = to_arrow_schema(spec.schema, timezone="UTC")
+        # A naive datetime is local time, as PySpark's createDataFrame takes it (Arrow would take it as UTC).
+        rows = [[v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo is None else v for v in row]
+                for row in rows]
         data = pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
         return self._commit(data, spec, mode, None, metadata)
 

@@ -344,18 +344,21 @@ class _UsageBatch:
         resolver = resolver_name(self.reference.classes)
         wanted = unknown_agents(handsets, self.reference.terminals)
         with self.lake.locked(USER_AGENTS.name):
-            known = None
+            known, counts = None, {"agents_known": 0}
             if self.lake.exists(USER_AGENTS.name):
-                known = (self.lake.read(USER_AGENTS.name).where(F.col("resolver") == resolver)
-                         .select(*AGENT_COLUMNS).join(wanted, "user_agent", "left_semi"))
+                # Materialised before this run appends: a lazy read would see the appended agents too (Delta's Spark
+                # source reads the newest version when a frame is computed), and each agent must come once.
+                known = self._cache(self.lake.read(USER_AGENTS.name).where(F.col("resolver") == resolver)
+                                    .select(*AGENT_COLUMNS).join(wanted, "user_agent", "left_semi")
+                                    .dropDuplicates(["user_agent"]))
+                counts["agents_known"] = known.count()
                 wanted = wanted.join(known.select("user_agent"), "user_agent", "left_anti")
             new = self._cache(read_agents(wanted, self.reference.classes))
-            read = new.count()
-            if read or not self.lake.exists(USER_AGENTS.name):
-                rows = new.withColumns({"resolver": F.lit(resolver), "run_id": F.lit(self.run.run_id)})
+            counts["agents_read"] = new.count()
+            if counts["agents_read"] or not self.lake.exists(USER_AGENTS.name):
+                rows = new.withColumns({"resolver": F.lit(resolver), "run_id": F.lit(self.run.run_id)}).coalesce(1)
                 self.run.wrote(USER_AGENTS.name, self.lake.write(rows, USER_AGENTS, mode="append",
                                                                  metadata=self._meta()))
-        counts = {"agents_read": read, "agents_known": self._cache(known).count() if known is not None else 0}
         self.run.count("user_agents.read", counts["agents_read"])
         self.run.count("user_agents.known", counts["agents_known"])
         return (new if known is None else new.unionByName(known)), counts
