@@ -32,7 +32,6 @@ GENERATIONS = ("2G", "3G", "4G", "5G")
 PRICE_TIERS = ("low", "mid", "high", "flagship")
 SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
 UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_gen string, price_tier string"
-AGENT_COLUMNS = ("user_agent", "brand", "model", "os", "is_smart", "network_gen", "price_tier")  # read_agents' rows
 # Android and HarmonyOS agents name the model code before " Build/" or after "HarmonyOS;"; ua-parser's
 # generic rules sometimes take a browser name for the model instead ("HuaweiBrowser" -> "Browser").
 _MODEL_CODE = (re.compile(r";\s*([^;()]+?)\s+Build/"), re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"))
@@ -265,9 +264,9 @@ def resolver_name(classes: HandsetClasses | None = None) -> str:
     import hashlib
     from importlib.metadata import version
 
+    classes = classes or HandsetClasses()
     canonical = [(section, r.value, r.brand, r.model.pattern if r.model else None, r.model.flags if r.model else None,
-                  r.os, r.smart) for section, rules in (("gen", (classes or HandsetClasses()).network_gen),
-                                                        ("tier", (classes or HandsetClasses()).price_tier))
+                  r.os, r.smart) for section, rules in (("gen", classes.network_gen), ("tier", classes.price_tier))
                  for r in rules]
     rules = hashlib.sha256(repr(canonical).encode()).hexdigest()[:12]
     return (f"device-detector {version('device-detector')}; ua-parser {version('ua-parser')}; "

@@ -81,10 +81,12 @@ class Lake:
             version: a table version for time travel; latest when None.
             partitions: only these partition values, e.g. `{"dt": ["2026-01-05"]}`.
         """
-        path = self.path(table)
+        self._require(table)
+        return self._engine.read(self.path(table), version, partitions)
+
+    def _require(self, table: str) -> None:
         if not self.exists(table):
-            raise LakeError(f"table {table} does not exist at {path}; run the job that writes it first")
-        return self._engine.read(path, version, partitions)
+            raise LakeError(f"table {table} does not exist at {self.path(table)}; run the job that writes it first")
 
     def partition_values(self, table: str, column: str) -> set[str]:
         """The values of partition `column` that hold data in the active version (empty if no table)."""
@@ -104,8 +106,7 @@ class Lake:
         import pyarrow.compute as pc
         from deltalake import DeltaTable
 
-        if not self.exists(table):
-            raise LakeError(f"table {table} does not exist at {self.path(table)}; run the job that writes it first")
+        self._require(table)
         files = pa.table(DeltaTable(self.path(table)).get_add_actions(flatten=True))
         for column, values in (partitions or {}).items():
             files = files.filter(pc.is_in(files[f"partition.{column}"], pa.array(list(values), pa.string())))
@@ -143,8 +144,7 @@ class Lake:
                 then writes one file per value it holds, and nothing is shuffled).
         """
         spec = table if isinstance(table, TableSpec) else spec_for(table)
-        if mode not in ("append", "overwrite"):
-            raise LakeError(f"write mode must be 'append' or 'overwrite', got {mode!r}")
+        _check_mode(mode)
         if partitions is not None:
             _check_partitions(spec, mode, partitions)
         conformed = conform(df, spec)
@@ -170,8 +170,7 @@ class Lake:
         if self.engine_name != "delta-rs" or spec.partition_by:
             return self.write(self.spark.createDataFrame(list(rows), spec.schema).coalesce(1), spec, mode=mode,
                               metadata=metadata)
-        if mode not in ("append", "overwrite"):
-            raise LakeError(f"write mode must be 'append' or 'overwrite', got {mode!r}")
+        _check_mode(mode)
         import pyarrow as pa
         from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -256,6 +255,11 @@ def _same_type(actual: T.DataType, expected: T.DataType) -> bool:
     for old, new in strip:
         a, b = a.replace(old, new), b.replace(old, new)
     return a == b
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("append", "overwrite"):
+        raise LakeError(f"write mode must be 'append' or 'overwrite', got {mode!r}")
 
 
 def _check_partitions(spec: TableSpec, mode: Mode, partitions: Partitions) -> None:

@@ -38,7 +38,6 @@ from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
 from flowops.ingest.terminals import (
-    AGENT_COLUMNS,
     HandsetClasses,
     load_reference,
     read_agents,
@@ -349,7 +348,7 @@ class _UsageBatch:
                 # Materialised before this run appends: a lazy read would see the appended agents too (Delta's Spark
                 # source reads the newest version when a frame is computed), and each agent must come once.
                 known = self._cache(self.lake.read(USER_AGENTS.name).where(F.col("resolver") == resolver)
-                                    .select(*AGENT_COLUMNS).join(wanted, "user_agent", "left_semi")
+                                    .drop("resolver", "run_id").join(wanted, "user_agent", "left_semi")
                                     .dropDuplicates(["user_agent"]))
                 counts["agents_known"] = known.count()
                 wanted = wanted.join(known.select("user_agent"), "user_agent", "left_anti")
