@@ -91,3 +91,38 @@ def test_files_are_grouped_in_name_order_by_size():
                                                             for i in range(0, 8, 2)]
     assert len(small) == 1                 # a task is worth its set-up only with some data
     assert [len(g) for g in huge] == [1] * 8  # and holds at most 64 MB, however few tasks were asked for
+
+
+def test_lines_of_several_files_are_parsed_together_and_each_status_follows_its_last_line(tmp_path):
+    import pyarrow as pa
+
+    from flowops.ingest.lines import read_files
+
+    sizes = {"a": 3, "b": 10, "c": 0, "d": 4, "e": 7}
+    paths = [(write(tmp_path / f"{name}.txt.gz", gzip.compress(b"".join(b"%s-%d\n" % (name.encode(), i + 1)
+                                                                          for i in range(n)))), name)
+             for name, n in sizes.items()]
+    calls = []
+
+    class Parse:
+        def __call__(self, values, segments):
+            calls.append(segments)
+            return {"value": values}
+
+        def finish(self, source_file):   # a status row may come only once its file's lines were all parsed
+            parsed = sum(n for segments in calls for name, n in segments if name == source_file)
+            return {"parsed": parsed}
+
+    schema = pa.schema([("source_file", pa.string()), ("line_no", pa.int64()), ("value", pa.binary()),
+                        ("file_status", pa.string()), ("file_lines", pa.int64()), ("file_detail", pa.string()),
+                        ("parsed", pa.int64())])
+
+    rows = pa.Table.from_batches(list(read_files(paths, Parse(), schema, batch_lines=8)), schema).to_pylist()
+
+    assert all(sum(n for _, n in segments) >= 8 for segments in calls[:-1])   # batches span files
+    assert any(len(segments) > 1 for segments in calls)
+    assert [r["value"].decode() for r in rows if r["line_no"]] == [f"{name}-{i + 1}" for name, n in sizes.items()
+                                                                    for i in range(n)]
+    assert all(r["value"].decode() == f"{r['source_file']}-{r['line_no']}" for r in rows if r["line_no"])
+    statuses = {r["source_file"]: (r["file_status"], r["file_lines"], r["parsed"]) for r in rows if not r["line_no"]}
+    assert statuses == {name: ("ok" if n else "empty_file", n, n) for name, n in sizes.items()}

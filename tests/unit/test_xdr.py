@@ -133,7 +133,7 @@ def test_records_leave_the_reader_identified_pseudonymised_and_minimised():
               for u in uris]
 
     out = pa.table(parser(pa.array([v.encode() for v in values], pa.binary()),
-                          f"usage/dt={DAY.isoformat()}/hour=10/f.txt.gz")).to_pylist()
+                          [(f"usage/dt={DAY.isoformat()}/hour=10/f.txt.gz", len(values))])).to_pylist()
 
     assert [r["uri"] for r in out] == ["/bind", "/138******78", None, None, None, None]
     assert {(r["host"], r["sni"], r["user_agent"], r["app_id"]) for r in out} == {
@@ -164,3 +164,38 @@ def test_imei_rules():
 
     assert list(imei_valid(pa.array(imeis))) == [True, True, False, True, True, False, False, False, False,
                                                  False, False]
+
+
+def test_a_batch_of_several_files_is_judged_and_tallied_per_file():
+    from types import SimpleNamespace
+
+    from flowops.ingest.apps import AppRules
+
+    def make() -> RecordParser:
+        return RecordParser(RULES, AppRules.load(ROOT / "conf"), SimpleNamespace(value=b"k"))
+
+    # The same late line is accepted from the file of 2026-01-05 and out of the window of 2026-01-09's file.
+    late = line(start_time="2026-01-03 10:00:00", end_time="2026-01-03 10:00:01")
+    files = {"usage/dt=2026-01-05/hour=10/a.txt.gz": [line(), late, line(msisdn="1")],
+             "usage/dt=2026-01-09/hour=00/b.txt.gz": [late, late.replace("r1", "r2"), line(imei="1")],
+             "usage/dt=2026-01-09/hour=01/c.txt.gz": [line(record_id="")]}
+    alone, each = make(), {}
+    for name, values in files.items():
+        each[name] = pa.table(alone(pa.array([v.encode() for v in values], pa.binary()), [(name, len(values))]))
+    together = make()
+    batch = pa.array([v.encode() for values in files.values() for v in values], pa.binary())
+
+    out = pa.table(together(batch, [(name, len(values)) for name, values in files.items()]))
+
+    assert out.to_pylist() == pa.concat_tables(each.values()).to_pylist()
+    assert out["landing_day"].to_pylist() == ["2026-01-05"] * 3 + ["2026-01-09"] * 4
+    assert out["reason"].to_pylist() == [None, None, "invalid_msisdn"] + ["timestamp_out_of_window"] * 2 + [
+        "invalid_imei", "missing_record_id"]
+    summaries = {name: together.finish(name) for name in files}
+    assert summaries == {name: alone.finish(name) for name in files}
+    assert summaries == {
+        "usage/dt=2026-01-05/hour=10/a.txt.gz": {"file_reasons": {"invalid_msisdn": 1},
+                                                 "file_days": ["2026-01-03", "2026-01-05"]},
+        "usage/dt=2026-01-09/hour=00/b.txt.gz": {"file_reasons": {"timestamp_out_of_window": 2, "invalid_imei": 1},
+                                                 "file_days": []},
+        "usage/dt=2026-01-09/hour=01/c.txt.gz": {"file_reasons": {"missing_record_id": 1}, "file_days": []}}

@@ -17,7 +17,7 @@ Files are opened by their exact path, never through a glob or a URL, so names wi
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,10 +35,11 @@ INFLATE_BYTES = 32 << 20   # most text inflated from them at a time: memory per 
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not an xDR or CSV record
 TASK_BYTES = 64 << 20      # most landed bytes per Spark task (files are grouped, never split)
 MIN_TASK_BYTES = 8 << 20   # fewest: a task costs a Python worker's set-up, worth it only for some data
+BATCH_LINES = 1 << 16      # lines parsed at a time, across consecutive files (see `read_files`)
 OK, EMPTY, TRUNCATED, CORRUPT, UNREADABLE = "ok", "empty_file", "truncated_gzip", "corrupt_gzip", "unreadable_file"
 OVERSIZED = "oversized_line"
 NEWLINE, CR = 10, 13
-Parse = Callable[[pa.BinaryArray, str], dict[str, pa.Array]]
+Parse = Callable[[pa.BinaryArray, list[tuple[str, int]]], dict[str, pa.Array]]
 
 
 @dataclass(frozen=True)
@@ -145,31 +146,63 @@ def line_values(block: np.ndarray) -> pa.BinaryArray:
     return pa.Array.from_buffers(pa.binary(), len(newlines), [None, pa.py_buffer(offsets), pa.py_buffer(block[keep])])
 
 
-def _file_batches(path: str, source_file: str, parse: Parse | None, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    line_no = 0
-    for item in scan_file(path):
-        if isinstance(item, FileCheck):
-            status = {"source_file": source_file, "file_status": item.status, "file_lines": item.lines,
-                      "file_detail": item.detail or None, **(parse.finish(source_file) if hasattr(parse, "finish")
-                                                              else {})}
-            yield pa.RecordBatch.from_pylist([status], schema=schema)
-            return
-        values = line_values(item)
+def read_files(files: Iterable[tuple[str, str]], parse: Parse | None, schema: pa.Schema,
+               batch_lines: int = BATCH_LINES) -> Iterator[pa.RecordBatch]:
+    """`(path, source_file)` pairs -> record batches of `schema`: every file's numbered lines, then its status row.
+
+    Lines of consecutive files are parsed together, `batch_lines` or so at a time (a file's own pieces are bounded
+    by INFLATE_BYTES): a landed file holds a few thousand lines, and each parse call costs about a hundred Arrow
+    kernel calls whatever its size. A file's status row follows the batch holding its last line, so a parse that
+    tallies per file (`parse.finish`) has seen all of it."""
+    pending: list[tuple[str, int, pa.BinaryArray]] = []   # (source_file, line_no of its first line, lines)
+    finished: list[tuple[str, FileCheck]] = []
+    held = 0
+    for path, source_file in files:
+        line_no = 0
+        for item in scan_file(path):
+            if isinstance(item, FileCheck):
+                finished.append((source_file, item))
+                break
+            values = line_values(item)
+            pending.append((source_file, line_no, values))
+            line_no += len(values)
+            held += len(values)
+            if held >= batch_lines:
+                yield from _flush(pending, finished, parse, schema)
+                held = 0
+    yield from _flush(pending, finished, parse, schema)
+
+
+def _flush(pending: list, finished: list, parse: Parse | None, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Parse and emit the pending lines as one batch, then the status rows of the files read through; empties both
+    lists."""
+    if pending:
+        values = pa.concat_arrays([lines for _, _, lines in pending]) if len(pending) > 1 else pending[0][2]
         count = len(values)
-        columns = parse(values, source_file) if parse else {"value": values}
-        base = {"source_file": repeated(source_file, count),
-                "line_no": pa.array(np.arange(line_no + 1, line_no + count + 1))}
+        segments = [(source_file, len(lines)) for source_file, _, lines in pending]
+        columns = parse(values, segments) if parse else {"value": values}
+        base = {"source_file": pa.concat_arrays([repeated(name, n) for name, n in segments]),
+                "line_no": pa.array(np.concatenate([np.arange(first + 1, first + len(lines) + 1)
+                                                    for _, first, lines in pending]))}
         yield pa.RecordBatch.from_arrays(
             [(base.get(f.name) if f.name in base else columns.get(f.name, pa.nulls(count, f.type))).cast(f.type)
              for f in schema], schema=schema)
-        line_no += count
+    for source_file, check in finished:
+        status = {"source_file": source_file, "file_status": check.status, "file_lines": check.lines,
+                  "file_detail": check.detail or None, **(parse.finish(source_file) if hasattr(parse, "finish")
+                                                          else {})}
+        yield pa.RecordBatch.from_pylist([status], schema=schema)
+    pending.clear()
+    finished.clear()
 
 
 def _read_group(parse: Parse | None, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        for path, source_file in zip(batch.column("path").to_pylist(), batch.column("source_file").to_pylist(),
-                                     strict=True):
-            yield from _file_batches(path, source_file, parse, schema)
+    """A task's files (mapInArrow's input: batches of `path, source_file`) -> `read_files`."""
+    def files() -> Iterator[tuple[str, str]]:
+        for batch in batches:
+            yield from zip(batch.column("path").to_pylist(), batch.column("source_file").to_pylist(), strict=True)
+
+    yield from read_files(files(), parse, schema)
 
 
 def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
@@ -195,8 +228,9 @@ def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | Non
     Args:
         spark: the session.
         files: the files to read.
-        parse: turns a batch of one file's lines (raw bytes, and the file's name under RAW) into `columns`; by
-            default each line is kept as `value`. It runs in the reading task, once per batch of lines.
+        parse: turns a batch of lines (raw bytes) into `columns`; it is also given the batch's segments,
+            `(file's name under RAW, lines)` in order, as a batch may hold the end of one file and the start of
+            the next. By default each line is kept as `value`. It runs in the reading task, once per batch.
         columns: what `parse` returns (Spark DDL), after `source_file` and `line_no`; null in status rows.
         summary: what `parse.finish(source_file)`, called once a file is read through, adds to its status row
             (Spark DDL), e.g. counts the parse kept while it read.

@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 
 from flowops.ingest.apps import APP_DDL, AppRules, Identifier
 from flowops.ingest.pii import mask_fields, pseudonyms
-from flowops.ingest.vector import repeated
 
 XDR_FIELDS = (
     "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
@@ -53,6 +52,7 @@ TIMESTAMP_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-
 EPOCH_STAMP = "1970-01-01 00:00:00"
 FIRST_SEGMENT = r"^(?P<segment>/[^/?#]+)"
 US_PER_DAY = 86_400_000_000
+EPOCH = dt.date(1970, 1, 1)
 
 # The typed columns a parse adds to each line (Spark DDL); see `parse_lines`.
 # record_id is bytes here: the run caches the parse, and Spark's cache keeps a clone of every new largest string
@@ -85,8 +85,9 @@ class ParseRules:
     timezone: str
 
 
-def parse_lines(values: pa.BinaryArray, landing_day: dt.date, rules: ParseRules) -> dict[str, pa.Array]:
-    """Judge and type a batch of xDR lines of one file (landed on `landing_day`).
+def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules: ParseRules) -> dict[str, pa.Array]:
+    """Judge and type a batch of xDR lines landed on `landing_day` (a date, or per line its days since 1970-01-01:
+    a batch may hold lines of files of several landing days).
 
     Returns the PARSED_COLUMNS as Arrow arrays, one value per line: `value` (the raw line, for rejected
     lines only), `reason` (null when accepted), `landing_day`, `dt` (the local day the record started) and
@@ -115,7 +116,7 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date, rules: ParseRules)
     is_port = port_digits & (port_number <= 65535)
     port_ok = _is(pc.equal(port, "")) | is_port
     start_utc_us = _micros(start_utc)
-    landing = (landing_day - dt.date(1970, 1, 1)).days
+    landing = np.full(count, (landing_day - EPOCH).days) if isinstance(landing_day, dt.date) else landing_day
     start_days = np.floor_divide(start, US_PER_DAY)
     checks = [
         ~is_utf8,
@@ -143,7 +144,7 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date, rules: ParseRules)
     return {
         "value": pc.if_else(pa.array(rejected), values, pa.scalar(None, pa.binary())),
         "reason": reason,
-        "landing_day": repeated(landing_day.isoformat(), count),
+        "landing_day": _day_text(landing),
         "dt": pc.if_else(pa.array(start_ok), pc.utf8_slice_codeunits(field["start_time"], 0, 10),
                          pa.scalar(None, pa.string())),
         "record_id": field["record_id"].cast(pa.binary()),
@@ -195,10 +196,13 @@ class RecordParser:
         reasons, days = self._files.pop(source_file, (Counter(), set()))
         return {"file_reasons": dict(reasons), "file_days": sorted(days)}
 
-    def __call__(self, values: pa.BinaryArray, source_file: str) -> dict[str, pa.Array]:
-        """Parse the lines of `usage/dt=YYYY-MM-DD/hour=HH/<name>`."""
+    def __call__(self, values: pa.BinaryArray, segments: list[tuple[str, int]]) -> dict[str, pa.Array]:
+        """Parse a batch of lines of files `usage/dt=YYYY-MM-DD/hour=HH/<name>`: `segments` says which, as
+        `(source_file, lines)` in order."""
         self._identifier = self._identifier or Identifier(self.apps)
-        columns = parse_lines(values, dt.date.fromisoformat(source_file.split("dt=", 1)[1][:10]), self.rules)
+        counts = [n for _, n in segments]
+        landing = np.repeat([(_landing_day(name) - EPOCH).days for name, _ in segments], counts)
+        columns = parse_lines(values, landing, self.rules)
         # Only the first path segment is ever read or kept: the rest of a URI (queries with phone numbers and
         # tokens) never leaves this function, and distinct segments are few.
         segment = pc.struct_field(pc.extract_regex(columns["uri"], FIRST_SEGMENT), [0])
@@ -206,11 +210,32 @@ class RecordParser:
         columns.update(self._identifier.identify(columns["host"], columns["sni"], segment, columns["user_agent"],
                                                  port, columns["protocol"]))
         columns["sub_id"] = pseudonyms(columns["msisdn"], self.key.value, self._pseudonyms)
-        reasons, days = self._files.setdefault(source_file, (Counter(), set()))
-        for count in pc.value_counts(columns["reason"].drop_null()).to_pylist():
-            reasons[count["values"]] += count["counts"]
-        days.update(pc.unique(pc.if_else(pc.is_null(columns["reason"]), columns["dt"], None)).drop_null().to_pylist())
+        self._tally([name for name, _ in segments], np.repeat(np.arange(len(segments)), counts), columns)
         return columns
+
+    def _tally(self, names: list[str], file_index: np.ndarray, columns: dict[str, pa.Array]) -> None:
+        """Add each file's rejected lines per reason and its accepted records' days to what `finish` reports."""
+        for name in names:
+            self._files.setdefault(name, (Counter(), set()))
+        reason, day = columns["reason"], columns["dt"]
+        lines = pa.table({"file": file_index, "reason": reason, "dt": day})
+        rejected = lines.filter(pc.is_valid(reason)).group_by(["file", "reason"]).aggregate([([], "count_all")])
+        for file, why, n in zip(*(rejected[c].to_pylist() for c in ("file", "reason", "count_all")), strict=True):
+            self._files[names[file]][0][why] += n
+        days = lines.filter(pc.and_(pc.is_null(reason), pc.is_valid(day))).group_by(["file", "dt"]).aggregate([])
+        for file, seen in zip(days["file"].to_pylist(), days["dt"].to_pylist(), strict=True):
+            self._files[names[file]][1].add(seen)
+
+
+def _landing_day(source_file: str) -> dt.date:
+    return dt.date.fromisoformat(source_file.split("dt=", 1)[1][:10])
+
+
+def _day_text(days: np.ndarray) -> pa.StringArray:
+    """Days since 1970-01-01 as ISO dates, each distinct day formatted once."""
+    distinct, index = np.unique(days, return_inverse=True)
+    text = pa.array([(EPOCH + dt.timedelta(days=int(day))).isoformat() for day in distinct], pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), text).cast(pa.string())
 
 
 def quarantine_text(value: Column) -> Column:
