@@ -118,3 +118,26 @@ def test_handset_class_mistakes_name_the_file_and_rule(tmp_path, text, message):
     (tmp_path / "terminals" / "classes.yml").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(message)):
         HandsetClasses.load(tmp_path)
+
+
+@pytest.mark.parametrize("agent", [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 16_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 "
+    "CtripWireless_8.64.2 iPhone_16.1",
+    "BaiduMap/18.8.0 (Linux; Android 4.4.4; 2014501)",
+    "com.ss.android.ugc.aweme/290101 (Linux; U; Android 13; zh_CN; V2309A; Build/TP1A.220624.014; Cronet/TTNetVersion)",
+    "Mozilla/5.0 (Linux; Android 12; BLK-AL00 Build/HUAWEIBLK-AL00; wv) IqiyiApp/iqiyi IqiyiVersion/15.1.0",
+    "Mozilla/5.0 (Linux; Andr0id 9; BRAVIA 4K UR2 Build/PTT1.190515.001.S52) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/108.0.0.0 Safari/537.36 OPR/46.0.2207.0 OMI/4.24.3.105.Pinot.80 Model/Sony-BRAVIA-4K-UR2",
+    "Mozilla/5.0 (Linux; Coolita OS QJY/2.0.1; 8H86) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0 Safari/537.36",
+    "okhttp/4.9.3", "Dalvik/2.1.0 (Linux; U; Android 13; 22081212C Build/TKQ1.220829.002)", "", "-",
+])
+def test_the_device_data_is_read_without_its_client_parse_and_answers_as_its_full_parse(agent):
+    from device_detector import DeviceDetector
+
+    from flowops.ingest.terminals import _by_agent, normal_brand
+
+    full = DeviceDetector(agent, skip_bot_detection=True).parse()
+    brand = normal_brand(full.device_brand())
+    expected = (brand, full.device_model() or None, full.os_name() or None) if brand else (None, None, None)
+
+    assert _by_agent(agent) == expected
