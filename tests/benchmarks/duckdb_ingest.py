@@ -2,12 +2,14 @@
 
 Same files, same cores: check every gzip file whole (zlib, one process per core), read the lines with their
 file and line number, split and validate them with a reason for each reject, drop replays (same day and
-record id), hash the msisdn with the key, map the host to an app by its domain suffix, and write bronze and
-silver (subscriber x day x app x RAT x idle) as zstd Parquet partitioned by day.
+record id), hash the msisdn with the key, map the host to an app by its domain suffix, identify each
+subscriber-day's handset (the TAC table, else its most-sent user agent read by the same device data flowops
+uses, each distinct agent once, one process per core), and write bronze, silver usage (subscriber x day x app x
+RAT x idle) and silver devices (subscriber x day x TAC) as zstd Parquet partitioned by day.
 
 What it leaves out of flowops' work: the Luhn check, app rules beyond a host-suffix lookup (URI prefixes,
-user-agent tokens, ports), the handset table, dedupe against earlier deliveries, reconciliation, quarantine
-files and Delta commits.
+user-agent tokens, ports), dedupe against earlier deliveries, reconciliation, quarantine files, the cells and
+keys tables, and Delta commits. `--no-handsets` leaves out the handsets too (the baseline before issue 10).
 
     python -m tests.benchmarks.duckdb_ingest RAW OUT [--threads 2]
 """
@@ -44,6 +46,7 @@ WITH split AS (
     FROM split
 )
 SELECT source_file, line_no, line, f[1] AS record_id, msisdn, f[4] AS imei, st, et, ul, dl, name,
+    nullif(trim(f[16]), '') AS user_agent,
     upper(f[7]) AS rat, st::DATE AS dt, (hour(st) >= 23 OR hour(st) < 7) AS is_idle,
     CASE
         WHEN n <> 18 THEN 'wrong_field_count'
@@ -67,7 +70,7 @@ LEFT JOIN apps a4 ON a4.suffix = array_to_string(string_split(p.name, '.')[-4:],
 LEFT JOIN apps a3 ON a3.suffix = array_to_string(string_split(p.name, '.')[-3:], '.')
 LEFT JOIN apps a2 ON a2.suffix = array_to_string(string_split(p.name, '.')[-2:], '.');
 
-COPY (SELECT * EXCLUDE (line, msisdn) FROM bronze) TO '{out}/bronze' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
+COPY (SELECT * EXCLUDE (line, msisdn, user_agent) FROM bronze) TO '{out}/bronze' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
 COPY (SELECT source_file, line_no, reason, line FROM parsed WHERE reason IS NOT NULL)
     TO '{out}/quarantine.parquet' (FORMAT parquet, COMPRESSION zstd);
 COPY (SELECT dt, sub_id, app_id, rat, is_idle, sum(ul) AS ul_bytes, sum(dl) AS dl_bytes,
@@ -75,10 +78,42 @@ COPY (SELECT dt, sub_id, app_id, rat, is_idle, sum(ul) AS ul_bytes, sum(dl) AS d
       FROM bronze GROUP BY ALL) TO '{out}/silver' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
 """
 
+# Each subscriber-day's handset: its TAC's row in the handset table, else what its most-sent agent says.
+HANDSETS = """
+CREATE TEMP TABLE handsets AS
+SELECT dt, sub_id, tac, arg_max(user_agent, records) FILTER (WHERE user_agent IS NOT NULL) AS user_agent,
+    sum(records) AS records, sum(total_bytes) AS total_bytes
+FROM (SELECT dt, sub_id, nullif(left(imei, 8), '') AS tac, user_agent, count(*) AS records,
+             sum(ul + dl) AS total_bytes FROM bronze GROUP BY ALL)
+GROUP BY ALL;
+CREATE TEMP TABLE wanted AS
+SELECT DISTINCT user_agent FROM handsets h ANTI JOIN terminals t ON h.tac = t.tac WHERE user_agent IS NOT NULL;
+"""
+DEVICES = """
+COPY (SELECT h.dt, h.sub_id, h.tac, coalesce(t.brand, a.brand) AS brand, coalesce(t.model, a.model) AS model,
+             coalesce(t.os, a.os) AS os, coalesce(t.network_gen, a.network_gen) AS network_gen,
+             coalesce(t.is_smart, a.is_smart) AS is_smart, coalesce(t.price_tier, a.price_tier) AS price_tier,
+             CASE WHEN t.tac IS NOT NULL THEN 'tac'
+                  WHEN coalesce(a.brand, a.model, a.os) IS NOT NULL THEN 'user_agent' ELSE 'unknown' END
+                 AS terminal_source, h.records, h.total_bytes
+      FROM handsets h LEFT JOIN terminals t ON h.tac = t.tac LEFT JOIN agents a ON h.user_agent = a.user_agent)
+    TO '{out}/devices' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY dt);
+"""
 
-def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key") -> dict:
+
+def _read_agents(agents: list[str]) -> list[tuple]:
+    """What the device data says of each agent, exactly as flowops reads it (one call per process)."""
+    from flowops.ingest.terminals import HandsetClasses, _from_agent
+
+    classes = HandsetClasses.load(ROOT / "conf")
+    return [(agent, *_from_agent(agent, classes)) for agent in agents]
+
+
+def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets: bool = True) -> dict:
     """Run the baseline on every xDR file under `raw`; returns seconds and row counts."""
     import duckdb
+
+    from flowops.ingest.terminals import load_reference
 
     out.mkdir(parents=True, exist_ok=True)
     paths = sorted(str(p) for p in raw.glob("usage/dt=*/hour=*/*.txt.gz"))
@@ -98,11 +133,29 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key") -> dict:
     con.executemany("INSERT INTO apps VALUES (?, ?)", [(r.key, r.app_id) for r in rules.rules if r.kind == "host"])
     files = "[" + ", ".join(f"'{f}'" for f in good) + "]"
     con.execute(QUERY.format(files=files, key=key, out=out))
+    agents = 0
+    if handsets:
+        con.execute("CREATE TEMP TABLE terminals (tac VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
+                    "network_gen VARCHAR, is_smart BOOLEAN, price_tier VARCHAR)")
+        con.executemany("INSERT INTO terminals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(t.tac, t.brand, t.model, t.os, t.network_gen, t.is_smart, t.price_tier)
+                         for t in load_reference(ROOT / "conf").values()])
+        con.execute(HANDSETS)
+        wanted = [row[0] for row in con.execute("SELECT user_agent FROM wanted").fetchall()]
+        agents = len(wanted)
+        with ProcessPoolExecutor(threads) as pool:   # DuckDB's Python functions run one at a time: a process per core
+            read = [row for part in pool.map(_read_agents, [wanted[i::threads] for i in range(threads)])
+                    for row in part]
+        con.execute("CREATE TEMP TABLE agents (user_agent VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
+                    "is_smart BOOLEAN, network_gen VARCHAR, price_tier VARCHAR)")
+        if read:
+            con.executemany("INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?)", read)
+        con.execute(DEVICES.format(out=out))
     seconds = time.perf_counter() - started
     counts = con.execute("SELECT (SELECT count(*) FROM lines), (SELECT count(*) FROM bronze), "
                          "(SELECT count(*) FROM parsed WHERE reason IS NOT NULL)").fetchone()
     return {"seconds": seconds, "files": len(paths), "bad_files": len(paths) - len(good), "lines": counts[0],
-            "bronze": counts[1], "rejected": counts[2], "threads": threads}
+            "bronze": counts[1], "rejected": counts[2], "threads": threads, "handsets": handsets, "agents": agents}
 
 
 def main() -> int:
@@ -110,8 +163,9 @@ def main() -> int:
     parser.add_argument("raw", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-handsets", dest="handsets", action="store_false")
     args = parser.parse_args()
-    print(json.dumps(run(args.raw, args.out, args.threads)))
+    print(json.dumps(run(args.raw, args.out, args.threads, handsets=args.handsets)))
     return 0
 
 
