@@ -180,6 +180,7 @@ def _child_once(code: str, env: dict | None, cwd: Path) -> dict:
 def _flowops(code: str, lake: Path, event_log: Path | None = None) -> dict:
     conf = ""
     if event_log:
+        event_log = event_log.resolve()   # Spark wants an absolute file: URL
         event_log.mkdir(parents=True, exist_ok=True)
         conf = (f"settings = settings.model_copy(update={{'spark': settings.spark.model_copy(update={{'conf': "
                 f"{{'spark.eventLog.enabled': 'true', 'spark.eventLog.compress': 'false', "
