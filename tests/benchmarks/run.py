@@ -180,7 +180,7 @@ def _child_once(code: str, env: dict | None, cwd: Path) -> dict:
 def _flowops(code: str, lake: Path, event_log: Path | None = None) -> dict:
     conf = ""
     if event_log:
-        event_log = event_log.resolve()   # Spark wants an absolute file: URL
+        event_log = event_log.resolve()   # Spark refuses a relative file: URL
         event_log.mkdir(parents=True, exist_ok=True)
         conf = (f"settings = settings.model_copy(update={{'spark': settings.spark.model_copy(update={{'conf': "
                 f"{{'spark.eventLog.enabled': 'true', 'spark.eventLog.compress': 'false', "
@@ -268,6 +268,7 @@ def spark_jobs(events: Path, top: int = 8) -> list[dict]:
 # --------------------------------------------------------------------------- comparisons
 def bench_against(out: Path, revision: str, subscribers: int) -> dict:
     """The same month through flowops at `revision` and now: same files, same run, same machine."""
+    out = out.resolve()   # the older flowops runs in its own worktree, as cwd
     raw = out / "raw"
     now = bench_size(out / "now", subscribers, steps=False)
     shutil.move(str(out / "now" / "raw"), str(raw))
