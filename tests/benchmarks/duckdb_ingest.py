@@ -119,8 +119,10 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets
     paths = sorted(str(p) for p in raw.glob("usage/dt=*/hour=*/*.txt.gz"))
     rules = AppRules.load(ROOT / "conf")
     started = time.perf_counter()
-    with ProcessPoolExecutor(threads) as pool:   # the whole-file check, one process per core
-        checks = list(pool.map(check_file, paths, paths, chunksize=16))
+    # One process per core, for the whole-file check and the device data; started before DuckDB is (forking a
+    # process that runs DuckDB's threads is unsafe).
+    pool = ProcessPoolExecutor(threads)
+    checks = list(pool.map(check_file, paths, paths, chunksize=16))
     good = [c.source_file for c in checks if c.ok]
     con = duckdb.connect()
     con.execute(f"SET threads TO {threads}")
@@ -143,15 +145,14 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets
         con.execute(HANDSETS)
         wanted = [row[0] for row in con.execute("SELECT user_agent FROM wanted").fetchall()]
         agents = len(wanted)
-        with ProcessPoolExecutor(threads) as pool:   # DuckDB's Python functions run one at a time: a process per core
-            read = [row for part in pool.map(_read_agents, [wanted[i::threads] for i in range(threads)])
-                    for row in part]
+        read = [row for part in pool.map(_read_agents, [wanted[i::threads] for i in range(threads)]) for row in part]
         con.execute("CREATE TEMP TABLE agents (user_agent VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
                     "is_smart BOOLEAN, network_gen VARCHAR, price_tier VARCHAR)")
         if read:
             con.executemany("INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?)", read)
         con.execute(DEVICES.format(out=out))
     seconds = time.perf_counter() - started
+    pool.shutdown()
     counts = con.execute("SELECT (SELECT count(*) FROM lines), (SELECT count(*) FROM bronze), "
                          "(SELECT count(*) FROM parsed WHERE reason IS NOT NULL)").fetchone()
     return {"seconds": seconds, "files": len(paths), "bad_files": len(paths) - len(good), "lines": counts[0],
