@@ -9,9 +9,7 @@ RAT x idle) and silver devices (subscriber x day x TAC) as zstd Parquet partitio
 
 What it leaves out of flowops' work: the Luhn check, app rules beyond a host-suffix lookup (URI prefixes,
 user-agent tokens, ports), dedupe against earlier deliveries, reconciliation, quarantine files, the cells and
-keys tables, and Delta commits; and, without `--handsets`, the handsets (the baseline before issue 10, and
-the bench's: with them, the baseline segfaulted twice inside the bench's child process on 2026-11-29, though
-never when run on its own; not yet understood).
+keys tables, and Delta commits. `--no-handsets` leaves out the handsets too (the baseline before issue 10).
 
     python -m tests.benchmarks.duckdb_ingest RAW OUT [--threads 2]
 """
@@ -20,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -111,7 +110,7 @@ def _read_agents(agents: list[str]) -> list[tuple]:
     return [(agent, *_from_agent(agent, classes)) for agent in agents]
 
 
-def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets: bool = False) -> dict:
+def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets: bool = True) -> dict:
     """Run the baseline on every xDR file under `raw`; returns seconds and row counts."""
     import duckdb
 
@@ -121,9 +120,9 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets
     paths = sorted(str(p) for p in raw.glob("usage/dt=*/hour=*/*.txt.gz"))
     rules = AppRules.load(ROOT / "conf")
     started = time.perf_counter()
-    # One process per core, for the whole-file check and the device data; started before DuckDB is (forking a
-    # process that runs DuckDB's threads is unsafe).
-    pool = ProcessPoolExecutor(threads)
+    # One process per core, for the whole-file check and the device data. Spawned, not forked: every segfault this
+    # baseline had (three in 2026-11, one before it read handsets) was in a process forked after DuckDB was loaded.
+    pool = ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("spawn"))
     checks = list(pool.map(check_file, paths, paths, chunksize=16))
     good = [c.source_file for c in checks if c.ok]
     con = duckdb.connect()
@@ -166,7 +165,8 @@ def main() -> int:
     parser.add_argument("raw", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--handsets", action="store_true", help="identify handsets too, as flowops does")
+    parser.add_argument("--no-handsets", dest="handsets", action="store_false",
+                        help="leave out the handsets (the baseline before issue 10)")
     args = parser.parse_args()
     print(json.dumps(run(args.raw, args.out, args.threads, handsets=args.handsets)))
     return 0
