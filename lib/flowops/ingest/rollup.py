@@ -19,16 +19,25 @@ def usage_daily(bronze_df: DataFrame) -> DataFrame:
     )
 
 
-def handsets_daily(bronze_df: DataFrame) -> DataFrame:
-    """subscriber x day x TAC: records, bytes, and the user agent it sent most (to identify it by)."""
+def handsets_daily(bronze_df: DataFrame, reference_df: DataFrame | None = None) -> DataFrame:
+    """subscriber x day x TAC: records, bytes, and the user agent it sent most (to identify it by). Given the TAC
+    table (`reference_df`), the agent is looked for only where the table lacks the TAC: a known TAC identifies the
+    handset, and grouping by the long agent texts is most of this aggregation's cost."""
+    agent = F.col("user_agent")
+    if reference_df is not None:
+        known = F.broadcast(reference_df.select(F.col("tac").alias("_known_tac")))
+        bronze_df = bronze_df.join(known, bronze_df["tac"] == F.col("_known_tac"), how="left")
+        agent = F.when(F.col("_known_tac").isNull(), agent)
     by_agent = (
-        bronze_df.groupBy("dt", "sub_id", "tac", "user_agent")
+        bronze_df.groupBy("dt", "sub_id", "tac", agent.alias("user_agent"))
         .agg(F.count("*").alias("records"), F.sum(F.col("ul_bytes") + F.col("dl_bytes")).alias("total_bytes"))
     )
-    # The handset's own agent is the one it sends most; app agents (aweme/..., okhttp/...) vary more.
+    # The handset's own agent is the one it sends most; app agents (aweme/..., okhttp/...) vary more. Of agents sent
+    # equally often, the greatest text: whatever order the rows come in, the same one.
+    most = F.when(F.col("user_agent").isNotNull(), F.struct("records", "user_agent"))
     return (
         by_agent.groupBy("dt", "sub_id", "tac")
-        .agg(F.max_by("user_agent", F.when(F.col("user_agent").isNotNull(), F.col("records"))).alias("user_agent"),
+        .agg(F.max_by("user_agent", most).alias("user_agent"),
              F.sum("records").alias("records"), F.sum("total_bytes").alias("total_bytes"))
     )
 

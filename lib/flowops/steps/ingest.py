@@ -328,7 +328,7 @@ class _UsageBatch:
     def _rollup(self, days: list[str]) -> dict[str, int]:
         """Recompute silver's days from bronze; returns how many user agents were read and how many were known."""
         bronze = self.lake.read(USAGE_EVENTS.name, partitions={"dt": days})
-        handsets = self._cache(handsets_daily(bronze))
+        handsets = self._cache(handsets_daily(bronze, self.reference.terminals))
         agents, counts = self._agents(handsets)
         reference, classes = self.reference.terminals, self.reference.classes
         for spec, frame in ((USAGE_DAILY, usage_daily(bronze)),
