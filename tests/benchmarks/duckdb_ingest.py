@@ -122,38 +122,37 @@ def run(raw: Path, out: Path, threads: int = 2, key: str = "bench-key", handsets
     started = time.perf_counter()
     # One process per core, for the whole-file check and the device data. Spawned, not forked: every segfault this
     # baseline had (three in 2026-11, one before it read handsets) was in a process forked after DuckDB was loaded.
-    pool = ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("spawn"))
-    checks = list(pool.map(check_file, paths, paths, chunksize=16))
-    good = [c.source_file for c in checks if c.ok]
-    con = duckdb.connect()
-    con.execute(f"SET threads TO {threads}")
-    # Bounded like flowops' JVM (8 GB driver): larger months spill to disk instead of being killed by the kernel
-    # (unbounded, the 30 M-line step took 20 GB and was OOM-killed).
-    con.execute("SET memory_limit = '8GB'")
-    con.execute(f"SET temp_directory = '{out / 'spill'}'")
-    con.execute("SET preserve_insertion_order = true")
-    con.execute("CREATE TEMP TABLE apps (suffix VARCHAR, app_id VARCHAR)")
-    con.executemany("INSERT INTO apps VALUES (?, ?)", [(r.key, r.app_id) for r in rules.rules if r.kind == "host"])
-    files = "[" + ", ".join(f"'{f}'" for f in good) + "]"
-    con.execute(QUERY.format(files=files, key=key, out=out))
-    agents = 0
-    if handsets:
-        con.execute("CREATE TEMP TABLE terminals (tac VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
-                    "network_gen VARCHAR, is_smart BOOLEAN, price_tier VARCHAR)")
-        con.executemany("INSERT INTO terminals VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(t.tac, t.brand, t.model, t.os, t.network_gen, t.is_smart, t.price_tier)
-                         for t in load_reference(ROOT / "conf").values()])
-        con.execute(HANDSETS)
-        wanted = [row[0] for row in con.execute("SELECT user_agent FROM wanted").fetchall()]
-        agents = len(wanted)
-        read = [row for part in pool.map(_read_agents, [wanted[i::threads] for i in range(threads)]) for row in part]
-        con.execute("CREATE TEMP TABLE agents (user_agent VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
-                    "is_smart BOOLEAN, network_gen VARCHAR, price_tier VARCHAR)")
-        if read:
-            con.executemany("INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?)", read)
-        con.execute(DEVICES.format(out=out))
-    seconds = time.perf_counter() - started
-    pool.shutdown()
+    with ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("spawn")) as pool:
+        checks = list(pool.map(check_file, paths, paths, chunksize=16))
+        good = [c.source_file for c in checks if c.ok]
+        con = duckdb.connect()
+        con.execute(f"SET threads TO {threads}")
+        # Bounded like flowops' JVM (8 GB driver): larger months spill to disk instead of being killed by the kernel
+        # (unbounded, the 30 M-line step took 20 GB and was OOM-killed).
+        con.execute("SET memory_limit = '8GB'")
+        con.execute(f"SET temp_directory = '{out / 'spill'}'")
+        con.execute("SET preserve_insertion_order = true")
+        con.execute("CREATE TEMP TABLE apps (suffix VARCHAR, app_id VARCHAR)")
+        con.executemany("INSERT INTO apps VALUES (?, ?)", [(r.key, r.app_id) for r in rules.rules if r.kind == "host"])
+        files = "[" + ", ".join(f"'{f}'" for f in good) + "]"
+        con.execute(QUERY.format(files=files, key=key, out=out))
+        agents = 0
+        if handsets:
+            con.execute("CREATE TEMP TABLE terminals (tac VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
+                        "network_gen VARCHAR, is_smart BOOLEAN, price_tier VARCHAR)")
+            con.executemany("INSERT INTO terminals VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(t.tac, t.brand, t.model, t.os, t.network_gen, t.is_smart, t.price_tier)
+                             for t in load_reference(ROOT / "conf").values()])
+            con.execute(HANDSETS)
+            wanted = [row[0] for row in con.execute("SELECT user_agent FROM wanted").fetchall()]
+            agents = len(wanted)
+            read = [row for part in pool.map(_read_agents, [wanted[i::threads] for i in range(threads)]) for row in part]
+            con.execute("CREATE TEMP TABLE agents (user_agent VARCHAR, brand VARCHAR, model VARCHAR, os VARCHAR, "
+                        "is_smart BOOLEAN, network_gen VARCHAR, price_tier VARCHAR)")
+            if read:
+                con.executemany("INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?)", read)
+            con.execute(DEVICES.format(out=out))
+        seconds = time.perf_counter() - started
     counts = con.execute("SELECT (SELECT count(*) FROM lines), (SELECT count(*) FROM bronze), "
                          "(SELECT count(*) FROM parsed WHERE reason IS NOT NULL)").fetchone()
     return {"seconds": seconds, "files": len(paths), "bad_files": len(paths) - len(good), "lines": counts[0],

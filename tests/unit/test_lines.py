@@ -126,3 +126,35 @@ def test_lines_of_several_files_are_parsed_together_and_each_status_follows_its_
     assert all(r["value"].decode() == f"{r['source_file']}-{r['line_no']}" for r in rows if r["line_no"])
     statuses = {r["source_file"]: (r["file_status"], r["file_lines"], r["parsed"]) for r in rows if not r["line_no"]}
     assert statuses == {name: ("ok" if n else "empty_file", n, n) for name, n in sizes.items()}
+
+
+def test_a_batch_is_bounded_in_bytes_and_files_cut_or_split_into_pieces_keep_their_lines(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from flowops.ingest import lines
+
+    monkeypatch.setattr(lines, "READ_BYTES", 64)      # every file is read and inflated in many small pieces
+    monkeypatch.setattr(lines, "INFLATE_BYTES", 64)
+    whole = gzip.compress(b"".join(b"b-%d\n" % (i + 1) for i in range(40)))
+    files = {"a": gzip.compress(b"".join(b"a-%d-%s\n" % (i + 1, b"x" * 200) for i in range(30))),   # long lines
+             "b": whole[: len(whole) // 2], "c": gzip.compress(b"c-1\nc-2\n")}
+    paths = [(write(tmp_path / f"{name}.txt.gz", data), name) for name, data in files.items()]
+    calls = []
+
+    def parse(values, segments):
+        calls.append((values.nbytes, segments))
+        return {"value": values}
+
+    schema = pa.schema([("source_file", pa.string()), ("line_no", pa.int64()), ("value", pa.binary()),
+                        ("file_status", pa.string()), ("file_lines", pa.int64()), ("file_detail", pa.string())])
+
+    rows = pa.Table.from_batches(list(lines.read_files(paths, parse, schema, batch_lines=1000, batch_bytes=1000)),
+                                 schema).to_pylist()
+
+    assert len(calls) > 3 and all(nbytes < 1000 + 64 + 300 for nbytes, _ in calls)   # by bytes, not by lines
+    statuses = {r["source_file"]: (r["file_status"], r["file_lines"]) for r in rows if not r["line_no"]}
+    cut = statuses["b"][1]
+    assert statuses == {"a": ("ok", 30), "b": ("truncated_gzip", cut), "c": ("ok", 2)} and 0 < cut < 40
+    read = [(r["source_file"], r["line_no"], r["value"].decode().split("-")[1]) for r in rows if r["line_no"]]
+    assert read == [("a", i + 1, str(i + 1)) for i in range(30)] + [("b", i + 1, str(i + 1)) for i in range(cut)] \
+        + [("c", 1, "1"), ("c", 2, "2")]

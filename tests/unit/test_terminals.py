@@ -141,3 +141,26 @@ def test_the_device_data_is_read_without_its_client_parse_and_answers_as_its_ful
     expected = (brand, full.device_model() or None, full.os_name() or None) if brand else (None, None, None)
 
     assert _by_agent(agent) == expected
+
+
+def test_the_most_sent_agent_is_looked_for_only_where_the_tac_table_lacks_the_tac_and_ties_go_to_the_greatest(spark):
+    from flowops.ingest.rollup import handsets_daily
+
+    reference = spark.createDataFrame([("86000001", "Xiaomi", "14", "Android", "5G", True, "high")],
+                                      "tac string, brand string, model string, os string, network_gen string, "
+                                      "is_smart boolean, price_tier string")
+    sent = {("a", "86000001"): {"X": 2, "Y": 1}, ("b", None): {"Z": 2, "W": 1, None: 3},
+            ("c", "35000000"): {"Alpha": 2, "Beta": 2}, ("d", "35000000"): {None: 1}}
+    rows = [("2026-01-05", sub, tac, agent, 10, 5) for (sub, tac), agents in sent.items()
+            for agent, n in agents.items() for _ in range(n)]
+    # Both orders of the rows: the tie must not depend on it.
+    for ordered in (rows, rows[::-1]):
+        bronze = spark.createDataFrame(ordered, "dt string, sub_id string, tac string, user_agent string, "
+                                                "ul_bytes long, dl_bytes long").repartition(3)
+        out = {(r.sub_id, r.tac): (r.user_agent, r.records, r.total_bytes)
+               for r in handsets_daily(bronze, reference).collect()}
+        assert out == {("a", "86000001"): (None, 3, 45), ("b", None): ("Z", 6, 90),
+                       ("c", "35000000"): ("Beta", 4, 60), ("d", "35000000"): (None, 1, 15)}
+        # Without the table, every TAC's agent is looked for; the others' answers are the same.
+        whole = {(r.sub_id, r.tac): (r.user_agent, r.records) for r in handsets_daily(bronze).collect()}
+        assert whole[("a", "86000001")] == ("X", 3) and all(whole[k][0] == out[k][0] for k in out if k[0] != "a")

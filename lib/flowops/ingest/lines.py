@@ -147,16 +147,17 @@ def line_values(block: np.ndarray) -> pa.BinaryArray:
 
 
 def read_files(files: Iterable[tuple[str, str]], parse: Parse | None, schema: pa.Schema,
-               batch_lines: int = BATCH_LINES) -> Iterator[pa.RecordBatch]:
+               batch_lines: int = BATCH_LINES, batch_bytes: int = INFLATE_BYTES) -> Iterator[pa.RecordBatch]:
     """`(path, source_file)` pairs -> record batches of `schema`: every file's numbered lines, then its status row.
 
-    Lines of consecutive files are parsed together, `batch_lines` or so at a time (a file's own pieces are bounded
-    by INFLATE_BYTES): a landed file holds a few thousand lines, and each parse call costs about a hundred Arrow
-    kernel calls whatever its size. A file's status row follows the batch holding its last line, so a parse that
-    tallies per file (`parse.finish`) has seen all of it."""
+    Lines of consecutive files are parsed together, until `batch_lines` lines or `batch_bytes` bytes are held (so
+    a batch is at most about twice INFLATE_BYTES, as one file's piece was): a landed file holds a few thousand
+    lines, and each parse call costs about a hundred Arrow kernel calls whatever its size. A file's status row
+    follows the batch holding its last line, so a parse that tallies per file (`parse.finish`) has seen all of
+    it."""
     pending: list[tuple[str, int, pa.BinaryArray]] = []   # (source_file, line_no of its first line, lines)
     finished: list[tuple[str, FileCheck]] = []
-    held = 0
+    held = held_bytes = 0
     for path, source_file in files:
         line_no = 0
         for item in scan_file(path):
@@ -167,9 +168,10 @@ def read_files(files: Iterable[tuple[str, str]], parse: Parse | None, schema: pa
             pending.append((source_file, line_no, values))
             line_no += len(values)
             held += len(values)
-            if held >= batch_lines:
+            held_bytes += values.nbytes
+            if held >= batch_lines or held_bytes >= batch_bytes:
                 yield from _flush(pending, finished, parse, schema)
-                held = 0
+                held = held_bytes = 0
     yield from _flush(pending, finished, parse, schema)
 
 

@@ -171,7 +171,7 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules
 
 
 class RecordParser:
-    """What a reading task does to each batch of a usage file's lines: parse and judge them (`parse_lines`),
+    """What a reading task does to each batch of usage files' lines: parse and judge them (`parse_lines`),
     identify the app (`apps.Identifier`) and pseudonymise the msisdn, each once per distinct value. Its output
     is RECORD_COLUMNS. The pseudonymisation key comes from a broadcast variable, never from the plan.
 
