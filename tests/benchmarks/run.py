@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "BENCHMARKS.md"
+# `make bench` writes its report between these markers of BENCHMARKS.md; the rest of the file (analyses written from
+# earlier runs, each with its command) is kept.
+BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 MONTH = "2026-01"
 BEFORE = "565b4cd"  # the last commit before the ingest was rebuilt for speed (issue 11)
 COMMAND = "make bench"
@@ -57,7 +60,7 @@ def main() -> int:
         shutil.rmtree(out / "against", ignore_errors=True)
         results["against"] = bench_against(out / "against", args.against, args.against_size)
         (out / "results.json").write_text(json.dumps(results, indent=1))
-        write_report(results)
+        write_report(results, out)
         return 0
     partial = out / "partial.json"
     done = json.loads(partial.read_text()) if args.resume and partial.exists() else []
@@ -83,8 +86,7 @@ def main() -> int:
     results["tags"] = bench_tags(mid)
     results["seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    write_report(results)
-    print(REPORT.read_text())
+    print(write_report(results, out))
     return 0
 
 
@@ -372,7 +374,28 @@ def exponent(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def write_report(r: dict) -> None:
+def write_report(r: dict, out: Path) -> str:
+    """The report of results `r`: written to OUT/report.md and between BENCHMARKS.md's markers; returned."""
+    text = report(r)
+    (out / "report.md").write_text(text)
+    current = REPORT.read_text() if REPORT.exists() else ""
+    if BEGIN in current and END in current:
+        REPORT.write_text(embed(text, current))
+    else:
+        print(f"{REPORT.name} has no {BEGIN} ... {END} markers: it is left as it is; the report is in "
+              f"{out / 'report.md'}", file=sys.stderr)
+    return text
+
+
+def embed(text: str, document: str) -> str:
+    """`document` with what is between its markers replaced by `text`, each of its headings one level down."""
+    head, rest = document.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    lowered = "\n".join(f"#{line}" if line.startswith("#") else line for line in text.rstrip("\n").splitlines())
+    return f"{head}{BEGIN}\n{lowered}\n{END}{tail}"
+
+
+def report(r: dict) -> str:
     ladder = r["ladder"]
     cores = ladder[0]["ingest"]["cores"]
     rows = []
@@ -457,7 +480,7 @@ def write_report(r: dict) -> None:
         *tag_lines(r["tags"]),
         *generator_lines(ladder, r["density"]),
     ]
-    REPORT.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def _memory_gb() -> float:
