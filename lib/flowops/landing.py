@@ -36,6 +36,11 @@ def parse_date(value: str) -> dt.date:
         raise LandingError(f"date must be YYYY-MM-DD, got {value!r}") from None
 
 
+def landing_day(source_file: str) -> str:
+    """The day a usage file landed, from its name under RAW (`usage/dt=YYYY-MM-DD/...`)."""
+    return source_file.split("dt=", 1)[1][:10]
+
+
 def month_days(month: str) -> list[str]:
     """Every date of `month` as `YYYY-MM-DD`."""
     year, mon = (int(part) for part in parse_month(month).split("-"))

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from flowops.ingest.apps import APP_DDL, AppRules, Identifier
 from flowops.ingest.pii import mask_fields, pseudonyms
+from flowops.landing import landing_day
 
 XDR_FIELDS = (
     "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
@@ -200,9 +201,9 @@ class RecordParser:
         """Parse a batch of lines of files `usage/dt=YYYY-MM-DD/hour=HH/<name>`: `segments` says which, as
         `(source_file, lines)` in order."""
         self._identifier = self._identifier or Identifier(self.apps)
-        counts = [n for _, n in segments]
-        landing = np.repeat([(_landing_day(name) - EPOCH).days for name, _ in segments], counts)
-        columns = parse_lines(values, landing, self.rules)
+        file_index = np.repeat(np.arange(len(segments)), [n for _, n in segments])
+        days = np.array([(dt.date.fromisoformat(landing_day(name)) - EPOCH).days for name, _ in segments])
+        columns = parse_lines(values, days[file_index], self.rules)
         # Only the first path segment is ever read or kept: the rest of a URI (queries with phone numbers and
         # tokens) never leaves this function, and distinct segments are few.
         segment = pc.struct_field(pc.extract_regex(columns["uri"], FIRST_SEGMENT), [0])
@@ -210,7 +211,7 @@ class RecordParser:
         columns.update(self._identifier.identify(columns["host"], columns["sni"], segment, columns["user_agent"],
                                                  port, columns["protocol"]))
         columns["sub_id"] = pseudonyms(columns["msisdn"], self.key.value, self._pseudonyms)
-        self._tally([name for name, _ in segments], np.repeat(np.arange(len(segments)), counts), columns)
+        self._tally([name for name, _ in segments], file_index, columns)
         return columns
 
     def _tally(self, names: list[str], file_index: np.ndarray, columns: dict[str, pa.Array]) -> None:
@@ -225,10 +226,6 @@ class RecordParser:
         days = lines.filter(pc.and_(pc.is_null(reason), pc.is_valid(day))).group_by(["file", "dt"]).aggregate([])
         for file, seen in zip(days["file"].to_pylist(), days["dt"].to_pylist(), strict=True):
             self._files[names[file]][1].add(seen)
-
-
-def _landing_day(source_file: str) -> dt.date:
-    return dt.date.fromisoformat(source_file.split("dt=", 1)[1][:10])
 
 
 def _day_text(days: np.ndarray) -> pa.StringArray:

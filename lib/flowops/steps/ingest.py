@@ -59,6 +59,7 @@ from flowops.lake.tables import (
 from flowops.landing import (
     available_days,
     feedback_files,
+    landing_day,
     month_days,
     monthly_file,
     parse_date,
@@ -317,7 +318,7 @@ class _UsageBatch:
             F.lit(None).cast("string").alias("detail"), F.substring(quarantine_text(F.col("value")), 1, RAW_KEEP)
             .alias("raw"), F.lit(1).cast("long").alias("line_count"), F.lit(self.run.run_id).alias("run_id"))
         whole = self.spark.createDataFrame(
-            [(_landing_day(name), "usage", name, None, tally.checks[name].status, tally.checks[name].detail, None,
+            [(landing_day(name), "usage", name, None, tally.checks[name].status, tally.checks[name].detail, None,
               tally.checks[name].lines, self.run.run_id) for name in bad], QUARANTINE.schema)
         version = self.lake.write(lines.unionByName(whole), QUARANTINE, mode="overwrite",
                                   partitions={"dt": self.landing_days}, metadata=self._meta())
@@ -435,10 +436,6 @@ def _reconcile(run: Run, files: list[str], tally: Tally, accepted: dict[str, int
 def _meta(run: Run, key: bytes) -> dict[str, str]:
     """Commit metadata of the step's writes: the run, and the fingerprint of the key its sub_ids come from."""
     return {"flowops.runId": run.run_id, "flowops.job": run.job, KEY_FINGERPRINT: key_fingerprint(key)}
-
-
-def _landing_day(source_file: str) -> str:
-    return source_file.split("dt=", 1)[1][:10]
 
 
 def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Reference | None = None) -> Run:
