@@ -144,6 +144,7 @@ def test_channel_receipts_land_with_the_month_reconciled_and_pseudonymised(ctx, 
         ("sms.csv", 6, "bad_value"), ("sms.csv", 7, "bad_value")]
     files = {f.source_file.rsplit("/", 1)[1]: f for f in run.files}
     assert (files["sms.csv"].accepted, files["sms.csv"].quarantined) == (3 + 1, 3)   # the header is accepted
+    assert (files["app.csv"].accepted, files["app.csv"].quarantined) == (1 + 1, 1)   # parsed with sms.csv
     assert files["notes.txt"].status == "unexpected_file"
     assert all(f.balanced for f in run.files)
     # The "TD" reply opts 13800000003 out of SMS from then on; 13800000001 keeps the CRM's own opt-outs.

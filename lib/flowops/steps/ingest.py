@@ -449,7 +449,8 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
     key = reference.key if reference else pii_key(ctx.settings.pii, demo=ctx.demo)
     pseudonymiser = Pseudonymiser(ctx.spark, key)
     quarantine: list[DataFrame] = []
-    read = read_landed(ctx.spark, files).persist(CACHE)  # the three files in one pass
+    cached: list[DataFrame] = []
+    read = read_landed(ctx.spark, files).persist(CACHE)  # every file in one pass
     try:
         with recorded_run(ctx.lake, "ingest-monthly", {"raw": raw_root, "month": month}) as run:
             # Each file's status and first line, in one job.
@@ -457,18 +458,18 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
                       read.where(F.col("line_no").isNull() | (F.col("line_no") == 1)).collect()}
             for source, landed in zip(SOURCES, required, strict=True):
                 with run.step(source.name) as step:
-                    reconciliation, rejected = _land_source(ctx, run, source, landed, month, pseudonymiser, read,
-                                                            firsts, key)
-                    run.files.append(reconciliation)
-                    quarantine.append(rejected)
-                    step["accepted"] = reconciliation.accepted
-                    step["quarantined"] = reconciliation.quarantined
+                    reconciliations, rejected = _land_source(ctx, run, source, [landed], month, pseudonymiser, read,
+                                                             firsts, key, cached)
+                    run.files.extend(reconciliations)
+                    quarantine += rejected
+                    step["accepted"] = reconciliations[0].accepted
+                    step["quarantined"] = reconciliations[0].quarantined
             if receipts or strays:
                 with run.step("feedback") as step:
                     landed_receipts = files[len(required):]
                     stray_names = [_printable(p.relative_to(raw_root).as_posix()) for p in strays]
                     quarantine += _land_feedback(ctx, run, landed_receipts, stray_names, month, pseudonymiser,
-                                                 read, firsts, key)
+                                                 read, firsts, key, cached)
                     step["files"] = len(landed_receipts) + len(stray_names)
                     step["accepted"] = sum(f.accepted for f in run.files[len(required):])
             merged = quarantine[0]
@@ -482,7 +483,7 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
             if unbalanced:
                 raise FlowopsError(f"reconciliation failed: {unbalanced}")
     finally:
-        for frame in quarantine:
+        for frame in cached:
             frame.unpersist()
         read.unpersist()
         pseudonymiser.close()
@@ -490,88 +491,97 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
 
 
 def _land_feedback(ctx: Context, run: Run, receipts: list[LandedFile], strays: list[str], month: str,
-                   pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict, key: bytes) -> list[DataFrame]:
-    """Every channel's receipts of the month in one overwrite of silver/feedback; files there that are not
-    `<channel>.csv` are quarantined whole, unread. Returns the quarantine rows."""
-    good: list[DataFrame] = []
-    quarantine = []
-    reconciliations = []
-    for landed in receipts:
-        reconciliation, rejected = _land_source(ctx, run, FEEDBACK_LINES, landed, month, pseudonymiser, read,
-                                                firsts, key, accepted=good)
-        reconciliations.append(reconciliation)
-        quarantine.append(rejected)
+                   pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict, key: bytes,
+                   cached: list[DataFrame]) -> list[DataFrame]:
+    """Every channel's receipts of the month in one overwrite of silver/feedback (empty when none is readable);
+    files there that are not `<channel>.csv` are quarantined whole, unread. Returns the quarantine rows."""
+    reconciliations, quarantine = _land_source(ctx, run, FEEDBACK_LINES, receipts, month, pseudonymiser, read,
+                                               firsts, key, cached, replace_empty=True)
     for name in strays:
         reconciliations.append(FileReconciliation(name, UNEXPECTED, 0, 0, 0, 0))
         detail = "not a receipt file (feedback/month=M/<channel>.csv); not read"
         quarantine.append(ctx.spark.createDataFrame(
             [(month, FEEDBACK_LINES.name, name, None, UNEXPECTED, detail, None, 0, run.run_id)], QUARANTINE.schema))
-    table = FEEDBACK_LINES.table
-    rows = good[0] if good else ctx.spark.createDataFrame([], table.schema)
-    for frame in good[1:]:
-        rows = rows.unionByName(frame)
-    run.wrote(table.name, ctx.lake.write(rows, table, mode="overwrite", partitions={"month": [month]},
-                                         metadata=_meta(run, key)))
-    written = ctx.lake.count(table.name, partitions={"month": [month]})
-    for frame in good:
-        frame.unpersist()
-    expected = sum(r.accepted - 1 for r in reconciliations if r.status == "ok" and r.accepted)
-    if written != expected:
-        raise FlowopsError(f"{table.name} {month}: {written} rows written, {expected} accepted from the receipts")
     run.files.extend(reconciliations)
-    run.count("feedback.rows", written)
     return quarantine
 
 
-def _land_source(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str,
-                 pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict,
-                 key: bytes, accepted: list[DataFrame] | None = None) -> tuple[FileReconciliation, DataFrame]:
-    """Write one source's silver month; return its reconciliation and its (cached) quarantine rows. With
-    `accepted`, the good rows are appended there (cached) instead, for one write of several files."""
-    lake = ctx.lake
+def _land_source(ctx: Context, run: Run, source: Source, files: list[LandedFile], month: str,
+                 pseudonymiser: Pseudonymiser, read: DataFrame, firsts: dict, key: bytes, cached: list[DataFrame],
+                 replace_empty: bool = False) -> tuple[list[FileReconciliation], list[DataFrame]]:
+    """Parse the files of one source together and write their good rows as the source's silver month, in one
+    overwrite; return each file's reconciliation and the quarantine rows (cached frames are added to `cached`).
+
+    A file that did not pass its checks, or whose first line is not the source's header, is quarantined whole.
+    When no file is readable the silver month keeps its previous rows, unless `replace_empty` (then it is emptied:
+    the receipts of a month are always the whole set)."""
+    quarantine = []
+    refused: dict[str, FileReconciliation] = {}
+    for landed in files:
+        whole = _refuse(ctx, run, source, landed, month, firsts)
+        if whole is not None:
+            refused[landed.source_file] = whole[0]
+            quarantine.append(whole[1])
+    readable = [f.source_file for f in files if f.source_file not in refused]
+    accepted: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    if readable or replace_empty:
+        lines = read.where(F.col("source_file").isin(readable) & (F.col("line_no") > 1))
+        rows = parse_rows(lines, source, month, pseudonymiser.sub_id).persist(CACHE)
+        cached.append(rows)
+        for r in rows.groupBy("source_file", F.col("reason").isNull().alias("good")).count().collect():
+            (accepted if r.good else rejected)[r.source_file] = r["count"]
+        good = rows.where(F.col("reason").isNull())
+        run.wrote(source.table.name, ctx.lake.write(good.select(*source.table.schema.fieldNames()), source.table,
+                                                    mode="overwrite", partitions={"month": [month]},
+                                                    metadata=_meta(run, key)))
+        written = ctx.lake.count(source.table.name, partitions={"month": [month]})
+        if written != sum(accepted.values()):
+            raise FlowopsError(f"{source.table.name} {month}: {written:,} rows written, {sum(accepted.values()):,} "
+                               f"accepted from {', '.join(readable) or 'no readable file'}")
+        if source.name == "crm":
+            append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
+                "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")),
+                _meta(run, key))
+        quarantine.append(rows.where(F.col("reason").isNotNull()).select(
+            F.lit(month).alias("dt"), F.lit(source.name).alias("source"), "source_file", "line_no", "reason",
+            "detail", F.substring(monthly_quarantine_text(source, F.col("value")), 1, RAW_KEEP).alias("raw"),
+            F.lit(1).cast("long").alias("line_count"), F.lit(run.run_id).alias("run_id")))
+        run.count(f"{source.name}.rows", written)
+        run.count(f"{source.name}.quarantined", sum(rejected.values()))
+    reconciliations = []
+    for landed in files:
+        name = landed.source_file
+        if name in refused:
+            reconciliations.append(refused[name])
+            continue
+        good, bad = accepted.get(name, 0), rejected.get(name, 0)
+        # The header line is accepted: it is the contract, not data.
+        reconciliations.append(FileReconciliation(name, "ok", firsts[(name, None)].file_lines, good + 1, bad, 0))
+    return reconciliations, quarantine
+
+
+def _refuse(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str,
+            firsts: dict) -> tuple[FileReconciliation, DataFrame] | None:
+    """A file's reconciliation and its one quarantine row when it failed its checks or its first line is not the
+    source's header; None when its lines can be parsed."""
     name = landed.source_file
     status = firsts[(name, None)]
     check = FileCheck(name, status.file_status, status.file_lines, status.file_detail or "")
     header = firsts.get((name, 1)) if check.ok else None
     found = tuple(bytes(header.value).decode("utf-8", "replace").strip().lstrip("\ufeff").split(",")) \
         if header else ()
-    if not check.ok or found != source.header:
-        if check.ok:
-            # The found "header" may be a data row with phone numbers: log its shape, not its content.
-            log.error("%s: the first line (%d fields) is not the header %s; the file is quarantined",
-                      landed.source_file, len(found), list(source.header))
-            check = FileCheck(landed.source_file, "bad_header", check.lines,
-                              "header differs from the landing contract")
-        else:
-            log.warning("%s: %s; silver %s keeps its previous %s rows, if any", landed.source_file, check.status,
-                        source.table.name, month)
-        run.count(f"{source.name}.not_landed", 1)
-        whole = ctx.spark.createDataFrame([(month, source.name, landed.source_file, None, check.status,
-                                            check.detail, None, check.lines, run.run_id)], QUARANTINE.schema)
-        return FileReconciliation(landed.source_file, check.status, check.lines, 0, check.lines, 0), whole
-    lines = read.where((F.col("source_file") == name) & (F.col("line_no") > 1))
-    rows = parse_rows(lines, source, month, pseudonymiser.sub_id).persist(CACHE)
-    good = rows.where(F.col("reason").isNull())
-    if accepted is not None:
-        kept = good.select(*source.table.schema.fieldNames()).persist(CACHE)
-        accepted.append(kept)
-        written = kept.count()
+    if check.ok and found == source.header:
+        return None
+    if check.ok:
+        # The found "header" may be a data row with phone numbers: log its shape, not its content.
+        log.error("%s: the first line (%d fields) is not the header %s; the file is quarantined",
+                  name, len(found), list(source.header))
+        check = FileCheck(name, "bad_header", check.lines, "header differs from the landing contract")
     else:
-        run.wrote(source.table.name, lake.write(good.select(*source.table.schema.fieldNames()), source.table,
-                                                mode="overwrite", partitions={"month": [month]},
-                                                metadata=_meta(run, key)))
-        written = lake.count(source.table.name, partitions={"month": [month]})
-    if source.name == "crm":
-        append_new_keys(ctx, run, good.select("sub_id", "msisdn").distinct().select(
-            "sub_id", "msisdn", F.lit(f"{month}-01").alias("first_seen"), F.lit("crm").alias("source")),
-            _meta(run, key))
-    bad = rows.where(F.col("reason").isNotNull()).select(
-        F.lit(month).alias("dt"), F.lit(source.name).alias("source"), "source_file", "line_no", "reason", "detail",
-        F.substring(monthly_quarantine_text(source, F.col("value")), 1, RAW_KEEP).alias("raw"),
-        F.lit(1).cast("long").alias("line_count"), F.lit(run.run_id).alias("run_id")).persist(CACHE)
-    quarantined = bad.count()
-    rows.unpersist()
-    run.count(f"{source.name}.rows", written)
-    run.count(f"{source.name}.quarantined", quarantined)
-    # The header line is accepted: it is the contract, not data.
-    return FileReconciliation(landed.source_file, check.status, check.lines, written + 1, quarantined, 0), bad
+        log.warning("%s: %s; silver %s keeps its previous %s rows, if any", name, check.status,
+                    source.table.name, month)
+    run.count(f"{source.name}.not_landed", 1)
+    whole = ctx.spark.createDataFrame([(month, source.name, name, None, check.status, check.detail, None,
+                                        check.lines, run.run_id)], QUARANTINE.schema)
+    return FileReconciliation(name, check.status, check.lines, 0, check.lines, 0), whole
