@@ -49,7 +49,7 @@ EXECUTION_CONF = {
     "spark.sql.maxConcurrentOutputFileWriters": "64",
     # Generated code is compiled by Janino once per distinct source and kept in a cache of this many classes
     # (default 100). tags, target and evaluate of one month compile about 700; run again in the same session they
-    # compile 52 instead of 700 with this cache (the month is a reference, not part of the source), which saves
+    # compile about 40 instead of 700 with this cache (the month is a reference, not part of the source), which saves
     # Janino's compile and the JIT's warm-up of each new class (BENCHMARKS.md, "Compiled code cache").
     "spark.sql.codegen.cache.maxEntries": "2000",
 }

@@ -518,7 +518,7 @@ def _land_source(ctx: Context, run: Run, source: Source, files: list[LandedFile]
     quarantine = []
     refused: dict[str, FileReconciliation] = {}
     for landed in files:
-        whole = _refuse(ctx, run, source, landed, month, firsts)
+        whole = _refuse(ctx, run, source, landed, month, firsts, replace_empty)
         if whole is not None:
             refused[landed.source_file] = whole[0]
             quarantine.append(whole[1])
@@ -561,10 +561,10 @@ def _land_source(ctx: Context, run: Run, source: Source, files: list[LandedFile]
     return reconciliations, quarantine
 
 
-def _refuse(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str,
-            firsts: dict) -> tuple[FileReconciliation, DataFrame] | None:
+def _refuse(ctx: Context, run: Run, source: Source, landed: LandedFile, month: str, firsts: dict,
+            replace_empty: bool) -> tuple[FileReconciliation, DataFrame] | None:
     """A file's reconciliation and its one quarantine row when it failed its checks or its first line is not the
-    source's header; None when its lines can be parsed."""
+    source's header; None when its lines can be parsed. `replace_empty` as in `_land_source` (for the log line)."""
     name = landed.source_file
     status = firsts[(name, None)]
     check = FileCheck(name, status.file_status, status.file_lines, status.file_detail or "")
@@ -579,8 +579,9 @@ def _refuse(ctx: Context, run: Run, source: Source, landed: LandedFile, month: s
                   name, len(found), list(source.header))
         check = FileCheck(name, "bad_header", check.lines, "header differs from the landing contract")
     else:
-        log.warning("%s: %s; silver %s keeps its previous %s rows, if any", name, check.status,
-                    source.table.name, month)
+        log.warning("%s: %s; silver %s %s", name, check.status, source.table.name,
+                    f"{month} is rewritten from the month's other files" if replace_empty else
+                    f"keeps its previous {month} rows, if any")
     run.count(f"{source.name}.not_landed", 1)
     whole = ctx.spark.createDataFrame([(month, source.name, name, None, check.status, check.detail, None,
                                         check.lines, run.run_id)], QUARANTINE.schema)
