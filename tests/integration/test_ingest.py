@@ -185,6 +185,23 @@ def test_each_user_agent_is_read_once_per_resolver_and_identifies_handsets_as_a_
     assert ctx.lake.read("silver/user_agents").select("resolver").distinct().count() == 2
 
 
+@pytest.mark.parametrize("drops_by", ["driver", "spark"])
+def test_a_batch_overlapping_the_lake_lands_what_one_batch_of_its_days_lands(landed, tmp_path, monkeypatch, drops_by):
+    """Day 1 lands, then days 1-3 as one batch: the records bronze holds and the replays leave the files the reading
+    tasks staged, edited by the driver (a few dropped records) or rewritten by Spark (many)."""
+    import flowops.steps.ingest as step
+
+    ctx, raw, *_ = landed
+    again = Context(make_settings(tmp_path / "lake"))
+    ingest_days(again, raw, DAYS[:1])
+    if drops_by == "spark":
+        monkeypatch.setattr(step, "BROADCAST_ROWS", 0)
+    run = ingest_days(again, raw, DAYS)
+    assert run.counts["accepted.by_earlier_runs"] > 0 and run.counts["duplicates.replayed_in_delivery"] > 0
+    assert {t: fingerprint(again, t) for t in TABLES} == {t: fingerprint(ctx, t) for t in TABLES}
+    assert not (tmp_path / "lake" / "_scratch").exists()
+
+
 def test_a_redelivered_file_adds_no_rows(landed):
     ctx, raw, run, truth, manifest = landed
     source = next(f for f in manifest["xdr_files"] if f.startswith("usage/dt=2026-01-02/")

@@ -323,3 +323,64 @@ def test_empty_overwrite_of_a_partition_removes_it(spark, lake):
 
     assert sorted(r.dt for r in lake.read("test/events").select("dt").distinct().collect()) == [
         "2026-01-01", "2026-01-02"]
+
+
+def _stage(folder: Path, rows: list[tuple], name: str = "part-00000.zstd.parquet", schema=None) -> None:
+    """Write ROWS-shaped tuples as Parquet files in EVENTS' layout, as a parsing task would (pyarrow, no Spark)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = schema or lake_module.file_schema(EVENTS)
+    for day in sorted({row[0] for row in rows}):
+        kept = [dict(zip(EVENTS.schema.fieldNames(), row, strict=True)) for row in rows if row[0] == day]
+        for row in kept:
+            del row["dt"]
+            if row["seen_at"] is not None:
+                row["seen_at"] = row["seen_at"].replace(tzinfo=dt.UTC)
+        (folder / f"dt={day}").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(kept, schema=schema), folder / f"dt={day}" / name)
+
+
+def test_staged_files_commit_as_they_are_with_spark_rows_in_one_commit(spark, lake, tmp_path):
+    staged = tmp_path / "staged"
+    _stage(staged, ROWS[:2])
+    found = lake_module.Staged.found(str(staged))
+    assert found.files == ("dt=2026-01-01/part-00000.zstd.parquet",)
+    version = lake.write(events_df(spark, ROWS[2:]), "test/events", mode="append", staged=found)
+    assert version == 0
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))
+    assert not (staged / "dt=2026-01-01" / "part-00000.zstd.parquet").exists()  # moved into the table, not copied
+    assert duckdb_rows(lake.path("test/events"), "select count(*), sum(bytes) from {table}") == [(4, 47)]
+    assert lake.count("test/events") == 4  # the log's per-file stats of the staged file
+
+
+def test_staged_files_alone_and_a_wrong_staged_schema_is_refused_before_anything_is_written(spark, lake, tmp_path):
+    import pyarrow as pa
+
+    _stage(tmp_path / "ok", ROWS)
+    lake.write(None, "test/events", mode="append", staged=lake_module.Staged.found(str(tmp_path / "ok")))
+    assertDataFrameEqual(lake.read("test/events"), events_df(spark))
+    wrong = pa.schema([f if f.name != "bytes" else pa.field("bytes", pa.int32()) for f in
+                       lake_module.file_schema(EVENTS)])
+    _stage(tmp_path / "bad", ROWS[:1], schema=wrong)
+    with pytest.raises(LakeError, match="bytes.*int32|int32.*bytes|has columns"):
+        lake.write(None, "test/events", mode="append", staged=lake_module.Staged.found(str(tmp_path / "bad")))
+    assert lake.version("test/events") == 0
+    with pytest.raises(LakeError, match="nothing to write"):
+        lake.write(None, "test/events")
+
+
+def test_a_scratch_folder_goes_when_its_block_ends_and_one_a_dead_job_left_goes_with_the_next(lake, tmp_path):
+    with lake.scratch("ingest") as folder:
+        (Path(folder) / "x.parquet").write_bytes(b"x")
+        kept = folder
+    assert not Path(kept).exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = Path(lake.root) / "_scratch" / "ingest-left"
+    left.mkdir(parents=True)
+    (left / "owner.json").write_text(json.dumps({"host": __import__("socket").gethostname(),
+                                                 "pid": int(dead.stdout)}))
+    with lake.scratch("ingest") as folder:
+        assert not left.exists()
+        with lake.scratch("other") as other:  # a live job's folder stays
+            assert Path(folder).exists() and Path(other).exists()

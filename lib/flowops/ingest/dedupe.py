@@ -38,8 +38,8 @@ def later_copies(accepted_df: DataFrame, repeated_df: DataFrame) -> DataFrame:
 
 
 def lake_matches(firsts_df: DataFrame, bronze_keys_df: DataFrame) -> DataFrame:
-    """Records of the delivery that bronze already holds: `source_file` and `is_same_line` (bronze holds this
-    very line, so it was accepted by an earlier run) per match.
+    """Records of the delivery that bronze already holds: their `source_file`, `line_no`, and `is_same_line`
+    (bronze holds this very line, so it was accepted by an earlier run).
 
     Args:
         firsts_df: the delivery's accepted first copies (`dt`, `record_id`, `source_file`, `line_no`).
@@ -49,6 +49,6 @@ def lake_matches(firsts_df: DataFrame, bronze_keys_df: DataFrame) -> DataFrame:
     return (
         firsts_df.select(*KEY, *POSITION)
         .join(known, on=KEY, how="inner")
-        .select("source_file", ((F.col("_file") == F.col("source_file")) & (F.col("_line") == F.col("line_no")))
-                .alias("is_same_line"))
+        .select("source_file", "line_no",
+                ((F.col("_file") == F.col("source_file")) & (F.col("_line") == F.col("line_no"))).alias("is_same_line"))
     )

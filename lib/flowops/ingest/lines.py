@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -198,13 +199,47 @@ def _flush(pending: list, finished: list, parse: Parse | None, schema: pa.Schema
     finished.clear()
 
 
-def _read_group(parse: Parse | None, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """A task's files (mapInArrow's input: batches of `path, source_file`) -> `read_files`."""
-    def files() -> Iterator[tuple[str, str]]:
-        for batch in batches:
-            yield from zip(batch.column("path").to_pylist(), batch.column("source_file").to_pylist(), strict=True)
+class TaskSink(Protocol):
+    """What a reading task hands each batch to (`read_landed`'s `sink`): it keeps what it writes elsewhere and
+    returns the batch without the columns it `drops`; closed once the task's files are read through."""
 
-    yield from read_files(files(), parse, schema)
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Opens each reading task's `TaskSink` (given the task's number); `drops` are the columns its tasks keep back
+    from Spark."""
+
+    drops: tuple[str, ...]
+
+    def open(self, task: int) -> TaskSink: ...
+
+
+def _read_group(parse: Parse | None, schema: pa.Schema, sink: Sink | None,
+                batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A task's files (mapInArrow's input: batches of `path, source_file, task`) -> `read_files`, through the
+    task's sink when there is one."""
+    listed = [row for batch in batches for row in zip(batch.column("path").to_pylist(),
+                                                      batch.column("source_file").to_pylist(),
+                                                      batch.column("task").to_pylist(), strict=True)]
+    if not listed:
+        return
+    parsed = read_files(((path, source_file) for path, source_file, _ in listed), parse, schema)
+    if sink is None:
+        yield from parsed
+        return
+    task = sink.open(listed[0][2])
+    try:
+        for batch in parsed:
+            yield task(batch)
+    except BaseException:
+        task.abort()
+        raise
+    task.close()
 
 
 def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
@@ -224,7 +259,7 @@ def group_files(files: list[LandedFile], tasks: int) -> list[list[LandedFile]]:
 
 
 def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | None = None,
-                columns: str = "value binary", summary: str = "") -> DataFrame:
+                columns: str = "value binary", summary: str = "", sink: Sink | None = None) -> DataFrame:
     """Every line of `files` and one status row per file (see the module docstring).
 
     Args:
@@ -236,18 +271,22 @@ def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | Non
         columns: what `parse` returns (Spark DDL), after `source_file` and `line_no`; null in status rows.
         summary: what `parse.finish(source_file)`, called once a file is read through, adds to its status row
             (Spark DDL), e.g. counts the parse kept while it read.
+        sink: in each reading task, takes every batch (lines and status rows) before Spark does, e.g. to write
+            some of its rows to files; Spark gets the batch without the sink's `drops` columns.
 
     Returns:
-        `source_file, line_no, <columns>, file_status, file_lines, file_detail, <summary>`. Files are grouped
-        into tasks of similar size (four per core when there is enough data, so no core idles while another
-        finishes a big task); each file is read by exactly one task.
+        `source_file, line_no, <columns>, file_status, file_lines, file_detail, <summary>` (less the sink's
+        drops). Files are grouped into tasks of similar size (four per core when there is enough data, so no
+        core idles while another finishes a big task); each file is read by exactly one task.
     """
     schema = T.StructType.fromDDL(f"source_file string, line_no long, {columns}, file_status string, "
                                   f"file_lines long, file_detail string{', ' + summary if summary else ''}")
+    returned = T.StructType([f for f in schema.fields if f.name not in sink.drops]) if sink else schema
     if not files:
-        return spark.createDataFrame([], schema)
+        return spark.createDataFrame([], returned)
     arrow_schema = to_arrow_schema(schema, timezone=spark.conf.get("spark.sql.session.timeZone"))
     groups = group_files(files, 4 * spark.sparkContext.defaultParallelism)
-    rows = spark.sparkContext.parallelize([[(f.path, f.source_file) for f in g] for g in groups], len(groups))
-    listing = spark.createDataFrame(rows.flatMap(lambda group: group), "path string, source_file string")
-    return listing.mapInArrow(partial(_read_group, parse, arrow_schema), schema)
+    rows = spark.sparkContext.parallelize([[(f.path, f.source_file, task) for f in group]
+                                           for task, group in enumerate(groups)], len(groups))
+    listing = spark.createDataFrame(rows.flatMap(lambda group: group), "path string, source_file string, task int")
+    return listing.mapInArrow(partial(_read_group, parse, arrow_schema, sink), returned)

@@ -24,6 +24,7 @@ from flowops.errors import FlowopsError, LakeError
 from flowops.lake.deltars import DeltaRsEngine
 from flowops.lake.lock import Locks, TableLock
 from flowops.lake.sparkdelta import SparkDeltaEngine
+from flowops.lake.staged import Staged, scratch_folder
 from flowops.lake.tables import KEY_FINGERPRINT, TableSpec, spec_for
 from flowops.spark import delta_classes_available
 
@@ -64,6 +65,13 @@ class Lake:
                             "so writes need a local or mounted lake (object stores are not supported yet)")
         with self._locks.hold(self.path(table), self.job) as lock:
             yield lock
+
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[str]:
+        """A private folder under the lake root for files a job writes before committing them (see `Staged`);
+        removed when the block ends. Folders of jobs that died are removed the next time one is made."""
+        with scratch_folder(self.root, name) as folder:
+            yield folder
 
     def path(self, table: str) -> str:
         """Location of `table` (`layer/name`) under the lake root."""
@@ -121,18 +129,20 @@ class Lake:
 
     def write(
         self,
-        df: DataFrame,
+        df: DataFrame | None,
         table: str | TableSpec,
         *,
         mode: Mode = "append",
         partitions: Partitions | None = None,
         metadata: Mapping[str, str] | None = None,
         shuffle: bool = True,
+        staged: Staged | None = None,
     ) -> int:
         """Write `df` to a declared table in one atomic commit and return the new table version.
 
         Args:
-            df: rows matching the table's declared schema (column order does not matter).
+            df: rows matching the table's declared schema (column order does not matter); None when `staged`
+                holds all of them.
             table: a registered table name or its spec.
             mode: `append`, or `overwrite`: of the partitions named in `partitions`, or of the whole table
                 when `partitions` is None.
@@ -142,11 +152,20 @@ class Lake:
             shuffle: gather each partition value's rows into one task first, so a partition gets one file per
                 write; pass False for large frames whose tasks already hold few partition values each (each task
                 then writes one file per value it holds, and nothing is shuffled).
+            staged: Parquet files of more rows, already written in the table's layout (checked against its
+                schema), committed with `df`'s in the same commit: delta-rs moves them into the table as they
+                are; spark-delta reads them into the write.
         """
         spec = table if isinstance(table, TableSpec) else spec_for(table)
         _check_mode(mode)
         if partitions is not None:
             _check_partitions(spec, mode, partitions)
+        if staged is not None:
+            staged.check(file_schema(spec), spec.name)
+        if df is None:
+            if staged is None:
+                raise LakeError(f"nothing to write to {spec.name}: no rows and no staged files")
+            return self._commit(None, spec, mode, partitions, metadata, staged)
         conformed = conform(df, spec)
         if spec.partition_by and shuffle:
             # Rows of a partition value meet in one task: one file per partition instead of one per input split.
@@ -158,7 +177,7 @@ class Lake:
             conformed = conformed.repartition(tasks, *columns) if tasks else conformed.repartition(*columns)
         if spec.cluster_by:
             conformed = conformed.sortWithinPartitions(*spec.partition_by, *spec.cluster_by)
-        return self._commit(conformed, spec, mode, partitions, metadata)
+        return self._commit(conformed, spec, mode, partitions, metadata, staged)
 
     def write_rows(self, rows: Sequence[Sequence[Any]], table: str | TableSpec, *, mode: Mode = "append",
                    metadata: Mapping[str, str] | None = None) -> int:
@@ -182,7 +201,7 @@ class Lake:
         return self._commit(data, spec, mode, None, metadata)
 
     def _commit(self, data: Any, spec: TableSpec, mode: Mode, partitions: Partitions | None,
-                metadata: Mapping[str, str] | None) -> int:
+                metadata: Mapping[str, str] | None, staged: Staged | None = None) -> int:
         path = self.path(spec.name)
         commit_meta = {"flowops.schemaVersion": str(spec.version), **(metadata or {})}
         started = time.perf_counter()
@@ -190,7 +209,7 @@ class Lake:
             self._engine.check_schema_version(path, spec)
             if KEY_FINGERPRINT in commit_meta and self.exists(spec.name):
                 _refuse_other_key(spec, commit_meta[KEY_FINGERPRINT], self._engine.history(path, 50))
-            version = self._engine.write(data, path, spec, mode, partitions, commit_meta, lock)
+            version = self._engine.write(data, path, spec, mode, partitions, commit_meta, lock, staged)
         log.info("wrote %s v%d (%s%s) in %.1fs with %s", spec.name, version, mode, _shown(partitions),
                  time.perf_counter() - started, self.engine_name)
         return version
@@ -224,6 +243,15 @@ def resolve_engine(spark: SparkSession, engine: str) -> str:
         raise FlowopsError(f"lake.engine must be auto, delta-rs or spark-delta, got {engine!r}")
     log.info("lake engine: %s (configured)", engine)
     return engine
+
+
+def file_schema(spec: TableSpec) -> Any:
+    """The Arrow schema of the table's data files: its columns less the partition columns (held by the folder
+    names), timestamps as UTC microseconds."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return pa.schema([f for f in to_arrow_schema(spec.schema, timezone="UTC") if f.name not in spec.partition_by])
 
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:

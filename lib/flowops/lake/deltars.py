@@ -27,6 +27,7 @@ from pyspark.sql import types as T
 
 from flowops.errors import LakeError
 from flowops.lake.lock import TableLock
+from flowops.lake.staged import Staged
 from flowops.lake.stats import file_stats
 from flowops.lake.tables import TableSpec
 
@@ -79,11 +80,12 @@ class DeltaRsEngine:
         df = self.spark.read.schema(schema).option("basePath", path).parquet(*files)
         return df.select(*schema.fieldNames())
 
-    def write(self, df: DataFrame | pa.Table, path: str, spec: TableSpec, mode: str,
-              partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock) -> int:
+    def write(self, df: DataFrame | pa.Table | None, path: str, spec: TableSpec, mode: str,
+              partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock,
+              staged: Staged | None = None) -> int:
         """Stage, place and commit, all while holding the table's `lock` (checked right before the commit). Spark
         stages a DataFrame; an Arrow table (a few rows of an unpartitioned table, `Lake.write_rows`) is staged
-        as one Parquet file by pyarrow."""
+        as one Parquet file by pyarrow; `staged` files, already written, are moved into the staging folder."""
         from deltalake import DeltaTable, Schema
         from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
@@ -98,12 +100,17 @@ class DeltaRsEngine:
             fs.create_dir(f"{staging}/data", recursive=True)
             pq.write_table(df, f"{staging}/data/part-00000-{write_id}.zstd.parquet", compression="zstd",
                            filesystem=fs)
-        else:
+        elif df is not None:
             (df.write.mode("error")
              .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
              .options(**spec.writer_options())
              .partitionBy(*spec.partition_by)
              .parquet(f"{path}/{STAGING}/{write_id}/data"))
+        for rel in staged.files if staged else ():
+            head, _, name = rel.rpartition("/")
+            target = f"{staging}/data/{head + '/' if head else ''}{write_id}-{name}"
+            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            fs.move(f"{staged.folder}/{rel}", target)
         staged = _staged_files(fs, f"{staging}/data")
         values = [_partition_values(rel, spec) for rel in staged]
         if partitions is not None:

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from flowops.lake.deltars import check_written_schema
 from flowops.lake.lock import TableLock
+from flowops.lake.staged import Staged
 from flowops.lake.tables import TableSpec
 
 Partitions = Mapping[str, Sequence[str]]
@@ -59,8 +60,15 @@ class SparkDeltaEngine:
             df = df.where(F.col(col).isin(list(values)))
         return df
 
-    def write(self, df: DataFrame, path: str, spec: TableSpec, mode: str,
-              partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock) -> int:
+    def write(self, df: DataFrame | None, path: str, spec: TableSpec, mode: str,
+              partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock,
+              staged: Staged | None = None) -> int:
+        if staged is not None and staged.files:
+            files = self.spark.read.schema(spec.schema).option("basePath", staged.folder).parquet(
+                *(f"{staged.folder}/{rel}" for rel in staged.files)).select(*spec.schema.fieldNames())
+            df = files if df is None else df.unionByName(files)
+        if df is None:
+            df = self.spark.createDataFrame([], spec.schema)
         # mergeSchema: `conform` has already checked the frame against the declared schema, so this only lets a
         # declared schema grow (e.g. a new tag column), as the delta-rs path does.
         writer = (df.write.format("delta").mode(mode).partitionBy(*spec.partition_by).options(**spec.writer_options())

@@ -1,12 +1,15 @@
 """`flowops ingest`: landed files into bronze, quarantine and silver. Every read and write of the step is here.
 
 Usage days (`ingest_days`: one landing day, or every landed day of a month, as one batch):
-1. every landed file is read once (`ingest.lines`) and every line parsed and judged (`ingest.xdr`); the
-   parsed batch is cached, and every pass below reads the cache, never the files again;
+1. every landed file is read once (`ingest.lines`) and every line parsed and judged (`ingest.xdr`); the task
+   that parses a line writes it, when accepted, to bronze's files in a scratch folder of the lake
+   (`ingest.staging`), and hands Spark only the narrow columns of the passes below; Spark caches those, and every
+   pass reads the cache, never the files again;
 2. one pass counts lines per file, reason and day, and checks that every readable line reached Spark;
 3. replays within the delivery and records bronze already holds are found on narrow keys (`ingest.dedupe`);
 4. each distinct msisdn is pseudonymised, each distinct host-side key and user agent identified;
-5. commits, each one atomic, in this order: bronze/usage_events (append the new records),
+5. commits, each one atomic, in this order: bronze/usage_events (append the staged files, less the records the
+   dedupe dropped),
    restricted/subscriber_keys (append unseen msisdns), bronze/quarantine (overwrite the landing days),
    silver/user_agents (append the agents of unknown TACs no earlier run read), silver/usage_daily and
    silver/device_daily (recompute every day the delivery touched, from bronze);
@@ -20,8 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -37,6 +43,7 @@ from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
+from flowops.ingest.staging import RecordFiles, drop_rows
 from flowops.ingest.terminals import (
     HandsetClasses,
     load_reference,
@@ -46,6 +53,7 @@ from flowops.ingest.terminals import (
     unknown_agents,
 )
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
+from flowops.lake import Staged, file_schema
 from flowops.lake.tables import (
     DEVICE_DAILY,
     KEY_FINGERPRINT,
@@ -194,11 +202,15 @@ class _UsageBatch:
         """Ingest `files`; the `unexpected` ones (not `hour=HH/<name>.txt.gz`) are quarantined whole, unread."""
         run, settings = self.run, self.settings
         pseudonymiser = Pseudonymiser(self.spark, self.reference.key)
+        stack = ExitStack()
         try:
             rules = ParseRules(settings.pipeline.late_arrival_days, settings.pipeline.idle_hours,
                                settings.pipeline.timezone)
             parser = RecordParser(rules, self.reference.apps, pseudonymiser.shared)
-            parsed = (self._cache(read_landed(self.spark, files, parser, RECORD_COLUMNS, RECORD_SUMMARY))
+            # The reading tasks write the accepted records as bronze's files and give Spark only narrow columns.
+            scratch = stack.enter_context(self.lake.scratch("ingest"))
+            sink = _bronze_files(f"{scratch}/{USAGE_EVENTS.name}", self.run.run_id)
+            parsed = (self._cache(read_landed(self.spark, files, parser, RECORD_COLUMNS, RECORD_SUMMARY, sink))
                       .withColumn("record_id", F.col("record_id").cast("string")))
             with run.step("read and parse") as step:
                 tally = Tally.of(parsed)
@@ -218,16 +230,17 @@ class _UsageBatch:
             # second waits, then finds every record already there.
             with self.lake.locked(USAGE_EVENTS.name):
                 with run.step("dedupe") as step:
-                    firsts, replayed = self._drop_replays(accepted)
-                    fresh, in_lake, earlier = self._drop_known(firsts)
+                    firsts, replayed, later = self._drop_replays(accepted)
+                    in_lake, earlier, known = self._drop_known(firsts)
                     step["replayed"] = sum(replayed.values())
                     step["already_in_lake"] = sum(in_lake.values())
                     step["accepted_before"] = sum(earlier.values())
                 with run.step("write bronze") as step:
-                    new = tally.accepted - sum(replayed.values()) - sum(in_lake.values()) - sum(earlier.values())
+                    dropped = sum(replayed.values()) + sum(in_lake.values()) + sum(earlier.values())
                     # A rerun of what bronze already holds commits nothing (a first batch creates the table).
-                    if new or not self.lake.exists(USAGE_EVENTS.name):
-                        self._write_bronze(fresh)
+                    if tally.accepted - dropped or not self.lake.exists(USAGE_EVENTS.name):
+                        self._write_bronze(sink, [df for df in (later, known) if df is not None], dropped,
+                                           tally.bad_files)
                     accepted_counts = self._bronze_counts(files)
                     step["rows"] = run.rows_out = sum(accepted_counts.values())
             with run.step("cells") as step:
@@ -251,36 +264,53 @@ class _UsageBatch:
             for df in self._cached:
                 df.unpersist()
             pseudonymiser.close()
+            stack.close()
 
-    def _drop_replays(self, accepted: DataFrame) -> tuple[DataFrame, Counter]:
+    def _drop_replays(self, accepted: DataFrame) -> tuple[DataFrame, Counter, DataFrame]:
+        """The first copy of each record, the later copies per file, and their positions."""
         later = self._cache(dedupe.later_copies(accepted, dedupe.repeated_keys(accepted)))
         replayed = Counter({r.source_file: r["count"] for r in later.groupBy("source_file").count().collect()})
         if not replayed:
-            return accepted, replayed
+            return accepted, replayed, later
         copies = F.broadcast(later) if sum(replayed.values()) <= BROADCAST_ROWS else later
-        return accepted.join(copies, on=dedupe.POSITION, how="left_anti"), replayed
+        return accepted.join(copies, on=dedupe.POSITION, how="left_anti"), replayed, later
 
-    def _drop_known(self, firsts: DataFrame) -> tuple[DataFrame, Counter, Counter]:
-        """Remove records bronze holds; count, per file, copies of other lines and lines accepted before."""
+    def _drop_known(self, firsts: DataFrame) -> tuple[Counter, Counter, DataFrame | None]:
+        """Records bronze holds: per file, copies of other lines and lines accepted before; and their positions."""
         days = sorted(self.lake.partition_values(USAGE_EVENTS.name, "dt") & set(self.window_days))
         if not days:
-            return firsts, Counter(), Counter()
+            return Counter(), Counter(), None
         known = self.lake.read(USAGE_EVENTS.name, partitions={"dt": days}).select(*dedupe.KEY, *dedupe.POSITION)
-        candidates = firsts.where(F.col("dt").isin(days))
-        matches = dedupe.lake_matches(candidates, known).groupBy("source_file", "is_same_line").count().collect()
-        in_lake = Counter({r.source_file: r["count"] for r in matches if not r.is_same_line})
-        earlier = Counter({r.source_file: r["count"] for r in matches if r.is_same_line})
-        if not matches:
-            return firsts, in_lake, earlier
-        return firsts.join(known.select(*dedupe.KEY), on=dedupe.KEY, how="left_anti"), in_lake, earlier
+        matches = self._cache(dedupe.lake_matches(firsts.where(F.col("dt").isin(days)), known))
+        counts = matches.groupBy("source_file", "is_same_line").count().collect()
+        in_lake = Counter({r.source_file: r["count"] for r in counts if not r.is_same_line})
+        earlier = Counter({r.source_file: r["count"] for r in counts if r.is_same_line})
+        return in_lake, earlier, matches.select(*dedupe.POSITION)
 
-    def _write_bronze(self, fresh: DataFrame) -> None:
-        bronze = fresh.withColumn("run_id", F.lit(self.run.run_id))
-        # Each reader task holds consecutive files (a day or part of one), so it writes a file for that day, plus
-        # small ones for its late records: no shuffle of the widest rows of the pipeline.
-        self.run.wrote(USAGE_EVENTS.name, self.lake.write(bronze.select(*USAGE_EVENTS.schema.fieldNames()),
-                                                          USAGE_EVENTS, mode="append", metadata=self._meta(),
-                                                          shuffle=False))
+    def _write_bronze(self, sink: RecordFiles, drops: list[DataFrame], dropped: int, bad_files: list[str]) -> None:
+        """Commit the files the reading tasks staged, less the records the dedupe dropped (`drops`: positions) and
+        the lines of files found damaged. Up to BROADCAST_ROWS dropped records, the driver removes them from the
+        files that hold them and the files are committed as they are; beyond (a delivery largely landed before),
+        Spark reads the staged files, drops the records by join and writes bronze's files anew."""
+        staged = Staged.found(sink.folder)
+        if dropped <= BROADCAST_ROWS:
+            positions = [df.toArrow() for df in drops]
+            positions.append(pa.table({"source_file": pa.array(bad_files, pa.string()),
+                                       "line_no": pa.nulls(len(bad_files), pa.int64())}))
+            kept = drop_rows(sink, list(staged.files), pa.concat_tables(positions, promote_options="permissive"),
+                             threads=self.spark.sparkContext.defaultParallelism)
+            version = self.lake.write(None, USAGE_EVENTS, mode="append", metadata=self._meta(),
+                                      staged=Staged(staged.folder, tuple(kept)))
+        else:
+            rows = (self.spark.read.schema(USAGE_EVENTS.schema).option("basePath", staged.folder)
+                    .parquet(*(f"{staged.folder}/{rel}" for rel in staged.files)))
+            for positions in drops:
+                rows = rows.join(positions, on=dedupe.POSITION, how="left_anti")
+            if bad_files:
+                rows = rows.where(~F.col("source_file").isin(bad_files))
+            # Each staged file holds one reading task's records of one day: no shuffle of the widest rows.
+            version = self.lake.write(rows, USAGE_EVENTS, mode="append", metadata=self._meta(), shuffle=False)
+        self.run.wrote(USAGE_EVENTS.name, version)
 
     def _write_cells(self, firsts: DataFrame) -> int:
         """restricted/usage_cells: the cell of every accepted record that table does not hold yet (from every
@@ -382,6 +412,19 @@ class _UsageBatch:
 
     def _meta(self) -> dict[str, str]:
         return _meta(self.run, self.reference.key)
+
+
+# What the rest of the ingest reads of a parsed line, besides the reader's status columns; the reading tasks write the
+# other columns only to bronze's files.
+NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id", "msisdn", "sub_id", "cell_id")
+
+
+def _bronze_files(folder: str, run_id: str) -> RecordFiles:
+    """The sink that writes a batch's accepted records as bronze's files (see `ingest.staging`)."""
+    schema = file_schema(USAGE_EVENTS)
+    return RecordFiles(folder, schema, "dt", (("run_id", run_id),),
+                       dictionary=tuple(name for name in schema.names if name not in USAGE_EVENTS.plain),
+                       drops=tuple(name for name in schema.names if name not in NARROW and name != "run_id"))
 
 
 def append_new_keys(ctx: Context, run: Run, keys: DataFrame, meta: dict[str, str]) -> int:

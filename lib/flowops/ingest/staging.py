@@ -1,0 +1,147 @@
+"""Accepted records written as bronze's Parquet files by the task that parsed them (`lines.read_landed`'s sink).
+
+The parse runs in Python on Arrow batches; handing its widest rows to Spark only for Spark to cache them and write
+them back out as Parquet cost more than the parse itself (BENCHMARKS.md, "Bronze written by the parsing tasks").
+So each reading task writes its accepted records straight to Parquet files in bronze's layout, one file per day
+it has records of, and passes Spark only the narrow columns the rest of the ingest needs (dedupe keys, the msisdn
+for the subscriber keys, the cell, the rejected lines). The step then commits the files as they are, after
+removing what the dedupe drops (`drop_rows`).
+
+A file is written under a hidden name and renamed when its task has read all its landed files, so only finished
+files are ever found; a task run again (a retry, or a lost cache block recomputed) writes the same rows to the
+same name.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flowops.ingest.vector import repeated
+
+ROW_GROUP_ROWS = 1 << 18  # rows of a day buffered before they are written as one row group
+ZSTD_LEVEL = 3            # Spark's (parquet-mr's) default level: bronze's files are as large as Spark wrote them
+
+
+@dataclass(frozen=True)
+class RecordFiles:
+    """Writes the accepted records (a `line_no` and no `reason`) of every batch, with `schema`'s columns, under
+    `folder/<partition>=<value>/part-<task>.zstd.parquet`; passes Spark the batch without the `drops` columns.
+
+    Args:
+        folder: where the files go (a scratch folder of the lake, see `Lake.scratch`).
+        schema: the files' columns: the table's, less the partition column.
+        partition: the column whose values name the folders (`dt`).
+        constants: columns with one value for every row (`run_id`).
+        dictionary: the columns written with dictionary encoding (the table's others are plain).
+        drops: the batch columns kept back from Spark.
+    """
+
+    folder: str
+    schema: pa.Schema
+    partition: str
+    constants: tuple[tuple[str, str], ...]
+    dictionary: tuple[str, ...]
+    drops: tuple[str, ...]
+
+    def open(self, task: int) -> _TaskFiles:
+        return _TaskFiles(self, task)
+
+
+@dataclass
+class _TaskFiles:
+    sink: RecordFiles
+    task: int
+    pending: dict[str, list[pa.Table]] = field(default_factory=dict)
+    writers: dict[str, pq.ParquetWriter] = field(default_factory=dict)
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        accepted = pc.and_(pc.is_valid(batch.column("line_no")), pc.is_null(batch.column("reason")))
+        rows = batch.filter(accepted)
+        if rows.num_rows:
+            records = self._records(rows)
+            day = rows.column(self.sink.partition)
+            if day.null_count:
+                raise ValueError(f"accepted records without {self.sink.partition}")
+            for value in pc.unique(day).to_pylist():
+                self._add(value, records.filter(pc.equal(day, value)))
+        kept = [name for name in batch.schema.names if name not in self.sink.drops]
+        return batch.select(kept)
+
+    def _records(self, rows: pa.RecordBatch) -> pa.Table:
+        constants = dict(self.sink.constants)
+        return pa.Table.from_arrays(
+            [repeated(constants[f.name], rows.num_rows).cast(f.type) if f.name in constants
+             else rows.column(f.name).cast(f.type) for f in self.sink.schema], schema=self.sink.schema)
+
+    def _add(self, value: str, records: pa.Table) -> None:
+        held = self.pending.setdefault(value, [])
+        held.append(records)
+        if sum(t.num_rows for t in held) >= ROW_GROUP_ROWS:
+            self._write(value)
+
+    def _write(self, value: str) -> None:
+        held = self.pending.pop(value, [])
+        if not held:
+            return
+        if value not in self.writers:
+            folder = Path(self.sink.folder) / f"{self.sink.partition}={value}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.writers[value] = pq.ParquetWriter(
+                folder / f".part-{self.task:05d}.tmp", self.sink.schema, compression="zstd",
+                compression_level=ZSTD_LEVEL, use_dictionary=list(self.sink.dictionary))
+        self.writers[value].write_table(pa.concat_tables(held), row_group_size=ROW_GROUP_ROWS * 2)
+
+    def close(self) -> None:
+        """Write what is held and give every file its final name."""
+        for value in list(self.pending):
+            self._write(value)
+        for value, writer in self.writers.items():
+            writer.close()
+            folder = Path(self.sink.folder) / f"{self.sink.partition}={value}"
+            os.replace(folder / f".part-{self.task:05d}.tmp", folder / f"part-{self.task:05d}.zstd.parquet")
+
+    def abort(self) -> None:
+        """The task failed: remove its unfinished files."""
+        for value, writer in self.writers.items():
+            writer.close()
+            (Path(self.sink.folder) / f"{self.sink.partition}={value}" / f".part-{self.task:05d}.tmp").unlink(
+                missing_ok=True)
+
+
+def drop_rows(sink: RecordFiles, files: list[str], positions: pa.Table, threads: int = 2) -> list[str]:
+    """Remove from the sink's staged `files` the rows at `positions` (`source_file`, `line_no`), and every row of the
+    source files listed there with a null `line_no` (files found damaged after their lines were written). A file
+    with no such row is left as it is; the others are rewritten in place, keeping row order. Returns the files that
+    still hold rows."""
+    lines = positions.filter(pc.is_valid(positions["line_no"])).select(["source_file", "line_no"])
+    whole = pa.array(sorted(set(positions.filter(pc.is_null(positions["line_no"]))["source_file"].to_pylist())),
+                     pa.string())
+
+    def one(rel: str) -> str | None:
+        path = f"{sink.folder}/{rel}"
+        where = pq.read_table(path, columns=["source_file", "line_no"])
+        where = where.append_column("_row", pa.array(range(where.num_rows), pa.int64()))
+        dropped = where.join(lines, keys=["source_file", "line_no"], join_type="left semi")["_row"]
+        drop = pc.or_(pc.is_in(where["_row"], dropped), pc.is_in(where["source_file"], whole))
+        if not pc.any(drop).as_py():
+            return rel
+        table = pq.read_table(path).filter(pc.invert(drop))
+        if not table.num_rows:
+            os.unlink(path)
+            return None
+        folder, _, name = path.rpartition("/")
+        hidden = f"{folder}/.{name}.tmp"
+        pq.write_table(table, hidden, compression="zstd", compression_level=ZSTD_LEVEL,
+                       use_dictionary=list(sink.dictionary), row_group_size=ROW_GROUP_ROWS * 2)
+        os.replace(hidden, path)
+        return rel
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [rel for rel in pool.map(one, files) if rel is not None]

@@ -1,0 +1,106 @@
+"""Files a job writes outside Spark before committing them: a private scratch folder per job, and `Staged`, a set of
+Parquet files holding a table's rows in its hive layout, which a write commits as they are (`Lake.write`).
+
+Usage ingest is the user: the tasks that parse the landed lines also write bronze's files (`ingest.staging`), so
+the widest rows of the pipeline never pass through Spark's rows, cache or Parquet writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowops.errors import LakeError
+
+log = logging.getLogger(__name__)
+
+SCRATCH = "_scratch"
+OWNER = "owner.json"
+ABANDONED_AFTER_S = 24 * 3600   # a scratch folder of another host is left alone this long
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Parquet files of a table's rows, written without Spark, in the table's hive layout under `folder`
+    (`dt=2026-03-01/part-00003.zstd.parquet`): a write commits them as they are."""
+
+    folder: str
+    files: tuple[str, ...]
+
+    @classmethod
+    def found(cls, folder: str) -> Staged:
+        """Every finished Parquet file under `folder` (names starting with `.` or `_` are unfinished)."""
+        root = Path(folder)
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
+                       if not p.name.startswith((".", "_"))) if root.is_dir() else []
+        return cls(folder, tuple(files))
+
+    def check(self, schema: pa.Schema, table: str) -> None:
+        """Refuse files whose columns are not `schema`'s (the table's, less its partition columns)."""
+        for rel in self.files:
+            found = pq.read_schema(f"{self.folder}/{rel}")
+            found = pa.schema([f.remove_metadata() for f in found]).remove_metadata()
+            if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
+                raise LakeError(f"staged file {rel} for {table} has columns {found.names} "
+                                f"({', '.join(map(str, found.types))}); the table needs {schema.names} "
+                                f"({', '.join(map(str, schema.types))})")
+
+
+@contextmanager
+def scratch_folder(lake_root: str, name: str) -> Iterator[str]:
+    """A new folder `<lake>/_scratch/<name>-<id>` for files staged before a commit, removed on exit. Folders that
+    jobs which died left behind are removed on entry (their process is gone, or another host's folder is a day
+    old)."""
+    if "://" in lake_root:
+        raise LakeError(f"the lake at {lake_root} is not a file system path: staging files needs a local or mounted "
+                        "lake")
+    parent = Path(lake_root) / SCRATCH
+    _remove_abandoned(parent)
+    folder = parent / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    (folder / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            parent.rmdir()
+        except OSError:
+            pass  # another job's folder is in it
+
+
+def _remove_abandoned(parent: Path) -> None:
+    if not parent.is_dir():
+        return
+    for folder in parent.iterdir():
+        if folder.is_dir() and _abandoned(folder):
+            log.warning("removing %s, left by a job that died", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _abandoned(folder: Path) -> bool:
+    """Its job's process is gone (same host), or it is a day old (a job of another host, or without an owner)."""
+    if time.time() - folder.stat().st_mtime > ABANDONED_AFTER_S:
+        return True
+    try:
+        owner = json.loads((folder / OWNER).read_text())
+        if owner.get("host") != socket.gethostname():
+            return False
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
+    return False

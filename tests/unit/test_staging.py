@@ -1,0 +1,68 @@
+"""The reading tasks' bronze files: what the sink writes and passes on, and how dropped records leave the files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowops.ingest.staging import RecordFiles, drop_rows
+
+SCHEMA = pa.schema([("source_file", pa.string()), ("line_no", pa.int64()), ("bytes", pa.int64()),
+                    ("run_id", pa.string())])
+
+
+def sink(folder: Path) -> RecordFiles:
+    return RecordFiles(str(folder), SCHEMA, "dt", (("run_id", "r1"),), dictionary=("source_file",),
+                       drops=("bytes",))
+
+
+def batch(rows: list[tuple]) -> pa.RecordBatch:
+    """Parsed lines `(source_file, line_no, dt, reason, bytes)`; a status row has no line_no."""
+    names = ["source_file", "line_no", "dt", "reason", "bytes"]
+    types = [pa.string(), pa.int64(), pa.string(), pa.string(), pa.int64()]
+    return pa.RecordBatch.from_arrays([pa.array([r[i] for r in rows], t) for i, t in enumerate(types)], names)
+
+
+def read(folder: Path) -> dict[str, list[tuple]]:
+    return {p.relative_to(folder).as_posix(): [tuple(r.values()) for r in pq.read_table(p).to_pylist()]
+            for p in sorted(folder.rglob("*.parquet"))}
+
+
+def test_accepted_records_go_to_one_file_per_day_named_only_when_the_task_is_done(tmp_path):
+    task = sink(tmp_path).open(3)
+    passed = task(batch([("a", 1, "2026-03-02", None, 10), ("a", 2, "2026-03-01", None, 20),
+                         ("a", 3, None, "bad_timestamp", None), ("a", None, None, None, None)]))
+    passed2 = task(batch([("b", 1, "2026-03-02", None, 30), ("b", 2, "2026-03-02", "bad_number", 5)]))
+    assert passed.schema.names == ["source_file", "line_no", "dt", "reason"]  # the wide column stays behind
+    assert passed.num_rows == 4 and passed2.num_rows == 2  # every line and status row still reaches Spark
+    assert read(tmp_path) == {}  # nothing is findable before the task's files are read through
+    task.close()
+    assert read(tmp_path) == {"dt=2026-03-01/part-00003.zstd.parquet": [("a", 2, 20, "r1")],
+                              "dt=2026-03-02/part-00003.zstd.parquet": [("a", 1, 10, "r1"), ("b", 1, 30, "r1")]}
+    assert not list(tmp_path.rglob(".*"))
+
+
+def test_a_failed_task_leaves_no_file(tmp_path):
+    task = sink(tmp_path).open(0)
+    task(batch([("a", 1, "2026-03-02", None, 10)] * (1 << 18)))  # enough for a row group to be written
+    assert list(tmp_path.rglob(".part-*"))
+    task.abort()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_dropped_records_and_damaged_files_leave_the_files_that_hold_them_and_no_other(tmp_path):
+    task = sink(tmp_path).open(0)
+    task(batch([("a", n, "2026-03-01", None, n) for n in range(1, 6)] + [("b", 1, "2026-03-02", None, 7)]
+               + [("c", 1, "2026-03-03", None, 8), ("c", 2, "2026-03-03", None, 9)]))
+    task.close()
+    untouched = tmp_path / "dt=2026-03-02" / "part-00000.zstd.parquet"
+    before = untouched.read_bytes(), untouched.stat().st_mtime_ns
+    positions = pa.table({"source_file": ["a", "a", "z", "c"], "line_no": pa.array([2, 4, 1, None], pa.int64())})
+    kept = drop_rows(sink(tmp_path), sorted(read(tmp_path)), positions)
+    assert kept == ["dt=2026-03-01/part-00000.zstd.parquet", "dt=2026-03-02/part-00000.zstd.parquet"]
+    assert read(tmp_path) == {"dt=2026-03-01/part-00000.zstd.parquet": [("a", 1, 1, "r1"), ("a", 3, 3, "r1"),
+                                                                        ("a", 5, 5, "r1")],
+                              "dt=2026-03-02/part-00000.zstd.parquet": [("b", 1, 7, "r1")]}
+    assert (untouched.read_bytes(), untouched.stat().st_mtime_ns) == before
