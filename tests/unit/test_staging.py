@@ -7,15 +7,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flowops.ingest.staging import RecordFiles, drop_rows
+from flowops.ingest.staging import RecordFiles, StagedTable, drop_rows
 
 SCHEMA = pa.schema([("source_file", pa.string()), ("line_no", pa.int64()), ("bytes", pa.int64()),
                     ("run_id", pa.string())])
 
 
 def sink(folder: Path) -> RecordFiles:
-    return RecordFiles(str(folder), SCHEMA, "dt", (("run_id", "r1"),), dictionary=("source_file",),
-                       drops=("bytes",))
+    return RecordFiles((table(folder),), "dt", (("run_id", "r1"),), drops=("bytes",))
+
+
+def table(folder: Path) -> StagedTable:
+    return StagedTable(str(folder), SCHEMA, dictionary=("source_file",))
 
 
 def batch(rows: list[tuple]) -> pa.RecordBatch:
@@ -60,9 +63,26 @@ def test_dropped_records_and_damaged_files_leave_the_files_that_hold_them_and_no
     untouched = tmp_path / "dt=2026-03-02" / "part-00000.zstd.parquet"
     before = untouched.read_bytes(), untouched.stat().st_mtime_ns
     positions = pa.table({"source_file": ["a", "a", "z", "c"], "line_no": pa.array([2, 4, 1, None], pa.int64())})
-    kept = drop_rows(sink(tmp_path), sorted(read(tmp_path)), positions)
+    kept = drop_rows(table(tmp_path), sorted(read(tmp_path)), positions)
     assert kept == ["dt=2026-03-01/part-00000.zstd.parquet", "dt=2026-03-02/part-00000.zstd.parquet"]
     assert read(tmp_path) == {"dt=2026-03-01/part-00000.zstd.parquet": [("a", 1, 1, "r1"), ("a", 3, 3, "r1"),
                                                                         ("a", 5, 5, "r1")],
                               "dt=2026-03-02/part-00000.zstd.parquet": [("b", 1, 7, "r1")]}
     assert (untouched.read_bytes(), untouched.stat().st_mtime_ns) == before
+
+
+def test_each_table_gets_its_columns_and_positions_kept_for_the_drops_leave_at_the_commit(tmp_path):
+    cells = StagedTable(str(tmp_path / "cells"), pa.schema([("bytes", pa.int64()), ("source_file", pa.string()),
+                                                            ("line_no", pa.int64())]), dictionary=())
+    two = RecordFiles((table(tmp_path / "bronze"), cells), "dt", (("run_id", "r1"),), drops=("bytes",))
+    task = two.open(1)
+    task(batch([("a", 1, "2026-03-01", None, 10), ("a", 2, "2026-03-01", None, 20), ("b", 1, "2026-03-02", None, 30)]))
+    task.close()
+    assert read(tmp_path / "cells") == {"dt=2026-03-01/part-00001.zstd.parquet": [(10, "a", 1), (20, "a", 2)],
+                                        "dt=2026-03-02/part-00001.zstd.parquet": [(30, "b", 1)]}
+    positions = pa.table({"source_file": ["a"], "line_no": pa.array([1], pa.int64())})
+    kept = drop_rows(cells, sorted(read(tmp_path / "cells")), positions, columns=["bytes"])
+    assert len(kept) == 2
+    assert read(tmp_path / "cells") == {"dt=2026-03-01/part-00001.zstd.parquet": [(20,)],
+                                        "dt=2026-03-02/part-00001.zstd.parquet": [(30,)]}
+    assert len(read(tmp_path / "bronze")["dt=2026-03-01/part-00001.zstd.parquet"]) == 2  # the other table's own

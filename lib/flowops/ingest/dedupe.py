@@ -15,22 +15,17 @@ KEY = ["dt", "record_id"]
 POSITION = ["source_file", "line_no"]
 
 
-def repeated_keys(accepted_df: DataFrame) -> DataFrame:
-    """Keys delivered more than once in `accepted_df`: a count per 64-bit hash of the key (a hash aggregation
-    on a number, no sort, no strings shuffled), then the exact keys of the few hashes seen twice or more."""
-    hashed = accepted_df.select(*KEY, F.xxhash64(*KEY).alias("_hash"))
+def later_copies(accepted_df: DataFrame) -> DataFrame:
+    """Positions (`source_file`, `line_no`) of the copies that are not the first of their key.
+
+    A count per 64-bit hash of the key finds the hashes seen twice or more (a hash aggregation on a number: no
+    sort, no strings shuffled); the rows holding those few hashes, every copy of a repeated key and the rare rows
+    whose different keys share a hash, are then ranked by position within their exact key."""
+    hashed = accepted_df.select(*KEY, *POSITION, F.xxhash64(*KEY).alias("_hash"))
     twice = hashed.groupBy("_hash").count().where(F.col("count") > 1).select("_hash")
-    return (hashed.join(F.broadcast(twice), on="_hash", how="left_semi").groupBy(*KEY).count()
-            .where(F.col("count") > 1).select(*KEY))
-
-
-def later_copies(accepted_df: DataFrame, repeated_df: DataFrame) -> DataFrame:
-    """Positions (`source_file`, `line_no`) of the copies that are not the first of their key; `repeated_df`
-    (from `repeated_keys`) is small, so only its few rows are ranked."""
     first = Window.partitionBy(*KEY).orderBy(*POSITION)
     return (
-        accepted_df.select(*KEY, *POSITION)
-        .join(repeated_df, on=KEY, how="inner")
+        hashed.join(F.broadcast(twice), on="_hash", how="left_semi")
         .withColumn("_copy", F.row_number().over(first))
         .where(F.col("_copy") > 1)
         .select(*POSITION)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,24 +31,35 @@ ZSTD_LEVEL = 3            # Spark's (parquet-mr's) default level: bronze's files
 
 
 @dataclass(frozen=True)
-class RecordFiles:
-    """Writes the accepted records (a `line_no` and no `reason`) of every batch, with `schema`'s columns, under
-    `folder/<partition>=<value>/part-<task>.zstd.parquet`; passes Spark the batch without the `drops` columns.
+class StagedTable:
+    """Where a table's staged files go and how they are written.
 
     Args:
-        folder: where the files go (a scratch folder of the lake, see `Lake.scratch`).
-        schema: the files' columns: the table's, less the partition column.
-        partition: the column whose values name the folders (`dt`).
-        constants: columns with one value for every row (`run_id`).
-        dictionary: the columns written with dictionary encoding (the table's others are plain).
-        drops: the batch columns kept back from Spark.
+        folder: the files' folder (in a scratch folder of the lake, see `Lake.scratch`).
+        schema: the files' columns: the table's less the partition column, and any the commit drops (`drop_rows`).
+        dictionary: the columns written with dictionary encoding (the others are plain).
     """
 
     folder: str
     schema: pa.Schema
+    dictionary: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordFiles:
+    """Writes the accepted records (a `line_no` and no `reason`) of every batch to each of `tables`, under
+    `<folder>/<partition>=<value>/part-<task>.zstd.parquet`; passes Spark the batch without the `drops` columns.
+
+    Args:
+        tables: the tables to stage the records for.
+        partition: the column whose values name the folders (`dt`).
+        constants: columns with one value for every row (`run_id`).
+        drops: the batch columns kept back from Spark.
+    """
+
+    tables: tuple[StagedTable, ...]
     partition: str
     constants: tuple[tuple[str, str], ...]
-    dictionary: tuple[str, ...]
     drops: tuple[str, ...]
 
     def open(self, task: int) -> _TaskFiles:
@@ -58,88 +70,95 @@ class RecordFiles:
 class _TaskFiles:
     sink: RecordFiles
     task: int
-    pending: dict[str, list[pa.Table]] = field(default_factory=dict)
-    writers: dict[str, pq.ParquetWriter] = field(default_factory=dict)
+    pending: dict[tuple[int, str], list[pa.Table]] = field(default_factory=dict)
+    writers: dict[tuple[int, str], pq.ParquetWriter] = field(default_factory=dict)
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         accepted = pc.and_(pc.is_valid(batch.column("line_no")), pc.is_null(batch.column("reason")))
         rows = batch.filter(accepted)
         if rows.num_rows:
-            records = self._records(rows)
             day = rows.column(self.sink.partition)
             if day.null_count:
                 raise ValueError(f"accepted records without {self.sink.partition}")
-            for value in pc.unique(day).to_pylist():
-                self._add(value, records.filter(pc.equal(day, value)))
+            values = pc.unique(day).to_pylist()
+            for number, table in enumerate(self.sink.tables):
+                records = self._records(rows, table.schema)
+                for value in values:
+                    self._add((number, value), records.filter(pc.equal(day, value)) if len(values) > 1 else records)
         kept = [name for name in batch.schema.names if name not in self.sink.drops]
         return batch.select(kept)
 
-    def _records(self, rows: pa.RecordBatch) -> pa.Table:
+    def _records(self, rows: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
         constants = dict(self.sink.constants)
         return pa.Table.from_arrays(
             [repeated(constants[f.name], rows.num_rows).cast(f.type) if f.name in constants
-             else rows.column(f.name).cast(f.type) for f in self.sink.schema], schema=self.sink.schema)
+             else rows.column(f.name).cast(f.type) for f in schema], schema=schema)
 
-    def _add(self, value: str, records: pa.Table) -> None:
-        held = self.pending.setdefault(value, [])
+    def _path(self, key: tuple[int, str], name: str) -> Path:
+        number, value = key
+        return Path(self.sink.tables[number].folder) / f"{self.sink.partition}={value}" / name
+
+    def _add(self, key: tuple[int, str], records: pa.Table) -> None:
+        held = self.pending.setdefault(key, [])
         held.append(records)
         if sum(t.num_rows for t in held) >= ROW_GROUP_ROWS:
-            self._write(value)
+            self._write(key)
 
-    def _write(self, value: str) -> None:
-        held = self.pending.pop(value, [])
+    def _write(self, key: tuple[int, str]) -> None:
+        held = self.pending.pop(key, [])
         if not held:
             return
-        if value not in self.writers:
-            folder = Path(self.sink.folder) / f"{self.sink.partition}={value}"
-            folder.mkdir(parents=True, exist_ok=True)
-            self.writers[value] = pq.ParquetWriter(
-                folder / f".part-{self.task:05d}.tmp", self.sink.schema, compression="zstd",
-                compression_level=ZSTD_LEVEL, use_dictionary=list(self.sink.dictionary))
-        self.writers[value].write_table(pa.concat_tables(held), row_group_size=ROW_GROUP_ROWS * 2)
+        if key not in self.writers:
+            table = self.sink.tables[key[0]]
+            path = self._path(key, f".part-{self.task:05d}.tmp")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writers[key] = pq.ParquetWriter(path, table.schema, compression="zstd",
+                                                 compression_level=ZSTD_LEVEL, use_dictionary=list(table.dictionary))
+        self.writers[key].write_table(pa.concat_tables(held), row_group_size=ROW_GROUP_ROWS * 2)
 
     def close(self) -> None:
         """Write what is held and give every file its final name."""
-        for value in list(self.pending):
-            self._write(value)
-        for value, writer in self.writers.items():
+        for key in list(self.pending):
+            self._write(key)
+        for key, writer in self.writers.items():
             writer.close()
-            folder = Path(self.sink.folder) / f"{self.sink.partition}={value}"
-            os.replace(folder / f".part-{self.task:05d}.tmp", folder / f"part-{self.task:05d}.zstd.parquet")
+            os.replace(self._path(key, f".part-{self.task:05d}.tmp"), self._path(key, f"part-{self.task:05d}.zstd.parquet"))
 
     def abort(self) -> None:
         """The task failed: remove its unfinished files."""
-        for value, writer in self.writers.items():
+        for key, writer in self.writers.items():
             writer.close()
-            (Path(self.sink.folder) / f"{self.sink.partition}={value}" / f".part-{self.task:05d}.tmp").unlink(
-                missing_ok=True)
+            self._path(key, f".part-{self.task:05d}.tmp").unlink(missing_ok=True)
 
 
-def drop_rows(sink: RecordFiles, files: list[str], positions: pa.Table, threads: int = 2) -> list[str]:
-    """Remove from the sink's staged `files` the rows at `positions` (`source_file`, `line_no`), and every row of the
+def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, columns: Sequence[str] | None = None,
+              threads: int = 2) -> list[str]:
+    """Remove from a table's staged `files` the rows at `positions` (`source_file`, `line_no`), and every row of the
     source files listed there with a null `line_no` (files found damaged after their lines were written). A file
-    with no such row is left as it is; the others are rewritten in place, keeping row order. Returns the files that
-    still hold rows."""
+    with no such row is left as it is, unless `columns` names fewer columns than it has; the others are rewritten
+    in place, keeping row order, with only `columns` when given. Returns the files that still hold rows."""
     lines = positions.filter(pc.is_valid(positions["line_no"])).select(["source_file", "line_no"])
     whole = pa.array(sorted(set(positions.filter(pc.is_null(positions["line_no"]))["source_file"].to_pylist())),
                      pa.string())
+    kept_columns = list(columns) if columns is not None else table.schema.names
 
     def one(rel: str) -> str | None:
-        path = f"{sink.folder}/{rel}"
+        path = f"{table.folder}/{rel}"
         where = pq.read_table(path, columns=["source_file", "line_no"])
         where = where.append_column("_row", pa.array(range(where.num_rows), pa.int64()))
         dropped = where.join(lines, keys=["source_file", "line_no"], join_type="left semi")["_row"]
         drop = pc.or_(pc.is_in(where["_row"], dropped), pc.is_in(where["source_file"], whole))
-        if not pc.any(drop).as_py():
+        if not pc.any(drop).as_py() and kept_columns == table.schema.names:
             return rel
-        table = pq.read_table(path).filter(pc.invert(drop))
-        if not table.num_rows:
+        rows = pq.read_table(path, columns=kept_columns).filter(pc.invert(drop))
+        if not rows.num_rows:
             os.unlink(path)
             return None
         folder, _, name = path.rpartition("/")
         hidden = f"{folder}/.{name}.tmp"
-        pq.write_table(table, hidden, compression="zstd", compression_level=ZSTD_LEVEL,
-                       use_dictionary=list(sink.dictionary), row_group_size=ROW_GROUP_ROWS * 2)
+        pq.write_table(rows, hidden, compression="zstd", compression_level=ZSTD_LEVEL,
+                       use_dictionary=[c for c in table.dictionary if c in kept_columns],
+                       row_group_size=ROW_GROUP_ROWS * 2)
         os.replace(hidden, path)
         return rel
 

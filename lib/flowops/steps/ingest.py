@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from flowops.context import Context
 from flowops.definitions import Definitions
@@ -43,7 +45,7 @@ from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
-from flowops.ingest.staging import RecordFiles, drop_rows
+from flowops.ingest.staging import RecordFiles, StagedTable, drop_rows
 from flowops.ingest.terminals import (
     HandsetClasses,
     load_reference,
@@ -55,6 +57,7 @@ from flowops.ingest.terminals import (
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
 from flowops.lake import Staged, file_schema
 from flowops.lake.tables import (
+    TableSpec,
     DEVICE_DAILY,
     KEY_FINGERPRINT,
     QUARANTINE,
@@ -208,8 +211,7 @@ class _UsageBatch:
                                settings.pipeline.timezone)
             parser = RecordParser(rules, self.reference.apps, pseudonymiser.shared)
             # The reading tasks write the accepted records as bronze's files and give Spark only narrow columns.
-            scratch = stack.enter_context(self.lake.scratch("ingest"))
-            sink = _bronze_files(f"{scratch}/{USAGE_EVENTS.name}", self.run.run_id)
+            sink = _staged_records(stack.enter_context(self.lake.scratch("ingest")), self.run.run_id)
             parsed = (self._cache(read_landed(self.spark, files, parser, RECORD_COLUMNS, RECORD_SUMMARY, sink))
                       .withColumn("record_id", F.col("record_id").cast("string")))
             with run.step("read and parse") as step:
@@ -239,12 +241,13 @@ class _UsageBatch:
                     dropped = sum(replayed.values()) + sum(in_lake.values()) + sum(earlier.values())
                     # A rerun of what bronze already holds commits nothing (a first batch creates the table).
                     if tally.accepted - dropped or not self.lake.exists(USAGE_EVENTS.name):
-                        self._write_bronze(sink, [df for df in (later, known) if df is not None], dropped,
-                                           tally.bad_files)
+                        self._commit_staged(USAGE_EVENTS, sink.tables[0], [df for df in (later, known) if df is not None],
+                                            dropped, tally.bad_files)
                     accepted_counts = self._bronze_counts(files)
                     step["rows"] = run.rows_out = sum(accepted_counts.values())
             with run.step("cells") as step:
-                step["new_cells"] = self._write_cells(firsts)
+                step["new_cells"] = self._write_cells(sink.tables[1], accepted, later, sum(replayed.values()),
+                                                      tally.bad_files)
             with run.step("subscriber keys") as step:
                 # From every accepted record, not only the new ones: a rerun after a crash between the bronze and
                 # the keys commits must still add the keys.
@@ -268,7 +271,7 @@ class _UsageBatch:
 
     def _drop_replays(self, accepted: DataFrame) -> tuple[DataFrame, Counter, DataFrame]:
         """The first copy of each record, the later copies per file, and their positions."""
-        later = self._cache(dedupe.later_copies(accepted, dedupe.repeated_keys(accepted)))
+        later = self._cache(dedupe.later_copies(accepted))
         replayed = Counter({r.source_file: r["count"] for r in later.groupBy("source_file").count().collect()})
         if not replayed:
             return accepted, replayed, later
@@ -287,47 +290,57 @@ class _UsageBatch:
         earlier = Counter({r.source_file: r["count"] for r in counts if r.is_same_line})
         return in_lake, earlier, matches.select(*dedupe.POSITION)
 
-    def _write_bronze(self, sink: RecordFiles, drops: list[DataFrame], dropped: int, bad_files: list[str]) -> None:
-        """Commit the files the reading tasks staged, less the records the dedupe dropped (`drops`: positions) and
-        the lines of files found damaged. Up to BROADCAST_ROWS dropped records, the driver removes them from the
-        files that hold them and the files are committed as they are; beyond (a delivery largely landed before),
-        Spark reads the staged files, drops the records by join and writes bronze's files anew."""
-        staged = Staged.found(sink.folder)
+    def _commit_staged(self, spec: TableSpec, table: StagedTable, drops: list[DataFrame], dropped: int,
+                       bad_files: list[str]) -> int:
+        """Commit the files the reading tasks staged for `spec`, less the records at the positions in `drops`
+        (`dropped` of them) and the lines of damaged files; returns how many rows were committed. Up to
+        BROADCAST_ROWS dropped records, the driver removes them from the files that hold them and the files are
+        committed as they are; beyond (a delivery largely landed before), Spark reads the staged files, drops the
+        records by join and writes the table's files anew. Commits nothing when no row is left, unless the table
+        does not exist yet."""
+        staged = Staged.found(table.folder)
+        columns = file_schema(spec).names
         if dropped <= BROADCAST_ROWS:
             positions = [df.toArrow() for df in drops]
             positions.append(pa.table({"source_file": pa.array(bad_files, pa.string()),
                                        "line_no": pa.nulls(len(bad_files), pa.int64())}))
-            kept = drop_rows(sink, list(staged.files), pa.concat_tables(positions, promote_options="permissive"),
+            kept = drop_rows(table, staged.files, pa.concat_tables(positions, promote_options="permissive"), columns,
                              threads=self.spark.sparkContext.defaultParallelism)
-            version = self.lake.write(None, USAGE_EVENTS, mode="append", metadata=self._meta(),
-                                      staged=Staged(staged.folder, tuple(kept)))
-        else:
-            rows = (self.spark.read.schema(USAGE_EVENTS.schema).option("basePath", staged.folder)
-                    .parquet(*(f"{staged.folder}/{rel}" for rel in staged.files)))
-            for positions in drops:
-                rows = rows.join(positions, on=dedupe.POSITION, how="left_anti")
-            if bad_files:
-                rows = rows.where(~F.col("source_file").isin(bad_files))
+            rows = sum(pq.read_metadata(f"{table.folder}/{rel}").num_rows for rel in kept)
+            if rows or not self.lake.exists(spec.name):
+                self.run.wrote(spec.name, self.lake.write(None, spec, mode="append", metadata=self._meta(),
+                                                          staged=Staged(table.folder, tuple(kept))))
+            return rows
+        frame = (self.spark.read.schema(T.StructType([*spec.schema.fields, *[f for f in POSITION_FIELDS
+                                                                             if f.name not in spec.schema.names]]))
+                 .option("basePath", table.folder).parquet(*(f"{table.folder}/{rel}" for rel in staged.files)))
+        for positions in drops:
+            frame = frame.join(positions, on=dedupe.POSITION, how="left_anti")
+        if bad_files:
+            frame = frame.where(~F.col("source_file").isin(bad_files))
+        frame = self._cache(frame.select(*spec.schema.fieldNames()))
+        rows = frame.count()
+        if rows or not self.lake.exists(spec.name):
             # Each staged file holds one reading task's records of one day: no shuffle of the widest rows.
-            version = self.lake.write(rows, USAGE_EVENTS, mode="append", metadata=self._meta(), shuffle=False)
-        self.run.wrote(USAGE_EVENTS.name, version)
+            self.run.wrote(spec.name, self.lake.write(frame, spec, mode="append", metadata=self._meta(),
+                                                      shuffle=False))
+        return rows
 
-    def _write_cells(self, firsts: DataFrame) -> int:
+    def _write_cells(self, table: StagedTable, accepted: DataFrame, later: DataFrame, replayed: int,
+                     bad_files: list[str]) -> int:
         """restricted/usage_cells: the cell of every accepted record that table does not hold yet (from every
         first copy, not only the new ones: a rerun after a crash between the bronze and the cells commits must
         still add them). Returns how many were added."""
-        cells = firsts.select("dt", "record_id", "cell_id")
         with self.lake.locked(USAGE_CELLS.name):
             days = sorted(self.lake.partition_values(USAGE_CELLS.name, "dt") & set(self.window_days))
+            drops, dropped = [later], replayed
             if days:
-                known = self.lake.read(USAGE_CELLS.name, partitions={"dt": days}).select("dt", "record_id")
-                cells = cells.join(known, on=["dt", "record_id"], how="left_anti")
-            cells = self._cache(cells)
-            added = cells.count()
-            if added or not self.lake.exists(USAGE_CELLS.name):
-                self.run.wrote(USAGE_CELLS.name, self.lake.write(cells, USAGE_CELLS, mode="append",
-                                                                 metadata=self._meta(), shuffle=False))
-        return added
+                known = self.lake.read(USAGE_CELLS.name, partitions={"dt": days}).select(*dedupe.KEY)
+                held = self._cache(accepted.where(F.col("dt").isin(days)).join(known, on=dedupe.KEY, how="left_semi")
+                                   .select(*dedupe.POSITION))
+                drops.append(held)
+                dropped += held.count()
+            return self._commit_staged(USAGE_CELLS, table, drops, dropped, bad_files)
 
     def _bronze_counts(self, files: list[LandedFile]) -> dict[str, int]:
         """Accepted lines per file, as bronze holds them (whichever run wrote them)."""
@@ -416,15 +429,22 @@ class _UsageBatch:
 
 # What the rest of the ingest reads of a parsed line, besides the reader's status columns; the reading tasks write the
 # other columns only to bronze's files.
-NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id", "msisdn", "sub_id", "cell_id")
+NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id", "msisdn", "sub_id")
 
 
-def _bronze_files(folder: str, run_id: str) -> RecordFiles:
-    """The sink that writes a batch's accepted records as bronze's files (see `ingest.staging`)."""
-    schema = file_schema(USAGE_EVENTS)
-    return RecordFiles(folder, schema, "dt", (("run_id", run_id),),
-                       dictionary=tuple(name for name in schema.names if name not in USAGE_EVENTS.plain),
-                       drops=tuple(name for name in schema.names if name not in NARROW and name != "run_id"))
+POSITION_FIELDS = (T.StructField("source_file", T.StringType()), T.StructField("line_no", T.LongType()))
+
+
+def _staged_records(scratch: str, run_id: str) -> RecordFiles:
+    """The sink that writes a batch's accepted records as bronze's and restricted/usage_cells' files (see
+    `ingest.staging`); the cells' files also hold each record's position, for the dedupe's drops."""
+    bronze, cells = file_schema(USAGE_EVENTS), file_schema(USAGE_CELLS)
+    cells = pa.schema([*cells, pa.field("source_file", pa.string()), pa.field("line_no", pa.int64())])
+    tables = tuple(StagedTable(f"{scratch}/{spec.name}", schema,
+                               tuple(name for name in schema.names if name not in spec.plain))
+                   for spec, schema in ((USAGE_EVENTS, bronze), (USAGE_CELLS, cells)))
+    return RecordFiles(tables, "dt", (("run_id", run_id),),
+                       drops=tuple(name for name in (*bronze.names, "cell_id") if name not in NARROW))
 
 
 def append_new_keys(ctx: Context, run: Run, keys: DataFrame, meta: dict[str, str]) -> int:
