@@ -193,9 +193,13 @@ def test_a_batch_of_several_files_is_judged_and_tallied_per_file():
         "invalid_imei", "missing_record_id"]
     summaries = {name: together.finish(name) for name in files}
     assert summaries == {name: alone.finish(name) for name in files}
+    # The subscriber of a's two accepted records, first seen on the late one's day; b and c accepted nothing.
+    subscriber = {"msisdn": out["msisdn"][0].as_py(), "sub_id": out["sub_id"][0].as_py(), "first_seen": "2026-01-03"}
+    assert subscriber["msisdn"] and subscriber["sub_id"]
     assert summaries == {
         "usage/dt=2026-01-05/hour=10/a.txt.gz": {"file_reasons": {"invalid_msisdn": 1},
-                                                 "file_days": ["2026-01-03", "2026-01-05"]},
+                                                 "file_days": ["2026-01-03", "2026-01-05"], "file_keys": [subscriber]},
         "usage/dt=2026-01-09/hour=00/b.txt.gz": {"file_reasons": {"timestamp_out_of_window": 2, "invalid_imei": 1},
-                                                 "file_days": []},
-        "usage/dt=2026-01-09/hour=01/c.txt.gz": {"file_reasons": {"missing_record_id": 1}, "file_days": []}}
+                                                 "file_days": [], "file_keys": []},
+        "usage/dt=2026-01-09/hour=01/c.txt.gz": {"file_reasons": {"missing_record_id": 1}, "file_days": [],
+                                                 "file_keys": []}}

@@ -66,8 +66,11 @@ PARSED_COLUMNS = (
     "user_agent string, ul_bytes long, dl_bytes long"
 )
 RECORD_COLUMNS = f"{PARSED_COLUMNS}, {APP_DDL}, sub_id string"
-# What `RecordParser.finish` tells about a file read through: lines rejected per reason, days it has records of.
-RECORD_SUMMARY = "file_reasons map<string, long>, file_days array<string>"
+# What `RecordParser.finish` tells about a file read through: lines rejected per reason, days it has records of,
+# and each subscriber it has records of (msisdn, pseudonym, first day): the subscriber keys come from these, a few
+# rows per file, not from every record.
+RECORD_SUMMARY = ("file_reasons map<string, long>, file_days array<string>, "
+                  "file_keys array<struct<msisdn: string, sub_id: string, first_seen: string>>")
 
 
 @dataclass(frozen=True)
@@ -186,16 +189,21 @@ class RecordParser:
         self.rules, self.apps, self.key = rules, apps, key
         self._identifier: Identifier | None = None
         self._pseudonyms: dict[str, str] = {}
-        self._files: dict[str, tuple[Counter, set[str]]] = {}
+        self._files: dict[str, tuple[Counter, set[str], list[pa.Table]]] = {}
 
     def __getstate__(self) -> dict:
         return {"rules": self.rules, "apps": self.apps, "key": self.key, "_identifier": None, "_pseudonyms": {},
                 "_files": {}}
 
     def finish(self, source_file: str) -> dict:
-        """RECORD_SUMMARY of a file read through (its rejected lines per reason, its accepted records' days)."""
-        reasons, days = self._files.pop(source_file, (Counter(), set()))
-        return {"file_reasons": dict(reasons), "file_days": sorted(days)}
+        """RECORD_SUMMARY of a file read through (its rejected lines per reason, its accepted records' days and
+        subscribers)."""
+        reasons, days, keys = self._files.pop(source_file, (Counter(), set(), []))
+        subscribers = []
+        if keys:
+            firsts = pa.concat_tables(keys).group_by(["msisdn", "sub_id"]).aggregate([("first_seen", "min")])
+            subscribers = firsts.rename_columns(["msisdn", "sub_id", "first_seen"]).to_pylist()
+        return {"file_reasons": dict(reasons), "file_days": sorted(days), "file_keys": subscribers}
 
     def __call__(self, values: pa.BinaryArray, segments: list[tuple[str, int]]) -> dict[str, pa.Array]:
         """Parse a batch of lines of files `usage/dt=YYYY-MM-DD/hour=HH/<name>`: `segments` says which, as
@@ -215,9 +223,10 @@ class RecordParser:
         return columns
 
     def _tally(self, names: list[str], file_index: np.ndarray, columns: dict[str, pa.Array]) -> None:
-        """Add each file's rejected lines per reason and its accepted records' days to what `finish` reports."""
+        """Add each file's rejected lines per reason, and its accepted records' days and subscribers, to what `finish`
+        reports."""
         for name in names:
-            self._files.setdefault(name, (Counter(), set()))
+            self._files.setdefault(name, (Counter(), set(), []))
         reason, day = columns["reason"], columns["dt"]
         lines = pa.table({"file": file_index, "reason": reason, "dt": day})
         rejected = lines.filter(pc.is_valid(reason)).group_by(["file", "reason"]).aggregate([([], "count_all")])
@@ -226,6 +235,13 @@ class RecordParser:
         days = lines.filter(pc.and_(pc.is_null(reason), pc.is_valid(day))).group_by(["file", "dt"]).aggregate([])
         for file, seen in zip(days["file"].to_pylist(), days["dt"].to_pylist(), strict=True):
             self._files[names[file]][1].add(seen)
+        accepted = pa.table({"file": file_index, "msisdn": columns["msisdn"], "sub_id": columns["sub_id"],
+                             "first_seen": day}).filter(pc.is_null(reason))
+        keys = accepted.group_by(["file", "msisdn", "sub_id"]).aggregate([("first_seen", "min")])
+        for file in pc.unique(keys["file"]).to_pylist():
+            mine = keys.filter(pc.equal(keys["file"], file))
+            self._files[names[file]][2].append(pa.table({"msisdn": mine["msisdn"], "sub_id": mine["sub_id"],
+                                                         "first_seen": mine["first_seen_min"]}))
 
 
 def _day_text(days: np.ndarray) -> pa.StringArray:

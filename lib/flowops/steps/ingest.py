@@ -40,7 +40,7 @@ from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.ingest import dedupe
 from flowops.ingest.apps import AppRules
-from flowops.ingest.lines import FileCheck, LandedFile, read_landed
+from flowops.ingest.lines import OK, FileCheck, LandedFile, read_landed
 from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
@@ -159,7 +159,8 @@ class Tally:
     def of(cls, parsed_df: DataFrame) -> Tally:
         """From the status rows (`line_no` null) the reader wrote after each file."""
         tally = cls()
-        for row in parsed_df.where(F.col("line_no").isNull()).collect():
+        status = ("source_file", "file_status", "file_lines", "file_detail", "file_reasons", "file_days")
+        for row in parsed_df.where(F.col("line_no").isNull()).select(*status).collect():
             check = FileCheck(row.source_file, row.file_status, row.file_lines, row.file_detail or "")
             tally.checks[row.source_file] = check
             if check.ok:
@@ -251,7 +252,7 @@ class _UsageBatch:
             with run.step("subscriber keys") as step:
                 # From every accepted record, not only the new ones: a rerun after a crash between the bronze and
                 # the keys commits must still add the keys.
-                step["new_keys"] = append_new_keys(self.ctx, run, _subscriber_keys(accepted), self._meta())
+                step["new_keys"] = append_new_keys(self.ctx, run, _subscriber_keys(parsed), self._meta())
             with run.step("quarantine") as step:
                 quarantined = self._write_quarantine(parsed, tally)
                 step["rows"] = sum(quarantined.values())
@@ -375,10 +376,13 @@ class _UsageBatch:
         handsets = self._cache(handsets_daily(bronze, self.reference.terminals))
         agents, counts = self._agents(handsets)
         reference, classes = self.reference.terminals, self.reference.classes
-        for spec, frame in ((USAGE_DAILY, usage_daily(bronze)),
-                            (DEVICE_DAILY, device_daily(handsets, reference, classes, agents))):
+        # A day's records meet in one task before they are summed, so the sums need no second shuffle for each day to
+        # get one file (measured on a 2.9 M-record month: 6.4 s -> 4.9 s).
+        tasks = min(len(days), 4 * self.spark.sparkContext.defaultParallelism)
+        for spec, frame, shuffle in ((USAGE_DAILY, usage_daily(bronze.repartition(tasks, "dt")), False),
+                                     (DEVICE_DAILY, device_daily(handsets, reference, classes, agents), True)):
             self.run.wrote(spec.name, self.lake.write(frame, spec, mode="overwrite", partitions={"dt": days},
-                                                      metadata=self._meta()))
+                                                      metadata=self._meta(), shuffle=shuffle))
         return counts
 
     def _agents(self, handsets: DataFrame) -> tuple[DataFrame, dict[str, int]]:
@@ -429,7 +433,7 @@ class _UsageBatch:
 
 # What the rest of the ingest reads of a parsed line, besides the reader's status columns; the reading tasks write the
 # other columns only to bronze's files.
-NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id", "msisdn", "sub_id")
+NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id")
 
 
 POSITION_FIELDS = (T.StructField("source_file", T.StringType()), T.StructField("line_no", T.LongType()))
@@ -444,7 +448,7 @@ def _staged_records(scratch: str, run_id: str) -> RecordFiles:
                                tuple(name for name in schema.names if name not in spec.plain))
                    for spec, schema in ((USAGE_EVENTS, bronze), (USAGE_CELLS, cells)))
     return RecordFiles(tables, "dt", (("run_id", run_id),),
-                       drops=tuple(name for name in (*bronze.names, "cell_id") if name not in NARROW))
+                       drops=tuple(name for name in (*bronze.names, "cell_id", "msisdn") if name not in NARROW))
 
 
 def append_new_keys(ctx: Context, run: Run, keys: DataFrame, meta: dict[str, str]) -> int:
@@ -462,10 +466,13 @@ def append_new_keys(ctx: Context, run: Run, keys: DataFrame, meta: dict[str, str
     return count
 
 
-def _subscriber_keys(accepted: DataFrame) -> DataFrame:
-    """Each msisdn of the batch with its pseudonym and the first day it was seen."""
-    # min over a date, not the dt text: a fixed-width buffer keeps it a hash aggregation (no sort).
-    return (accepted.groupBy("msisdn", "sub_id").agg(F.min(F.to_date("dt")).cast("string").alias("first_seen"))
+def _subscriber_keys(parsed: DataFrame) -> DataFrame:
+    """Each msisdn of the batch's whole files with its pseudonym and the first day it was seen, from the
+    subscribers each file's status row lists (`RecordParser.finish`)."""
+    listed = (parsed.where(F.col("line_no").isNull() & (F.col("file_status") == OK))
+              .select(F.explode("file_keys").alias("key")).select("key.*"))
+    # min over a date, not the text: a fixed-width buffer keeps it a hash aggregation (no sort).
+    return (listed.groupBy("msisdn", "sub_id").agg(F.min(F.to_date("first_seen")).cast("string").alias("first_seen"))
             .withColumn("source", F.lit("usage")))
 
 
