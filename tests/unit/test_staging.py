@@ -64,7 +64,7 @@ def test_dropped_records_and_damaged_files_leave_the_files_that_hold_them_and_no
     before = untouched.read_bytes(), untouched.stat().st_mtime_ns
     positions = pa.table({"source_file": ["a", "a", "z", "c"], "line_no": pa.array([2, 4, 1, None], pa.int64())})
     kept = drop_rows(table(tmp_path), sorted(read(tmp_path)), positions)
-    assert kept == ["dt=2026-03-01/part-00000.zstd.parquet", "dt=2026-03-02/part-00000.zstd.parquet"]
+    assert kept == [("dt=2026-03-01/part-00000.zstd.parquet", 3), ("dt=2026-03-02/part-00000.zstd.parquet", 1)]
     assert read(tmp_path) == {"dt=2026-03-01/part-00000.zstd.parquet": [("a", 1, 1, "r1"), ("a", 3, 3, "r1"),
                                                                         ("a", 5, 5, "r1")],
                               "dt=2026-03-02/part-00000.zstd.parquet": [("b", 1, 7, "r1")]}
@@ -82,7 +82,7 @@ def test_each_table_gets_its_columns_and_positions_kept_for_the_drops_leave_at_t
                                         "dt=2026-03-02/part-00001.zstd.parquet": [(30, "b", 1)]}
     positions = pa.table({"source_file": ["a"], "line_no": pa.array([1], pa.int64())})
     kept = drop_rows(cells, sorted(read(tmp_path / "cells")), positions, columns=["bytes"])
-    assert len(kept) == 2
+    assert kept == [("dt=2026-03-01/part-00001.zstd.parquet", 1), ("dt=2026-03-02/part-00001.zstd.parquet", 1)]
     assert read(tmp_path / "cells") == {"dt=2026-03-01/part-00001.zstd.parquet": [(20,)],
                                         "dt=2026-03-02/part-00001.zstd.parquet": [(30,)]}
     assert len(read(tmp_path / "bronze")["dt=2026-03-01/part-00001.zstd.parquet"]) == 2  # the other table's own

@@ -15,10 +15,11 @@ same name.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -122,7 +123,8 @@ class _TaskFiles:
             self._write(key)
         for key, writer in self.writers.items():
             writer.close()
-            os.replace(self._path(key, f".part-{self.task:05d}.tmp"), self._path(key, f"part-{self.task:05d}.zstd.parquet"))
+            os.replace(self._path(key, f".part-{self.task:05d}.tmp"),
+                       self._path(key, f"part-{self.task:05d}.zstd.parquet"))
 
     def abort(self) -> None:
         """The task failed: remove its unfinished files."""
@@ -132,24 +134,25 @@ class _TaskFiles:
 
 
 def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, columns: Sequence[str] | None = None,
-              threads: int = 2) -> list[str]:
+              threads: int = 2) -> list[tuple[str, int]]:
     """Remove from a table's staged `files` the rows at `positions` (`source_file`, `line_no`), and every row of the
     source files listed there with a null `line_no` (files found damaged after their lines were written). A file
     with no such row is left as it is, unless `columns` names fewer columns than it has; the others are rewritten
-    in place, keeping row order, with only `columns` when given. Returns the files that still hold rows."""
+    in place, keeping row order, with only `columns` when given. Returns the files that still hold rows, each with
+    its number of rows."""
     lines = positions.filter(pc.is_valid(positions["line_no"])).select(["source_file", "line_no"])
     whole = pa.array(sorted(set(positions.filter(pc.is_null(positions["line_no"]))["source_file"].to_pylist())),
                      pa.string())
     kept_columns = list(columns) if columns is not None else table.schema.names
 
-    def one(rel: str) -> str | None:
+    def one(rel: str) -> tuple[str, int] | None:
         path = f"{table.folder}/{rel}"
         where = pq.read_table(path, columns=["source_file", "line_no"])
         where = where.append_column("_row", pa.array(range(where.num_rows), pa.int64()))
         dropped = where.join(lines, keys=["source_file", "line_no"], join_type="left semi")["_row"]
         drop = pc.or_(pc.is_in(where["_row"], dropped), pc.is_in(where["source_file"], whole))
         if not pc.any(drop).as_py() and kept_columns == table.schema.names:
-            return rel
+            return rel, where.num_rows
         rows = pq.read_table(path, columns=kept_columns).filter(pc.invert(drop))
         if not rows.num_rows:
             os.unlink(path)
@@ -160,7 +163,14 @@ def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, col
                        use_dictionary=[c for c in table.dictionary if c in kept_columns],
                        row_group_size=ROW_GROUP_ROWS * 2)
         os.replace(hidden, path)
-        return rel
+        return rel, rows.num_rows
 
     with ThreadPoolExecutor(threads) as pool:
-        return [rel for rel in pool.map(one, files) if rel is not None]
+        return [kept for kept in pool.map(one, files) if kept is not None]
+
+
+def drop_task(table: StagedTable, columns: Sequence[str], positions: Any,
+              files: Iterable[str]) -> list[tuple[str, int]]:
+    """`drop_rows` as a Spark task over some of the staged files; `positions` is a broadcast of the positions as an
+    Arrow IPC stream. Kept in this module so that a Python worker imports only pyarrow to run it."""
+    return drop_rows(table, list(files), pa.ipc.open_stream(positions.value).read_all(), columns, threads=1)

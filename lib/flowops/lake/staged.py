@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +75,8 @@ def scratch_folder(lake_root: str, name: str) -> Iterator[str]:
         yield str(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        try:
+        with suppress(OSError):  # another job's folder is in it
             parent.rmdir()
-        except OSError:
-            pass  # another job's folder is in it
 
 
 def _remove_abandoned(parent: Path) -> None:

@@ -25,11 +25,10 @@ import logging
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -45,7 +44,7 @@ from flowops.ingest.monthly import FEEDBACK_LINES, SOURCES, Source, parse_rows
 from flowops.ingest.monthly import quarantine_text as monthly_quarantine_text
 from flowops.ingest.pii import Pseudonymiser, key_fingerprint, pii_key
 from flowops.ingest.rollup import device_daily, handsets_daily, usage_daily
-from flowops.ingest.staging import RecordFiles, StagedTable, drop_rows
+from flowops.ingest.staging import RecordFiles, StagedTable, drop_task
 from flowops.ingest.terminals import (
     HandsetClasses,
     load_reference,
@@ -57,7 +56,6 @@ from flowops.ingest.terminals import (
 from flowops.ingest.xdr import RECORD_COLUMNS, RECORD_SUMMARY, ParseRules, RecordParser, quarantine_text
 from flowops.lake import Staged, file_schema
 from flowops.lake.tables import (
-    TableSpec,
     DEVICE_DAILY,
     KEY_FINGERPRINT,
     QUARANTINE,
@@ -66,6 +64,7 @@ from flowops.lake.tables import (
     USAGE_DAILY,
     USAGE_EVENTS,
     USER_AGENTS,
+    TableSpec,
 )
 from flowops.landing import (
     available_days,
@@ -242,8 +241,8 @@ class _UsageBatch:
                     dropped = sum(replayed.values()) + sum(in_lake.values()) + sum(earlier.values())
                     # A rerun of what bronze already holds commits nothing (a first batch creates the table).
                     if tally.accepted - dropped or not self.lake.exists(USAGE_EVENTS.name):
-                        self._commit_staged(USAGE_EVENTS, sink.tables[0], [df for df in (later, known) if df is not None],
-                                            dropped, tally.bad_files)
+                        drops = [df for df in (later, known) if df is not None]
+                        self._commit_staged(USAGE_EVENTS, sink.tables[0], drops, dropped, tally.bad_files)
                     accepted_counts = self._bronze_counts(files)
                     step["rows"] = run.rows_out = sum(accepted_counts.values())
             with run.step("cells") as step:
@@ -305,12 +304,12 @@ class _UsageBatch:
             positions = [df.toArrow() for df in drops]
             positions.append(pa.table({"source_file": pa.array(bad_files, pa.string()),
                                        "line_no": pa.nulls(len(bad_files), pa.int64())}))
-            kept = drop_rows(table, staged.files, pa.concat_tables(positions, promote_options="permissive"), columns,
-                             threads=self.spark.sparkContext.defaultParallelism)
-            rows = sum(pq.read_metadata(f"{table.folder}/{rel}").num_rows for rel in kept)
+            kept = self._drop_in_tasks(table, staged.files, pa.concat_tables(positions, promote_options="permissive"),
+                                       columns)
+            rows = sum(n for _, n in kept)
             if rows or not self.lake.exists(spec.name):
                 self.run.wrote(spec.name, self.lake.write(None, spec, mode="append", metadata=self._meta(),
-                                                          staged=Staged(table.folder, tuple(kept))))
+                                                          staged=Staged(table.folder, tuple(rel for rel, _ in kept))))
             return rows
         frame = (self.spark.read.schema(T.StructType([*spec.schema.fields, *[f for f in POSITION_FIELDS
                                                                              if f.name not in spec.schema.names]]))
@@ -326,6 +325,23 @@ class _UsageBatch:
             self.run.wrote(spec.name, self.lake.write(frame, spec, mode="append", metadata=self._meta(),
                                                       shuffle=False))
         return rows
+
+    def _drop_in_tasks(self, table: StagedTable, files: tuple[str, ...], positions: pa.Table,
+                       columns: list[str]) -> list[tuple[str, int]]:
+        """`staging.drop_rows` over the staged files in Spark tasks (the files are in the lake, which every executor
+        sees; the positions are broadcast), so the driver holds no rows whatever the delivery's size."""
+        if not files:
+            return []
+        out = pa.BufferOutputStream()
+        with pa.ipc.new_stream(out, positions.schema) as writer:
+            writer.write_table(positions)
+        shared = self.spark.sparkContext.broadcast(out.getvalue().to_pybytes())
+        try:
+            tasks = min(len(files), 4 * self.spark.sparkContext.defaultParallelism)
+            return sorted(self.spark.sparkContext.parallelize(list(files), tasks)
+                          .mapPartitions(partial(drop_task, table, columns, shared)).collect())
+        finally:
+            shared.destroy()
 
     def _write_cells(self, table: StagedTable, accepted: DataFrame, later: DataFrame, replayed: int,
                      bad_files: list[str]) -> int:
