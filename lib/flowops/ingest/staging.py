@@ -15,6 +15,7 @@ same name.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class _TaskFiles:
     task: int
     pending: dict[tuple[int, str], list[pa.Table]] = field(default_factory=dict)
     writers: dict[tuple[int, str], pq.ParquetWriter] = field(default_factory=dict)
+    # Two attempts of one task (a retry while the first still runs, or speculation) never share an unfinished file.
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         accepted = pc.and_(pc.is_valid(batch.column("line_no")), pc.is_null(batch.column("reason")))
@@ -111,7 +114,7 @@ class _TaskFiles:
             return
         if key not in self.writers:
             table = self.sink.tables[key[0]]
-            path = self._path(key, f".part-{self.task:05d}.tmp")
+            path = self._path(key, f".part-{self.task:05d}-{self.attempt}.tmp")
             path.parent.mkdir(parents=True, exist_ok=True)
             self.writers[key] = pq.ParquetWriter(path, table.schema, compression="zstd",
                                                  compression_level=ZSTD_LEVEL, use_dictionary=list(table.dictionary))
@@ -123,14 +126,14 @@ class _TaskFiles:
             self._write(key)
         for key, writer in self.writers.items():
             writer.close()
-            os.replace(self._path(key, f".part-{self.task:05d}.tmp"),
+            os.replace(self._path(key, f".part-{self.task:05d}-{self.attempt}.tmp"),
                        self._path(key, f"part-{self.task:05d}.zstd.parquet"))
 
     def abort(self) -> None:
         """The task failed: remove its unfinished files."""
         for key, writer in self.writers.items():
             writer.close()
-            self._path(key, f".part-{self.task:05d}.tmp").unlink(missing_ok=True)
+            self._path(key, f".part-{self.task:05d}-{self.attempt}.tmp").unlink(missing_ok=True)
 
 
 def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, columns: Sequence[str] | None = None,
