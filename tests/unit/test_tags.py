@@ -90,10 +90,12 @@ def sources(spark):
     ]
     usage = [
         use("sub_a", "2026-01-10", 400), use("sub_a", "2026-02-10", 200),
-        use("sub_a", "2026-03-01", 60, "iqiyi", "video"), use("sub_a", "2026-03-02", 20, "iqiyi", "video", idle=True),
-        use("sub_a", "2026-03-02", 20),
-        use("sub_d", "2026-03-05", 350, "unknown", "unknown"),
-        use("sub_e", "2026-02-03", 500), use("sub_e", "2026-03-03", 100),
+        use("sub_a", "2026-03-01", 60, "iqiyi", "video", rat="5G"),
+        use("sub_a", "2026-03-02", 20, "iqiyi", "video", idle=True), use("sub_a", "2026-03-02", 20),
+        # A RAT outside the landing contract (2G..5G) says nothing of the generation: it is not "above" 3G.
+        use("sub_d", "2026-03-05", 350, "unknown", "unknown", rat="LTE"),
+        use("sub_d", "2026-03-05", 0, "unknown", "unknown", rat="3G"),
+        use("sub_e", "2026-02-03", 500, rat="5G"), use("sub_e", "2026-03-03", 100),
     ]
     devices = [device("sub_a", "2026-03-01", "35527206", "Apple", "iPhone 13", 80),
                device("sub_a", "2026-03-02", "35678781", "Apple", "iPhone 11", 20),
@@ -201,12 +203,12 @@ def test_consumption(tags):
 
 def test_behaviour(tags):
     expect(tags, ["active_days", "apps_used", "top_apps", "top_categories", "video_mb", "video_share", "social_mb",
-                  "unknown_mb"], [
-        ("sub_a", 2, 2, ["iqiyi", "wechat"], ["video", "social"], 80.0, 0.8, 20.0, 0.0),
-        ("sub_b", 0, 0, [], [], 0.0, None, 0.0, 0.0),
-        ("sub_c", 0, 0, [], [], 0.0, None, 0.0, 0.0),
-        ("sub_d", 1, 0, [], ["unknown"], 0.0, 0.0, 0.0, 350.0),
-        ("sub_e", 1, 1, ["wechat"], ["social"], 0.0, 0.0, 100.0, 0.0),
+                  "unknown_mb", "max_rat"], [
+        ("sub_a", 2, 2, ["iqiyi", "wechat"], ["video", "social"], 80.0, 0.8, 20.0, 0.0, "5G"),
+        ("sub_b", 0, 0, [], [], 0.0, None, 0.0, 0.0, None),
+        ("sub_c", 0, 0, [], [], 0.0, None, 0.0, 0.0, None),
+        ("sub_d", 1, 0, [], ["unknown"], 0.0, 0.0, 0.0, 350.0, "3G"),
+        ("sub_e", 1, 1, ["wechat"], ["social"], 0.0, 0.0, 100.0, 0.0, "4G"),   # February's 5G is not this month
     ])
 
 

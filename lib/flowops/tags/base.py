@@ -76,7 +76,7 @@ BASE_COLUMNS: tuple[BaseColumn, ...] = (
            ("apps_used_m0", "int", "distinct identified apps used in the tag month"),
            ("category_mb_m0", "map<string,double>", "MB per app category in the tag month"),
            ("top_apps_m0", "array<string>", f"up to {TOP_APPS} identified apps with the most MB, most first"),
-           ("max_rat_m0", "string", "highest radio technology used (2G..5G)")),
+           ("max_rat_m0", "string", "highest radio generation used (2G..5G; other RAT names do not count)")),
     *_cols("silver/device_daily",
            ("handset_tac", "string", "TAC of the handset carrying most bytes in the month (else the CRM TAC)"),
            ("handset_brand", "string", "brand of that handset"),
@@ -217,12 +217,16 @@ def usage_base(usage_df: DataFrame, window: Window) -> DataFrame:
     """
     k = window.offset(F.substring("dt", 1, 7))
     day_bit = F.expr("shiftleft(1L, dayofmonth(to_date(dt)) - 1)")
+    # The radio generation as a number ("4G" -> 4): the greatest is the highest generation, which the greatest text is
+    # not once a RAT is outside the landing contract (2G..5G; "LTE" > "5G"), and a number's max is a hash
+    # aggregation where a string's needs a sort.
+    generation = F.when(F.col("rat").rlike("^[1-9]G$"), F.substring("rat", 1, 1).cast("int"))
     per_app = (
         usage_df.withColumn("k", k).where(F.col("k").isNotNull())
         .groupBy("sub_id", "k", "app_id", "app_category")
         .agg(F.sum("total_bytes").alias("bytes"),
              F.sum(F.when(F.col("is_idle"), F.col("total_bytes"))).alias("idle_bytes"),
-             F.sum("records").alias("records"), F.bit_or(day_bit).alias("days"), F.max("rat").alias("rat"))
+             F.sum("records").alias("records"), F.bit_or(day_bit).alias("days"), F.max(generation).alias("generation"))
     )
     now = F.col("k") == 0
     is_known = now & (F.col("app_id") != UNKNOWN_APP)
@@ -236,7 +240,7 @@ def usage_base(usage_df: DataFrame, window: Window) -> DataFrame:
         .alias("categories"),
         F.collect_list(F.when(is_known, F.struct(F.col("bytes").alias("bytes"), F.col("app_id").alias("app"))))
         .alias("apps"),
-        F.max(F.when(now, F.col("rat"))).alias("max_rat_m0"),
+        F.max(F.when(now, F.col("generation"))).alias("generation_m0"),
     )
     return aggregated.select(
         "sub_id",
@@ -248,7 +252,7 @@ def usage_base(usage_df: DataFrame, window: Window) -> DataFrame:
         _sum_by_key(F.col("categories")).alias("category_mb_m0"),
         F.transform(F.slice(F.sort_array(F.col("apps"), asc=False), 1, TOP_APPS), lambda a: a["app"])
         .alias("top_apps_m0"),
-        F.col("max_rat_m0"),
+        F.concat(F.col("generation_m0").cast("string"), F.lit("G")).alias("max_rat_m0"),
     )
 
 
