@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -380,7 +382,18 @@ def test_a_scratch_folder_goes_when_its_block_ends_and_one_a_dead_job_left_goes_
     left.mkdir(parents=True)
     (left / "owner.json").write_text(json.dumps({"host": __import__("socket").gethostname(),
                                                  "pid": int(dead.stdout)}))
+    elsewhere = Path(lake.root) / "_scratch" / "ingest-elsewhere"   # another host's job: left alone for a day
+    elsewhere.mkdir()
+    (elsewhere / "owner.json").write_text(json.dumps({"host": "another-host", "pid": 1}))
+    live = Path(lake.root) / "_scratch" / "ingest-live"             # a live job of this host: kept however old
+    live.mkdir()
+    (live / "owner.json").write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": os.getpid()}))
+    old = time.time() - 2 * 24 * 3600
+    os.utime(live, (old, old))
     with lake.scratch("ingest") as folder:
-        assert not left.exists()
+        assert not left.exists() and elsewhere.exists() and live.exists()
         with lake.scratch("other") as other:  # a live job's folder stays
             assert Path(folder).exists() and Path(other).exists()
+        os.utime(elsewhere, (old, old))
+    with lake.scratch("ingest"):
+        assert not elsewhere.exists() and live.exists()

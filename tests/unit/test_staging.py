@@ -86,3 +86,18 @@ def test_each_table_gets_its_columns_and_positions_kept_for_the_drops_leave_at_t
     assert read(tmp_path / "cells") == {"dt=2026-03-01/part-00001.zstd.parquet": [(20,)],
                                         "dt=2026-03-02/part-00001.zstd.parquet": [(30,)]}
     assert len(read(tmp_path / "bronze")["dt=2026-03-01/part-00001.zstd.parquet"]) == 2  # the other table's own
+
+
+def test_editing_the_files_again_as_a_retried_task_does_gives_the_same_files(tmp_path):
+    cells = StagedTable(str(tmp_path), pa.schema([("bytes", pa.int64()), ("source_file", pa.string()),
+                                                  ("line_no", pa.int64())]), dictionary=())
+    task = RecordFiles((cells,), "dt", (), drops=()).open(0)
+    task(batch([("a", 1, "2026-03-01", None, 10), ("b", 1, "2026-03-02", None, 20)]))
+    task.close()
+    files = sorted(read(tmp_path))
+    positions = pa.table({"source_file": ["b"], "line_no": pa.array([1], pa.int64())})
+    first = drop_rows(cells, files, positions, columns=["bytes"])
+    after = read(tmp_path)
+    assert first == [("dt=2026-03-01/part-00000.zstd.parquet", 1)]
+    assert drop_rows(cells, files, positions, columns=["bytes"]) == first   # the emptied file is gone, the other cut
+    assert read(tmp_path) == after == {"dt=2026-03-01/part-00000.zstd.parquet": [(10,)]}

@@ -142,14 +142,24 @@ def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, col
     source files listed there with a null `line_no` (files found damaged after their lines were written). A file
     with no such row is left as it is, unless `columns` names fewer columns than it has; the others are rewritten
     in place, keeping row order, with only `columns` when given. Returns the files that still hold rows, each with
-    its number of rows."""
-    lines = positions.filter(pc.is_valid(positions["line_no"])).select(["source_file", "line_no"])
+    its number of rows.
+
+    Running it again on the same files (a retried Spark task) gives the same answer: a file already emptied is gone,
+    and one already cut to `columns` has nothing left to drop."""
+    lines = (positions.filter(pc.is_valid(positions["line_no"])).select(["source_file", "line_no"])
+             .cast(pa.schema([("source_file", pa.string()), ("line_no", pa.int64())])))
     whole = pa.array(sorted(set(positions.filter(pc.is_null(positions["line_no"]))["source_file"].to_pylist())),
                      pa.string())
     kept_columns = list(columns) if columns is not None else table.schema.names
 
     def one(rel: str) -> tuple[str, int] | None:
         path = f"{table.folder}/{rel}"
+        try:
+            names = pq.read_schema(path).names
+        except FileNotFoundError:
+            return None  # emptied by an earlier attempt of this task
+        if not {"source_file", "line_no"} <= set(names):
+            return rel, pq.read_metadata(path).num_rows  # cut to `columns` by an earlier attempt
         where = pq.read_table(path, columns=["source_file", "line_no"])
         where = where.append_column("_row", pa.array(range(where.num_rows), pa.int64()))
         dropped = where.join(lines, keys=["source_file", "line_no"], join_type="left semi")["_row"]
@@ -161,7 +171,7 @@ def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, col
             os.unlink(path)
             return None
         folder, _, name = path.rpartition("/")
-        hidden = f"{folder}/.{name}.tmp"
+        hidden = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(rows, hidden, compression="zstd", compression_level=ZSTD_LEVEL,
                        use_dictionary=[c for c in table.dictionary if c in kept_columns],
                        row_group_size=ROW_GROUP_ROWS * 2)

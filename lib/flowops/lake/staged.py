@@ -80,25 +80,34 @@ def scratch_folder(lake_root: str, name: str) -> Iterator[str]:
 
 
 def _remove_abandoned(parent: Path) -> None:
-    if not parent.is_dir():
-        return
-    for folder in parent.iterdir():
-        if folder.is_dir() and _abandoned(folder):
+    try:
+        folders = [folder for folder in parent.iterdir() if folder.is_dir()]
+    except FileNotFoundError:
+        return  # no scratch folder, or the last job's went while this looked
+    for folder in folders:
+        if _abandoned(folder):
             log.warning("removing %s, left by a job that died", folder)
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def _abandoned(folder: Path) -> bool:
-    """Its job's process is gone (same host), or it is a day old (a job of another host, or without an owner)."""
-    if time.time() - folder.stat().st_mtime > ABANDONED_AFTER_S:
-        return True
+    """Its job's process is gone (a job of this host), or it is a day old (a job of another host, or a folder
+    without an owner). A live process of this host keeps its folder however long it runs."""
     try:
         owner = json.loads((folder / OWNER).read_text())
-        if owner.get("host") != socket.gethostname():
+        if owner.get("host") == socket.gethostname():
+            os.kill(int(owner["pid"]), 0)
             return False
-        os.kill(int(owner["pid"]), 0)
     except ProcessLookupError:
         return True
+    except PermissionError:
+        return False  # the process lives, under another user
+    except FileNotFoundError:
+        if not folder.exists():
+            return False  # removed while this looked
     except (OSError, ValueError, KeyError):
+        pass
+    try:
+        return time.time() - folder.stat().st_mtime > ABANDONED_AFTER_S
+    except FileNotFoundError:
         return False
-    return False
