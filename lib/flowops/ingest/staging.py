@@ -2,10 +2,10 @@
 
 The parse runs in Python on Arrow batches; handing its widest rows to Spark only for Spark to cache them and write
 them back out as Parquet cost more than the parse itself (BENCHMARKS.md, "Bronze written by the parsing tasks").
-So each reading task writes its accepted records straight to Parquet files in bronze's layout, one file per day
-it has records of, and passes Spark only the narrow columns the rest of the ingest needs (dedupe keys, the msisdn
-for the subscriber keys, the cell, the rejected lines). The step then commits the files as they are, after
-removing what the dedupe drops (`drop_rows`).
+So each reading task writes its accepted records straight to Parquet files in the layout of bronze and of the
+cells table, one file per table and day it has records of, and passes Spark only the narrow columns the rest of the
+ingest needs (dedupe keys and positions, the rejected lines). The step then commits the files as they are, after
+Spark tasks remove what the dedupe drops (`drop_task`).
 
 A file is written under a hidden name and renamed when its task has read all its landed files, so only finished
 files are ever found; a task run again (a retry, or a lost cache block recomputed) writes the same rows to the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,8 +135,8 @@ class _TaskFiles:
             self._path(key, f".part-{self.task:05d}-{self.attempt}.tmp").unlink(missing_ok=True)
 
 
-def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, columns: Sequence[str] | None = None,
-              threads: int = 2) -> list[tuple[str, int]]:
+def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table,
+              columns: Sequence[str] | None = None) -> list[tuple[str, int]]:
     """Remove from a table's staged `files` the rows at `positions` (`source_file`, `line_no`), and every row of the
     source files listed there with a null `line_no` (files found damaged after their lines were written). A file
     with no such row is left as it is, unless `columns` names fewer columns than it has; the others are rewritten
@@ -178,12 +177,11 @@ def drop_rows(table: StagedTable, files: Sequence[str], positions: pa.Table, col
         os.replace(hidden, path)
         return rel, rows.num_rows
 
-    with ThreadPoolExecutor(threads) as pool:
-        return [kept for kept in pool.map(one, files) if kept is not None]
+    return [kept for kept in map(one, files) if kept is not None]
 
 
 def drop_task(table: StagedTable, columns: Sequence[str], positions: Any,
               files: Iterable[str]) -> list[tuple[str, int]]:
     """`drop_rows` as a Spark task over some of the staged files; `positions` is a broadcast of the positions as an
     Arrow IPC stream. Kept in this module so that a Python worker imports only pyarrow to run it."""
-    return drop_rows(table, list(files), pa.ipc.open_stream(positions.value).read_all(), columns, threads=1)
+    return drop_rows(table, list(files), pa.ipc.open_stream(positions.value).read_all(), columns)

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from flowops.errors import LakeError
 from flowops.lake.lock import TableLock
-from flowops.lake.staged import Staged
+from flowops.lake.staged import Staged, finished_files, process_gone
 from flowops.lake.stats import file_stats
 from flowops.lake.tables import TableSpec
 
@@ -111,17 +111,17 @@ class DeltaRsEngine:
             target = f"{staging}/data/{head + '/' if head else ''}{write_id}-{name}"
             fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             fs.move(f"{staged.folder}/{rel}", target)
-        staged = _staged_files(fs, f"{staging}/data")
-        values = [_partition_values(rel, spec) for rel in staged]
+        written = finished_files(fs, f"{staging}/data")
+        values = [_partition_values(rel, spec) for rel in written]
         if partitions is not None:
             _refuse_outside(spec, values, partitions, fs, staging)
         lock.check()
         # Written whole, then renamed: a kill mid-write must not leave a manifest the cleanup cannot parse.
         with fs.open_output_stream(f"{staging}/{PLACED}.tmp") as out:
-            out.write(json.dumps({"write_id": write_id, "files": staged}).encode())
+            out.write(json.dumps({"write_id": write_id, "files": written}).encode())
         fs.move(f"{staging}/{PLACED}.tmp", f"{staging}/{PLACED}")
         types = {f.name: _delta_type(f.dataType) for f in spec.schema.fields if f.name not in spec.partition_by}
-        adds = [self._place(fs, root, staging, rel, pv, types) for rel, pv in zip(staged, values, strict=True)]
+        adds = [self._place(fs, root, staging, rel, pv, types) for rel, pv in zip(written, values, strict=True)]
         schema = Schema.from_json(spec.schema.json())
         commit = CommitProperties(custom_metadata={"flowops.writeId": write_id, **metadata})
         lock.check()
@@ -199,33 +199,17 @@ def _abandoned(fs: pafs.FileSystem, entry: pafs.FileInfo, stale_after_s: float) 
             owner = json.loads(handle.read())
     except (FileNotFoundError, OSError, json.JSONDecodeError):
         return False
-    if owner.get("host") != socket.gethostname():
+    gone = process_gone(owner)
+    if gone is None:
         return False
-    if int(owner["pid"]) == os.getpid():
-        return True  # an earlier write of this process that failed: this process holds the lock now
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    # An earlier write of this process that failed is abandoned too: this process holds the lock now.
+    return gone or int(owner["pid"]) == os.getpid()
 
 
 def _remove_if_empty(fs: pafs.FileSystem, folder: str) -> None:
     if (fs.get_file_info(folder).type == pafs.FileType.Directory
             and not fs.get_file_info(pafs.FileSelector(folder))):
         fs.delete_dir(folder)
-
-
-def _staged_files(fs: pafs.FileSystem, data_dir: str) -> list[str]:
-    """Parquet files Spark wrote, relative to the data folder (no checksums or markers)."""
-    if fs.get_file_info(data_dir).type == pafs.FileType.NotFound:
-        return []
-    selector = pafs.FileSelector(data_dir, recursive=True)
-    names = [info.path[len(data_dir) + 1:] for info in fs.get_file_info(selector)
-             if info.type == pafs.FileType.File and info.path.endswith(".parquet")]
-    return sorted(name for name in names if not name.rsplit("/", 1)[-1].startswith((".", "_")))
 
 
 def _partition_values(rel: str, spec: TableSpec) -> dict[str, str | None]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flowops.errors import LakeError
@@ -41,11 +42,8 @@ class Staged:
 
     @classmethod
     def found(cls, folder: str) -> Staged:
-        """Every finished Parquet file under `folder` (names starting with `.` or `_` are unfinished)."""
-        root = Path(folder)
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet")
-                       if not p.name.startswith((".", "_"))) if root.is_dir() else []
-        return cls(folder, tuple(files))
+        """Every finished Parquet file under `folder`."""
+        return cls(folder, tuple(finished_files(pafs.LocalFileSystem(), folder)))
 
     def check(self, schema: pa.Schema, table: str) -> None:
         """Refuse files whose columns are not `schema`'s (the table's, less its partition columns)."""
@@ -90,18 +88,38 @@ def _remove_abandoned(parent: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _abandoned(folder: Path) -> bool:
-    """Its job's process is gone (a job of this host), or it is a day old (a job of another host, or a folder
-    without an owner). A live process of this host keeps its folder however long it runs."""
+def finished_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """The Parquet files under `folder`, relative to it; names starting with `.` or `_` (unfinished files,
+    checksums, markers) are left out."""
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return []
+    selector = pafs.FileSelector(folder, recursive=True)
+    names = [info.path[len(folder) + 1:] for info in fs.get_file_info(selector)
+             if info.type == pafs.FileType.File and info.path.endswith(".parquet")]
+    return sorted(name for name in names if not name.rsplit("/", 1)[-1].startswith((".", "_")))
+
+
+def process_gone(owner: dict) -> bool | None:
+    """Whether the process an owner record (`host`, `pid`) names has ended; None when it ran on another host
+    (this one cannot tell)."""
+    if owner.get("host") != socket.gethostname():
+        return None
     try:
-        owner = json.loads((folder / OWNER).read_text())
-        if owner.get("host") == socket.gethostname():
-            os.kill(int(owner["pid"]), 0)
-            return False
+        os.kill(int(owner["pid"]), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False  # the process lives, under another user
+    return False
+
+
+def _abandoned(folder: Path) -> bool:
+    """Its job's process is gone (a job of this host), or it is a day old (a job of another host, or a folder
+    without an owner). A live process of this host keeps its folder however long it runs."""
+    try:
+        gone = process_gone(json.loads((folder / OWNER).read_text()))
+        if gone is not None:
+            return gone
     except FileNotFoundError:
         if not folder.exists():
             return False  # removed while this looked

@@ -294,7 +294,7 @@ class _UsageBatch:
                        bad_files: list[str]) -> int:
         """Commit the files the reading tasks staged for `spec`, less the records at the positions in `drops`
         (`dropped` of them) and the lines of damaged files; returns how many rows were committed. Up to
-        BROADCAST_ROWS dropped records, the driver removes them from the files that hold them and the files are
+        BROADCAST_ROWS dropped records, Spark tasks remove them from the files that hold them and the files are
         committed as they are; beyond (a delivery largely landed before), Spark reads the staged files, drops the
         records by join and writes the table's files anew. Commits nothing when no row is left, unless the table
         does not exist yet."""
