@@ -144,7 +144,7 @@ def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
     left = read_churned(lake, month).withColumn("_left", F.lit(True))
     tagged = tagged.join(left, "sub_id", "left").withColumn(
         "churned_this_month", F.coalesce("churned_this_month", F.lit(False)) | F.coalesce("_left", F.lit(False)))
-    tagged = tagged.drop("_left")
+    tagged = tagged.drop("_left").localCheckpoint()
     try:
         cands = candidates(tagged, conf.scenarios, conf.catalogue, conf.channels, next_month(month), wave)
     except (AnalysisException, ParseException):
