@@ -59,6 +59,8 @@ SELECT source_file, line_no, line, f[1] AS record_id, msisdn, f[4] AS imei, st, 
         WHEN ul < 0 OR dl < 0 THEN 'negative_bytes'
         WHEN st IS NULL OR et IS NULL THEN 'bad_timestamp'
         WHEN et < st THEN 'end_before_start'
+        WHEN upper(trim(f[7])) NOT IN ('2G', '3G', '4G', '5G') THEN 'invalid_rat'
+        WHEN upper(trim(f[10])) NOT IN ('HTTP', 'HTTPS', 'QUIC', 'DNS', 'OTHER') THEN 'invalid_protocol'
     END AS reason
 FROM typed;
 

@@ -62,12 +62,16 @@ def test_each_bad_line_gets_its_reason(spark):
         "bad_timestamp": line(start_time="2026-01-05 25:00:00"),
         "end_before_start": line(end_time="2026-01-05 09:59:59"),
         "timestamp_out_of_window": line(start_time="1970-01-01 00:00:00", end_time="1970-01-01 00:00:01"),
+        "invalid_rat": line(rat="LTE"),
+        "invalid_protocol": line(protocol="FTP"),
     }
+    cases["empty_rat"] = line(rat="")
+    cases["rat_code"] = line(rat="6")               # a 3GPP RAT-type number (E-UTRAN), not the contract's text
     cases["bad_port"] = line(server_port="70000")
     cases["blank"] = ""
     out = parse(spark, list(cases.values())).select("reason").collect()
 
-    expected = list(cases)[:-2] + ["bad_number", "wrong_field_count"]
+    expected = list(cases)[:-4] + ["invalid_rat", "invalid_rat", "bad_number", "wrong_field_count"]
     assert [r.reason for r in out] == expected
 
 
@@ -102,6 +106,7 @@ def test_legitimate_variants_are_accepted(spark):
         line(start_time="2026-01-03 23:30:00", end_time="2026-01-03 23:31:00"),   # late arrival, idle
         line(host="m.taobao.com:8080", protocol="HTTP", sni=""),
         line(start_time="2026-01-05 10:00:00.123456", end_time="2026-01-05 10:00:01.5"),
+        line(rat="5g", protocol="quic"),                 # the contract's values in any case
     ]
     out = parse(spark, values).collect()
 
@@ -110,6 +115,7 @@ def test_legitimate_variants_are_accepted(spark):
     assert (out[4].dt, out[4].is_idle) == ("2026-01-03", True)
     assert out[5].host == "m.taobao.com:8080"   # the port goes in identification (test_apps)
     assert out[6].duration_ms == 1377   # whole milliseconds of each end
+    assert (out[7].rat, out[7].protocol) == ("5G", "QUIC")
 
 
 def test_placeholder_imei_and_too_late_records_are_rejected(spark):

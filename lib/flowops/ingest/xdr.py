@@ -21,7 +21,7 @@ from pyspark import Broadcast
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from flowops.ingest.apps import APP_DDL, AppRules, Identifier
+from flowops.ingest.apps import APP_DDL, PROTOCOLS, AppRules, Identifier
 from flowops.ingest.pii import mask_fields, pseudonyms
 from flowops.landing import landing_day
 
@@ -42,8 +42,13 @@ NEGATIVE_BYTES = "negative_bytes"
 BAD_TIMESTAMP = "bad_timestamp"
 END_BEFORE_START = "end_before_start"
 OUT_OF_WINDOW = "timestamp_out_of_window"
+INVALID_RAT = "invalid_rat"
+INVALID_PROTOCOL = "invalid_protocol"
 LINE_REASONS = (BAD_ENCODING, WRONG_FIELD_COUNT, MISSING_RECORD_ID, INVALID_MSISDN, INVALID_IMEI, BAD_NUMBER,
-                NEGATIVE_BYTES, BAD_TIMESTAMP, END_BEFORE_START, OUT_OF_WINDOW)
+                NEGATIVE_BYTES, BAD_TIMESTAMP, END_BEFORE_START, OUT_OF_WINDOW, INVALID_RAT, INVALID_PROTOCOL)
+# The landing contract's values (DESIGN.md, xDR fields), compared in upper case: anything else ("LTE", a 3GPP
+# RAT-type number, an empty field) is quarantined rather than counted under a generation no tag knows.
+RATS = ("2G", "3G", "4G", "5G")
 
 MSISDN_PREFIX = r"^(?:\+86|0086|86)(1[0-9]{10})$"
 MSISDN = r"^1[3-9][0-9]{9}$"
@@ -122,6 +127,7 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules
     start_utc_us = _micros(start_utc)
     landing = np.full(count, (landing_day - EPOCH).days) if isinstance(landing_day, dt.date) else landing_day
     start_days = np.floor_divide(start, US_PER_DAY)
+    rat, protocol = pc.utf8_upper(field["rat"]), pc.utf8_upper(field["protocol"])
     checks = [
         ~is_utf8,
         field_count != len(XDR_FIELDS),
@@ -133,6 +139,8 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules
         ~(start_ok & end_ok),
         _micros(end_utc) < start_utc_us,
         (start_days < landing - rules.late_days) | (start_days > landing),
+        ~_is(pc.is_in(rat, value_set=pa.array(RATS))),
+        ~_is(pc.is_in(protocol, value_set=pa.array(PROTOCOLS))),
     ]
     reason_code = np.full(count, -1, np.int8)
     for code in range(len(checks) - 1, -1, -1):  # the first failing check wins
@@ -159,10 +167,10 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules
         "duration_ms": pa.array(np.floor_divide(_micros(end_utc), 1000) - np.floor_divide(start_utc_us, 1000),
                                 mask=~(start_ok & end_ok)),
         "is_idle": pa.array(is_idle, mask=~start_ok),
-        "rat": pc.utf8_upper(field["rat"]),
+        "rat": rat,
         "apn": pc.utf8_lower(field["apn"]),
         "cell_id": field["cell_id"],
-        "protocol": pc.utf8_upper(field["protocol"]),
+        "protocol": protocol,
         "server_ip": field["server_ip"],
         "server_port": pa.array(np.where(is_port, port_number, 0).astype(np.int32), mask=~is_port),
         "host": field["host"],
