@@ -51,6 +51,29 @@ def test_user_agent_fallback_on_real_agents(reference, agent, expected):
     assert found.source == "user_agent" and found.network_gen is None
 
 
+@pytest.mark.parametrize("agent", [
+    "com.ss.android.ugc.aweme/290101 (Linux; U; Android 4.4.4; zh_CN; 2014501; Build/KTU84P; Cronet/TTNetVersion:5ec8e5d1)",
+    "AMAP_Location_SDK_Android 9.8.2 AMap/13.05.1.2198 (Android 4.4.4; 2014501)",
+    "android/7.6.1 (android 4.4.4; ; 2014501) DYZB/1",
+    "HYSDK(Android, 11.7.1) adr_huya&11.7.1&official (2014501; Android 4.4.4)",
+])
+def test_an_app_agent_is_identified_by_the_model_code_in_its_own_parenthesis(reference, agent):
+    # The code a browser agent carries before " Build/" names the same handset in each app's spelling (the whole
+    # app agent means nothing to the device data).
+    browser = lookup(reference, "99999999", "Mozilla/5.0 (Linux; Android 4.4.4; 2014501 Build/KTU84P) AppleWebKit/"
+                                            "537.36 (KHTML, like Gecko) Chrome/33.0.0.0 Mobile Safari/537.36")
+    found = lookup(reference, "99999999", agent)
+
+    assert (found.brand, found.model, found.os, found.is_smart) == (browser.brand, browser.model, "Android", True)
+    assert found.brand == "Xiaomi"
+
+
+def test_a_model_code_the_device_data_does_not_know_is_kept_with_the_os_the_agent_names(reference):
+    found = lookup(reference, "99999999", "android/7.6.1 (android 13; ; M181Q) DYZB/1")
+
+    assert (found.brand, found.model, found.os, found.is_smart) == (None, "M181Q", "Android", True)
+
+
 def test_nothing_to_go_on_is_unknown(reference):
     assert lookup(reference, "99999999", "okhttp/4.9.3").source == "unknown"
     assert lookup(reference, None, None).source == "unknown"

@@ -32,9 +32,17 @@ GENERATIONS = ("2G", "3G", "4G", "5G")
 PRICE_TIERS = ("low", "mid", "high", "flagship")
 SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
 UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_gen string, price_tier string"
-# Android and HarmonyOS agents name the model code before " Build/" or after "HarmonyOS;"; ua-parser's
-# generic rules sometimes take a browser name for the model instead ("HuaweiBrowser" -> "Browser").
-_MODEL_CODE = (re.compile(r";\s*([^;()]+?)\s+Build/"), re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"))
+# Where agents name the handset's model code, and the OS such an agent is from (None: ua-parser reads it). Browsers on
+# Android and HarmonyOS put it before " Build/" or after "HarmonyOS;" (ua-parser's generic rules sometimes take a
+# browser name for the model instead: "HuaweiBrowser" -> "Browser"); Android apps and SDKs in their own
+# parenthesis: "(Linux; U; Android 13; zh_CN; PHJ110; Build/...)", "(Android 14; PHB110)", "(android 13; ; PHJ110)",
+# "(V2271A; Android 13)". A code is looked up once, however many agents carry it; one the device data does not
+# know sends the whole agent to it, as an agent without a code goes.
+_MODEL_CODE = ((re.compile(r";\s*([^;()]+?)\s+Build/"), None), (re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"), None),
+               (re.compile(r";\s*([^;()]+?);\s*Build/"), "Android"),
+               (re.compile(r"\((?:Linux; )?(?:U; )?[Aa]ndroid [\d.]+;(?: [a-z]{2}[_-][A-Za-z]{2};)?(?: ;)?\s*([^;()]+?)\)"),
+                "Android"),
+               (re.compile(r"\(([^;()]+?); Android [\d.]+\)"), "Android"))
 
 
 @dataclass(frozen=True)
@@ -167,8 +175,10 @@ def parse_user_agent(user_agent: str) -> tuple[str | None, str | None, str | Non
     os_name = result.os.family if result.os else None
     if re.search(r"HarmonyOS|OpenHarmony", user_agent):
         os_name = "HarmonyOS"
-    code = next((found.group(1) for pattern in _MODEL_CODE if (found := pattern.search(user_agent))), None)
+    code, code_os = next(((found.group(1), implied) for pattern, implied in _MODEL_CODE
+                          if (found := pattern.search(user_agent))), (None, None))
     brand, model, _ = _by_code(code) if code else (None, None, None)
+    os_name = os_name or code_os
     if brand is None:
         brand, model, agent_os = _by_agent(user_agent)
         # App agents ("android/7.6.1 (android 13; ; PHJ110)") whose OS ua-parser cannot read: the device data's
@@ -260,7 +270,7 @@ def _parse_user_agents(classes: HandsetClasses, user_agents: pd.Series) -> pd.Da
 
 
 # Bump when parse_user_agent or _from_agent read agents differently: agents read before are then read again.
-AGENT_RULES_VERSION = 1
+AGENT_RULES_VERSION = 2
 
 
 def resolver_name(classes: HandsetClasses | None = None) -> str:
