@@ -52,7 +52,7 @@ def test_user_agent_fallback_on_real_agents(reference, agent, expected):
 
 
 @pytest.mark.parametrize("agent", [
-    "com.ss.android.ugc.aweme/290101 (Linux; U; Android 4.4.4; zh_CN; 2014501; Build/KTU84P; Cronet/TTNetVersion:5ec8e5d1)",
+    "com.ss.android.ugc.aweme/290101 (Linux; U; Android 4.4.4; zh_CN; 2014501; Build/KTU84P; Cronet/TTNetVersion:5e)",
     "AMAP_Location_SDK_Android 9.8.2 AMap/13.05.1.2198 (Android 4.4.4; 2014501)",
     "android/7.6.1 (android 4.4.4; ; 2014501) DYZB/1",
     "HYSDK(Android, 11.7.1) adr_huya&11.7.1&official (2014501; Android 4.4.4)",

@@ -40,8 +40,8 @@ UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_ge
 # know sends the whole agent to it, as an agent without a code goes.
 _MODEL_CODE = ((re.compile(r";\s*([^;()]+?)\s+Build/"), None), (re.compile(r"HarmonyOS;\s*([^;()]+?)\s*[;)]"), None),
                (re.compile(r";\s*([^;()]+?);\s*Build/"), "Android"),
-               (re.compile(r"\((?:Linux; )?(?:U; )?[Aa]ndroid [\d.]+;(?: [a-z]{2}[_-][A-Za-z]{2};)?(?: ;)?\s*([^;()]+?)\)"),
-                "Android"),
+               (re.compile(r"\((?:Linux; )?(?:U; )?[Aa]ndroid [\d.]+;(?: [a-z]{2}[_-][A-Za-z]{2};)?(?: ;)?"
+                           r"\s*([^;()]+?)\)"), "Android"),
                (re.compile(r"\(([^;()]+?); Android [\d.]+\)"), "Android"))
 
 
