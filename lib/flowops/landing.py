@@ -17,6 +17,8 @@ from pathlib import Path
 
 from flowops.errors import LandingError
 
+# Radio generations: the xDR `rat` values the landing contract allows, and a handset's network generation.
+GENERATIONS = ("2G", "3G", "4G", "5G")
 MONTHLY_FILES = {"crm": "subscribers.csv", "billing": "billing.csv", "orders": "orders.csv"}
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 

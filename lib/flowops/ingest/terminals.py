@@ -26,9 +26,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from flowops.errors import ConfigError
+from flowops.landing import GENERATIONS
 
 COLUMNS = ("tac", "brand", "model", "os", "network_gen", "is_smart", "price_tier")
-GENERATIONS = ("2G", "3G", "4G", "5G")
 PRICE_TIERS = ("low", "mid", "high", "flagship")
 SMART_OS = ("Android", "iOS", "HarmonyOS", "iPadOS", "Windows Phone")
 UA_SCHEMA = "brand string, model string, os string, is_smart boolean, network_gen string, price_tier string"

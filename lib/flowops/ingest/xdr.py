@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from flowops.ingest.apps import APP_DDL, PROTOCOLS, AppRules, Identifier
 from flowops.ingest.pii import mask_fields, pseudonyms
-from flowops.landing import landing_day
+from flowops.landing import GENERATIONS, landing_day
 
 XDR_FIELDS = (
     "record_id", "msisdn", "imsi", "imei", "start_time", "end_time", "rat", "apn", "cell_id", "protocol",
@@ -46,9 +46,6 @@ INVALID_RAT = "invalid_rat"
 INVALID_PROTOCOL = "invalid_protocol"
 LINE_REASONS = (BAD_ENCODING, WRONG_FIELD_COUNT, MISSING_RECORD_ID, INVALID_MSISDN, INVALID_IMEI, BAD_NUMBER,
                 NEGATIVE_BYTES, BAD_TIMESTAMP, END_BEFORE_START, OUT_OF_WINDOW, INVALID_RAT, INVALID_PROTOCOL)
-# The landing contract's values (DESIGN.md, xDR fields), compared in upper case: anything else ("LTE", a 3GPP
-# RAT-type number, an empty field) is quarantined rather than counted under a generation no tag knows.
-RATS = ("2G", "3G", "4G", "5G")
 
 MSISDN_PREFIX = r"^(?:\+86|0086|86)(1[0-9]{10})$"
 MSISDN = r"^1[3-9][0-9]{9}$"
@@ -139,7 +136,9 @@ def parse_lines(values: pa.BinaryArray, landing_day: dt.date | np.ndarray, rules
         ~(start_ok & end_ok),
         _micros(end_utc) < start_utc_us,
         (start_days < landing - rules.late_days) | (start_days > landing),
-        ~_is(pc.is_in(rat, value_set=pa.array(RATS))),
+        # The landing contract's values, in any case: anything else ("LTE", a 3GPP RAT-type number, an empty
+        # field) is quarantined rather than counted under a generation no tag knows.
+        ~_is(pc.is_in(rat, value_set=pa.array(GENERATIONS))),
         ~_is(pc.is_in(protocol, value_set=pa.array(PROTOCOLS))),
     ]
     reason_code = np.full(count, -1, np.int8)
