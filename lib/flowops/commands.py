@@ -489,5 +489,23 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_jvm_archive(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("jvm-archive", parents=[common], help="make each embedded Spark start faster (make setup)",
+                       description="Run a small Spark workload whose JVM writes the classes it loaded as a class-data "
+                                   "archive in the virtualenv. Every later embedded Spark of this Java and these "
+                                   "Spark jars maps it instead of loading the classes again: about 2 s less per "
+                                   "start. Run it again after changing Java.")
+    p.set_defaults(handler=run_jvm_archive)
+
+
+def run_jvm_archive(args: argparse.Namespace) -> int:
+    from flowops.config import load_settings
+    from flowops.spark import write_class_archive
+
+    path = write_class_archive(load_settings(args.conf, master=getattr(args, "master", None)))
+    print(f"JVM class-data archive written: {path} ({path.stat().st_size >> 20} MB)")
+    return 0
+
+
 REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_target, add_evaluate, add_run, add_demo,
-              add_simulate, add_show, add_apps, add_terminals, add_scenarios, add_check]
+              add_simulate, add_show, add_apps, add_terminals, add_scenarios, add_check, add_jvm_archive]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -55,13 +56,21 @@ EXECUTION_CONF = {
 }
 
 
+# The JVM's class-data archive (HotSpot's AppCDS, dynamic archiving): the classes an embedded Spark loads, parsed and
+# verified once by `flowops jvm-archive` (make setup runs it) and mapped by every later JVM instead of loaded from the
+# jars again. It belongs to the virtualenv's Spark jars and to one Java build, so it is kept in the virtualenv with
+# the versions it was made with, and used only where they match (BENCHMARKS.md, "Class-data archive").
+CLASS_ARCHIVE = Path(sys.prefix) / "share" / "flowops" / "spark-classes.jsa"
+
+
 def under_spark_submit() -> bool:
     """True when spark-submit (or a notebook's existing gateway) already launched the JVM."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def check_java() -> None:
-    """Fail with one actionable line when no Java 17+ is available for an embedded Spark."""
+def check_java() -> str:
+    """Fail with one actionable line when no Java 17+ is available for an embedded Spark; returns what
+    `java -version` says."""
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
     if not java or not Path(java).exists():
@@ -77,15 +86,19 @@ def check_java() -> None:
         major = 0
     if major < 17:
         raise FlowopsError(f"Java 17 or newer is required by Spark 4; {java} is: {first or 'unknown'}")
+    return out.strip()
 
 
-def build_session(settings: Settings, *, app_name: str | None = None, ui: bool | None = None) -> SparkSession:
+def build_session(settings: Settings, *, app_name: str | None = None, ui: bool | None = None,
+                  archive_to: Path | None = None) -> SparkSession:
     """Create (or join) the SparkSession the jobs run on.
 
     Args:
         settings: validated settings; `spark.master` is used unless spark-submit supplied one.
         app_name: overrides `spark.app_name`, e.g. to name the job.
         ui: force the Spark UI on or off; by default it is on only for interactive local runs.
+        archive_to: an embedded JVM writes the classes it loaded there when it exits (`write_class_archive`),
+            and maps no archive itself.
     """
     spark_settings = settings.spark
     builder = SparkSession.builder.appName(app_name or spark_settings.app_name)
@@ -93,15 +106,18 @@ def build_session(settings: Settings, *, app_name: str | None = None, ui: bool |
     conf["spark.sql.session.timeZone"] = settings.pipeline.timezone
     conf["spark.sql.shuffle.partitions"] = str(spark_settings.shuffle_partitions)
     if not under_spark_submit():
-        check_java()
+        java = check_java()
         interactive = sys.stderr.isatty()
+        # Writing an archive, the JVM warns of each class it cannot keep (generated, signed or unverifiable ones).
+        archive = f"-XX:ArchiveClassesAtExit={archive_to} -Xlog:cds*=error" if archive_to else class_archive(java)
         builder = builder.master(spark_settings.master)
         log4j = resources.files("flowops") / "resources" / "log4j2.properties"
         conf.update({
             "spark.driver.memory": spark_settings.driver_memory,
             # The embedded driver is the whole cluster and runs batch jobs: the throughput collector suits it
             # better than G1's pause targets (about 10% faster ingest here).
-            "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j} -XX:+UseParallelGC",
+            "spark.driver.extraJavaOptions": " ".join(filter(None, (
+                f"-Dlog4j2.configurationFile=file:{log4j}", "-XX:+UseParallelGC", archive))),
             "spark.ui.enabled": str(interactive if ui is None else ui).lower(),
             "spark.ui.showConsoleProgress": str(interactive).lower(),
         })
@@ -126,6 +142,103 @@ def build_session(settings: Settings, *, app_name: str | None = None, ui: bool |
     log.info("spark %s on %s (%s cores)", spark.version, spark.sparkContext.master,
              spark.sparkContext.defaultParallelism)
     return spark
+
+
+def class_archive(java: str) -> str | None:
+    """The JVM option that maps CLASS_ARCHIVE, when it was made by this Java (`java`: what `java -version` says) for
+    these Spark jars; logs whether it is used."""
+    try:
+        made_for = json.loads(CLASS_ARCHIVE.with_suffix(".json").read_text())
+    except FileNotFoundError:
+        log.info("JVM class-data archive: none (`flowops jvm-archive` writes one: each Spark start takes ~2 s less)")
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("JVM class-data archive not used: %s unreadable (%s); `flowops jvm-archive` writes it again",
+                    CLASS_ARCHIVE.with_suffix(".json"), exc)
+        return None
+    # A JVM given an archive cut short crashes (SIGBUS), so the archive must still be the size it was written.
+    size = CLASS_ARCHIVE.stat().st_size if CLASS_ARCHIVE.exists() else None
+    if made_for != {**_archive_identity(java), "bytes": size}:
+        log.warning("JVM class-data archive %s not used: made for another Java or Spark, or changed since; "
+                    "`flowops jvm-archive` writes it again", CLASS_ARCHIVE)
+        return None
+    log.info("JVM class-data archive: %s", CLASS_ARCHIVE)
+    return f"-XX:SharedArchiveFile={CLASS_ARCHIVE}"
+
+
+def _archive_identity(java: str) -> dict[str, str]:
+    import pyspark
+
+    return {"java": java, "pyspark": pyspark.__version__, "jars": str(Path(pyspark.__file__).parent / "jars")}
+
+
+def write_class_archive(settings: Settings) -> Path:
+    """Run a small workload in an embedded Spark of `settings` whose JVM, when it exits, writes the classes it loaded
+    as CLASS_ARCHIVE; returns the archive. Fails under spark-submit or on a cluster master: the archive is for the
+    JVM this package starts itself."""
+    import socket
+
+    from pyspark import SparkContext
+
+    from flowops.lake.staged import process_gone
+
+    if under_spark_submit() or not settings.spark.master.startswith("local"):
+        raise FlowopsError("the class-data archive is for the embedded Spark (a local master, no spark-submit)")
+    if SparkContext._active_spark_context is not None:
+        raise FlowopsError("a Spark session already runs in this process: its JVM cannot write the archive")
+    java = check_java()
+    CLASS_ARCHIVE.parent.mkdir(parents=True, exist_ok=True)
+    for left in CLASS_ARCHIVE.parent.glob(f".{CLASS_ARCHIVE.name}.*.tmp"):   # of runs killed before the rename
+        if process_gone({"host": socket.gethostname(), "pid": left.name.split(".")[-2]}):
+            left.unlink(missing_ok=True)
+    partial = CLASS_ARCHIVE.with_name(f".{CLASS_ARCHIVE.name}.{os.getpid()}.tmp")
+    spark = build_session(settings, app_name="flowops-jvm-archive", ui=False, archive_to=partial)
+    jvm, done = SparkContext._gateway.proc, False  # type: ignore[union-attr]
+    try:
+        _archive_workload(spark)
+        done = True
+    finally:
+        spark.stop()
+        SparkContext._gateway.shutdown()  # type: ignore[union-attr]
+        SparkContext._gateway = SparkContext._jvm = None
+        jvm.stdin.close()   # the gateway JVM exits when its stdin closes, and writes the archive as it exits
+        jvm.wait(timeout=300)
+        if not done:
+            partial.unlink(missing_ok=True)
+    if jvm.returncode != 0 or not partial.exists():
+        partial.unlink(missing_ok=True)
+        raise FlowopsError(f"the JVM wrote no class-data archive (exit code {jvm.returncode}); is it HotSpot 17+?")
+    CLASS_ARCHIVE.with_suffix(".json").unlink(missing_ok=True)   # no JVM maps the archive while it is replaced
+    os.replace(partial, CLASS_ARCHIVE)
+    identity = {**_archive_identity(java), "bytes": CLASS_ARCHIVE.stat().st_size}
+    CLASS_ARCHIVE.with_suffix(".json").write_text(json.dumps(identity, indent=1))
+    return CLASS_ARCHIVE
+
+
+def _archive_workload(spark: SparkSession) -> None:
+    """What the jobs do, in small: cache, aggregate, rank, join, Arrow and pandas Python functions, Parquet."""
+    import tempfile
+
+    import pandas as pd
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def same(batches):
+        yield from batches
+
+    rows = spark.range(20_000).selectExpr("id", "cast(id % 7 as string) as k", "id * 2 as v", "id % 3 = 0 as b")
+    rows.cache().count()
+    rows.groupBy("k").agg(F.sum("v"), F.max_by("k", "v"), F.count_distinct("v"), F.collect_set("b")).collect()
+    rows.withColumn("r", F.row_number().over(Window.partitionBy("k").orderBy("v"))).where("r < 3").collect()
+    rows.join(F.broadcast(rows.select("k").distinct()), "k", "left_anti").count()
+    rows.alias("a").join(rows.alias("b"), "id").count()
+    rows.mapInArrow(same, rows.schema).mapInPandas(same, rows.schema).count()
+    rows.groupBy("k").applyInPandas(lambda frame: frame.head(1), rows.schema).count()
+    spark.sparkContext.parallelize(range(10), 2).mapPartitions(lambda part: [sum(part)]).collect()
+    with tempfile.TemporaryDirectory() as folder:
+        rows.repartition(3, "k").write.partitionBy("k").parquet(f"{folder}/p")
+        spark.read.parquet(f"{folder}/p").where("k = '1'").unionByName(rows.limit(3)).toArrow()
+        spark.createDataFrame(pd.DataFrame({"x": [1], "y": ["a"]})).toPandas()
 
 
 def _local_cores(master: str) -> int:

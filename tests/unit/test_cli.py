@@ -31,7 +31,7 @@ def test_help_lists_the_commands():
 
 
 COMMANDS = ["generate", "ingest", "tags", "segment", "target", "evaluate", "run", "demo", "simulate", "show", "apps",
-            "terminals", "scenarios", "check"]
+            "terminals", "scenarios", "check", "jvm-archive"]
 
 
 def test_no_production_step_reaches_the_channel_simulator():
