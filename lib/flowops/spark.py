@@ -79,14 +79,17 @@ def check_java() -> str:
             "or set JAVA_HOME to a JDK 17"
         )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
-    first = out.splitlines()[0] if out else ""
+    # A JVM first reports the options it picked up from the environment (JAVA_TOOL_OPTIONS, _JAVA_OPTIONS,
+    # JDK_JAVA_OPTIONS): not part of the version, and not of what a class-data archive was made for.
+    lines = [line for line in out.splitlines() if not line.startswith(("Picked up ", "NOTE: Picked up "))]
+    first = next((line for line in lines if ' version "' in line), lines[0] if lines else "")
     try:
         major = int(first.split('"')[1].split(".")[0])
     except (IndexError, ValueError):
         major = 0
     if major < 17:
         raise FlowopsError(f"Java 17 or newer is required by Spark 4; {java} is: {first or 'unknown'}")
-    return out.strip()
+    return "\n".join(lines).strip()
 
 
 def build_session(settings: Settings, *, app_name: str | None = None, ui: bool | None = None,

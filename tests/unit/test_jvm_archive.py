@@ -63,3 +63,12 @@ def test_the_tests_jvm_maps_the_archive_make_setup_wrote(spark):
     with open(f"/proc/{jvm}/maps") as maps:
         assert str(session.CLASS_ARCHIVE) in maps.read()
     assert os.path.getsize(session.CLASS_ARCHIVE) > 0
+
+
+def test_java_options_picked_up_from_the_environment_are_not_taken_for_the_version(monkeypatch):
+    """A JVM prints "Picked up JAVA_TOOL_OPTIONS: ..." before its version when that variable is set (common on managed
+    machines): the check must still find Java 17, and what it returns (an archive's record) must not hold the line."""
+    plain = session.check_java()
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Dflowops.test=1")
+    picked = session.check_java()
+    assert picked == plain and "Picked up" not in picked
