@@ -72,3 +72,14 @@ def test_java_options_picked_up_from_the_environment_are_not_taken_for_the_versi
     monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Dflowops.test=1")
     picked = session.check_java()
     assert picked == plain and "Picked up" not in picked
+
+
+def test_the_embedded_jvm_compiles_with_the_shallower_inlining(spark):
+    """The JIT options are in effect in the JVM itself, not only in the settings (HotSpot's own view of its flags)."""
+    jvm = spark.sparkContext._jvm
+    hotspot = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    assert session.JIT_OPTIONS
+    for option in session.JIT_OPTIONS:
+        name, value = option.removeprefix("-XX:").split("=")
+        assert hotspot.getVMOption(name).getValue() == value, option
