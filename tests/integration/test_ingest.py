@@ -228,6 +228,35 @@ def test_a_redelivered_file_adds_no_rows(landed):
     assert mine.accepted == 0 and mine.duplicates + mine.quarantined == mine.lines_in > 0
 
 
+def test_a_record_whose_first_copy_is_in_a_file_found_cut_lands_from_its_replay(landed, tmp_path):
+    """The first copy of a record is the first among the whole files: a copy in a file found truncated (quarantined
+    whole, nothing of it lands) does not count, so the record lands from its replay in a whole file, once."""
+    ctx, raw, *_ = landed
+    day = "2026-01-02"
+    bronze = ctx.lake.read("bronze/usage_events").where(F.col("landing_day") == day)
+    first, second = sorted(r.source_file for r in bronze.select("source_file").distinct().collect())[:2]
+    record = bronze.where(F.col("source_file") == first).orderBy("line_no").first()
+    lines = gzip.decompress((raw / first).read_bytes()).splitlines(keepends=True)
+    again = tmp_path / "raw"
+    for name in (first, second):
+        (again / name).parent.mkdir(parents=True, exist_ok=True)
+    # Every line readable, but the gzip trailer is missing: the file is found cut once it is read through.
+    (again / first).write_bytes(gzip.compress(b"".join(lines))[:-8])
+    (again / second).write_bytes(gzip.compress(gzip.decompress((raw / second).read_bytes())
+                                               + lines[record.line_no - 1]))
+    lake = Context(make_settings(tmp_path / "lake"))
+
+    run = ingest_days(lake, again, [day])
+
+    by_file = {f.source_file: f for f in run.files}
+    assert by_file[first].status == "truncated_gzip" and by_file[first].accepted == 0
+    assert by_file[second].duplicates == 0
+    assert by_file[second].accepted + by_file[second].quarantined == by_file[second].lines_in
+    landed_copies = lake.lake.read("bronze/usage_events").where(
+        (F.col("dt") == record.dt) & (F.col("record_id") == record.record_id)).collect()
+    assert [(r.source_file, r.line_no) for r in landed_copies] == [(second, by_file[second].lines_in)]
+
+
 def test_a_day_of_only_broken_files_is_quarantined_and_reconciled(spark, tmp_path):
     raw = tmp_path / "raw"
     day = raw / "usage" / "dt=2026-02-01" / "hour=00"

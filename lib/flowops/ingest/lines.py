@@ -272,7 +272,7 @@ def read_landed(spark: SparkSession, files: list[LandedFile], parse: Parse | Non
         summary: what `parse.finish(source_file)`, called once a file is read through, adds to its status row
             (Spark DDL), e.g. counts the parse kept while it read.
         sink: in each reading task, takes every batch (lines and status rows) before Spark does, e.g. to write
-            some of its rows to files; Spark gets the batch without the sink's `drops` columns.
+            some of its rows to files; Spark gets what it returns, without the sink's `drops` columns.
 
     Returns:
         `source_file, line_no, <columns>, file_status, file_lines, file_detail, <summary>` (less the sink's

@@ -3,9 +3,10 @@
 The parse runs in Python on Arrow batches; handing its widest rows to Spark only for Spark to cache them and write
 them back out as Parquet cost more than the parse itself (BENCHMARKS.md, "Bronze written by the parsing tasks").
 So each reading task writes its accepted records straight to Parquet files in the layout of bronze and of the
-cells table, one file per table and day it has records of, and passes Spark only the narrow columns the rest of the
-ingest needs (dedupe keys and positions, the rejected lines). The step then commits the files as they are, after
-Spark tasks remove what the dedupe drops (`drop_task`).
+cells table, one file per table and day it has records of, and passes Spark only the rejected lines and the files'
+status rows, without the columns those never need. The dedupe reads the records' keys and positions back from the
+cells' files (Spark's Parquet reader costs far less per row than rows handed over from Python). The step then
+commits the files as they are, after Spark tasks remove what the dedupe drops (`drop_task`).
 
 A file is written under a hidden name and renamed when its task has read all its landed files, so only finished
 files are ever found; a task run again (a retry, or a lost cache block recomputed) writes the same rows to the
@@ -49,7 +50,8 @@ class StagedTable:
 @dataclass(frozen=True)
 class RecordFiles:
     """Writes the accepted records (a `line_no` and no `reason`) of every batch to each of `tables`, under
-    `<folder>/<partition>=<value>/part-<task>.zstd.parquet`; passes Spark the batch without the `drops` columns.
+    `<folder>/<partition>=<value>/part-<task>.zstd.parquet`; passes Spark the rest of the batch (rejected lines,
+    status rows) without the `drops` columns.
 
     Args:
         tables: the tables to stage the records for.
@@ -89,7 +91,7 @@ class _TaskFiles:
                 for value in values:
                     self._add((number, value), records.filter(pc.equal(day, value)) if len(values) > 1 else records)
         kept = [name for name in batch.schema.names if name not in self.sink.drops]
-        return batch.select(kept)
+        return batch.filter(pc.invert(accepted)).select(kept)
 
     def _records(self, rows: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
         constants = dict(self.sink.constants)

@@ -2,11 +2,12 @@
 
 Usage days (`ingest_days`: one landing day, or every landed day of a month, as one batch):
 1. every landed file is read once (`ingest.lines`) and every line parsed and judged (`ingest.xdr`); the task
-   that parses a line writes it, when accepted, to bronze's files in a scratch folder of the lake
-   (`ingest.staging`), and hands Spark only the narrow columns of the passes below; Spark caches those, and every
-   pass reads the cache, never the files again;
-2. one pass counts lines per file, reason and day, and checks that every readable line reached Spark;
-3. replays within the delivery and records bronze already holds are found on narrow keys (`ingest.dedupe`);
+   that parses a line writes it, when accepted, to bronze's and the cells' files in a scratch folder of the lake
+   (`ingest.staging`), and hands Spark only the rejected lines and each file's status row, which Spark caches;
+   no landed file is read again;
+2. one pass reads the files' status rows: lines per file, reasons and days, and whether every file reported;
+3. replays within the delivery and records bronze already holds are found on narrow keys (`ingest.dedupe`),
+   read from the cells' staged files;
 4. each distinct msisdn is pseudonymised, each distinct host-side key and user agent identified;
 5. commits, each one atomic, in this order: bronze/usage_events (append the staged files, less the records the
    dedupe dropped),
@@ -210,10 +211,10 @@ class _UsageBatch:
             rules = ParseRules(settings.pipeline.late_arrival_days, settings.pipeline.idle_hours,
                                settings.pipeline.timezone)
             parser = RecordParser(rules, self.reference.apps, pseudonymiser.shared)
-            # The reading tasks write the accepted records as bronze's files and give Spark only narrow columns.
+            # The reading tasks write the accepted records as bronze's and the cells' files; Spark gets only the
+            # rejected lines and each file's status row, and the dedupe reads the keys from the files (`_accepted`).
             sink = _staged_records(stack.enter_context(self.lake.scratch("ingest")), self.run.run_id)
-            parsed = (self._cache(read_landed(self.spark, files, parser, RECORD_COLUMNS, RECORD_SUMMARY, sink))
-                      .withColumn("record_id", F.col("record_id").cast("string")))
+            parsed = self._cache(read_landed(self.spark, files, parser, RECORD_COLUMNS, RECORD_SUMMARY, sink))
             with run.step("read and parse") as step:
                 tally = Tally.of(parsed)
                 for name in unexpected:
@@ -224,10 +225,7 @@ class _UsageBatch:
                 step["lines"] = sum(tally.lines.values())
                 step["rejected"] = sum(tally.reasons.values())
             tally.check_files(files)
-            lines = parsed.where(F.col("line_no").isNotNull())
-            if tally.bad_files:
-                lines = lines.where(~F.col("source_file").isin(tally.bad_files))
-            accepted = lines.where(F.col("reason").isNull())
+            accepted = self._accepted(sink.tables[1], tally.bad_files)
             # Bronze's lock is held from the dedupe's read of it to the commit: of two ingests of the same day, the
             # second waits, then finds every record already there.
             with self.lake.locked(USAGE_EVENTS.name):
@@ -268,6 +266,19 @@ class _UsageBatch:
                 df.unpersist()
             pseudonymiser.close()
             stack.close()
+
+    def _accepted(self, cells: StagedTable, bad_files: list[str]) -> DataFrame:
+        """`dt, record_id, source_file, line_no` of each accepted line of the batch's whole files, read from the cells'
+        staged files, which the reading tasks wrote every accepted line to. Read before anything drops rows from them:
+        whatever is computed from it is materialised before the cells are committed (`_write_cells`)."""
+        schema = T.StructType([T.StructField("dt", T.StringType()), T.StructField("record_id", T.StringType()),
+                               *POSITION_FIELDS])
+        staged = Staged.found(cells.folder)
+        if not staged.files:
+            return self.spark.createDataFrame([], schema)
+        keys = (self.spark.read.schema(schema).option("basePath", cells.folder)
+                .parquet(*(f"{cells.folder}/{rel}" for rel in staged.files)))
+        return keys.where(~F.col("source_file").isin(bad_files)) if bad_files else keys
 
     def _drop_replays(self, accepted: DataFrame) -> tuple[DataFrame, Counter, DataFrame]:
         """The first copy of each record, the later copies per file, and their positions."""
@@ -447,9 +458,9 @@ class _UsageBatch:
         return _meta(self.run, self.reference.key)
 
 
-# What the rest of the ingest reads of a parsed line, besides the reader's status columns; the reading tasks write the
-# other columns only to bronze's files.
-NARROW = ("source_file", "line_no", "value", "reason", "landing_day", "dt", "record_id")
+# What the rest of the ingest reads of a rejected line, besides the reader's status columns; the reading tasks write
+# accepted lines only to the staged files.
+NARROW = ("source_file", "line_no", "value", "reason", "landing_day")
 
 
 POSITION_FIELDS = (T.StructField("source_file", T.StringType()), T.StructField("line_no", T.LongType()))
