@@ -122,7 +122,12 @@ class Sampler(threading.Thread):
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
                     continue
-                kind = "jvm" if "java" in cmd.split(" ")[0] else "worker" if "pyspark.daemon" in cmd else "driver"
+                if cmd.strip():
+                    kind = "jvm" if "java" in cmd.split(" ")[0] else "worker" if "pyspark.daemon" in cmd else "driver"
+                elif pid in self.cpu:
+                    kind = self.cpu[pid][0]  # exited, not yet reaped: no command line any more, the same process
+                else:
+                    continue
                 self.cpu[pid] = (kind, (int(stat[11]) + int(stat[12])) / hz)
                 self.peak[kind] = max(self.peak[kind], int(stat[21]) * page / 1e6)
             time.sleep(0.5)

@@ -19,3 +19,28 @@ def test_the_report_replaces_only_what_is_between_the_markers_and_each_heading_g
 def test_benchmarks_md_has_the_markers():
     text = REPORT.read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1 and text.index(BEGIN) < text.index(END)
+
+
+def test_a_process_that_exited_keeps_its_kind_in_the_cpu_sampled():
+    """An exited process not yet reaped has no command line: its last sample, which holds all its CPU, must count
+    under what it was (here a worker), not under the driver."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.benchmarks.run import Sampler
+
+    # The parent starts a "worker" that burns CPU and exits, and does not reap it for a while.
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 0.8: pass', 'pyspark.daemon'])\n"
+        "time.sleep(2.5)\n")])
+    sampler = Sampler(parent.pid)
+    sampler.start()
+    parent.wait()
+    time.sleep(0.6)
+    sampler.done = True
+    sampler.join()
+    cpu = sampler.cpu_by_kind()
+    assert cpu.get("worker", 0) >= 0.7 and cpu.get("driver", 0) < 0.5, cpu
