@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--variant", action="append", default=[], help="NAME=JVM options (space-separated)")
     args = parser.parse_args()
+    if any("=" not in v for v in args.variant):
+        parser.error("a --variant is NAME=OPTIONS (OPTIONS may be empty, or 'flowops')")
     variants = dict(v.split("=", 1) for v in args.variant) or {"flowops": "flowops", "default": ""}
     for round_ in range(1, args.runs + 1):
         for name, options in variants.items():
@@ -45,16 +47,18 @@ def _run(raw: Path, month: str, options: str) -> dict:
     """One cold ingest in a child process; the seconds it took, its steps' seconds and its JVM's CPU by thread."""
     with tempfile.TemporaryDirectory(prefix="flowops-cold-") as scratch:
         out = Path(scratch) / "result.json"
+        log = Path(scratch) / "stderr.txt"
         child = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.cold", "--child", str(raw), month,
                                   options, str(Path(scratch) / "lake"), str(out)],
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
+                                 stderr=log.open("w"), start_new_session=True)
         seen: dict[str, tuple[str, float]] = {}
         while child.poll() is None:
             for jvm in _jvms(child.pid):
                 seen.update(_threads(jvm))
             time.sleep(0.5)
         if child.returncode:
-            raise SystemExit(f"the ingest failed ({child.returncode})")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise SystemExit(f"the ingest failed ({child.returncode}):\n{tail}")
         result = json.loads(out.read_text())
     groups: collections.Counter = collections.Counter()
     for name, cpu in seen.values():

@@ -30,12 +30,14 @@ def test_a_process_that_exited_keeps_its_kind_in_the_cpu_sampled():
 
     from tests.benchmarks.run import Sampler
 
-    # The parent starts a "worker" that burns CPU and exits, and does not reap it for a while.
+    # The parent starts a "worker" that burns CPU and exits, waits for its exit without reaping it (WNOWAIT), and
+    # leaves it unreaped for more than two samples.
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
-        "while time.process_time() - t < 0.8: pass', 'pyspark.daemon'])\n"
-        "time.sleep(2.5)\n")])
+        "import os, subprocess, sys, time\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time\\nt = time.process_time()\\n"
+        "while time.process_time() - t < 1.2: pass', 'pyspark.daemon'])\n"
+        "os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOWAIT)\n"
+        "time.sleep(1.2)\n")])
     sampler = Sampler(parent.pid)
     sampler.start()
     parent.wait()
@@ -43,4 +45,4 @@ def test_a_process_that_exited_keeps_its_kind_in_the_cpu_sampled():
     sampler.done = True
     sampler.join()
     cpu = sampler.cpu_by_kind()
-    assert cpu.get("worker", 0) >= 0.7 and cpu.get("driver", 0) < 0.5, cpu
+    assert cpu.get("worker", 0) >= 1.1 and cpu.get("driver", 0) < 0.5, cpu

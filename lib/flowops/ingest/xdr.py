@@ -58,9 +58,9 @@ US_PER_DAY = 86_400_000_000
 EPOCH = dt.date(1970, 1, 1)
 
 # The typed columns a parse adds to each line (Spark DDL); see `parse_lines`.
-# record_id is bytes here: the run caches the parse, and Spark's cache keeps a clone of every new largest string
-# per column for its statistics, i.e. of every record id when they ascend (as probes number them). Cast it to
-# string when reading the cache.
+# record_id is bytes here (the staged files keep it as text): Spark's cache keeps a clone of every new largest string
+# per column for its statistics, i.e. of every record id when they ascend (as probes number them), should a
+# caller hand the accepted records to Spark and cache them.
 PARSED_COLUMNS = (
     "value binary, reason string, landing_day string, dt string, record_id binary, msisdn string, tac string, "
     "start_time timestamp, end_time timestamp, duration_ms long, is_idle boolean, rat string, apn string, "
