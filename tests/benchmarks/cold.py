@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TICK = os.sysconf("SC_CLK_TCK")
+from tests.benchmarks.run import cpu_seconds
 
 
 def main() -> None:
@@ -95,8 +95,7 @@ def _threads(pid: int) -> dict[str, tuple[str, float]]:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[f"{pid}/{tid}"] = (stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / TICK)
+        out[f"{pid}/{tid}"] = (stat[stat.index("(") + 1:stat.rindex(")")], cpu_seconds(stat))
     return out
 
 

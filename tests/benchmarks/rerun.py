@@ -64,8 +64,9 @@ def main() -> None:
 
 def _cpu(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    from tests.benchmarks.run import cpu_seconds
+
+    return cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
 
 
 if __name__ == "__main__":

@@ -103,6 +103,12 @@ def main() -> int:
 
 
 # --------------------------------------------------------------------------- children and sampling
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds in the text of a `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) file."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Sampler(threading.Thread):
     """Samples the process tree under `pid` every half second: CPU seconds and peak RSS by kind (the JVM, the
     Python driver, the largest Python worker)."""
@@ -114,11 +120,11 @@ class Sampler(threading.Thread):
         self.peak = {"jvm": 0.0, "driver": 0.0, "worker": 0.0}
 
     def run(self) -> None:
-        hz, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        page = os.sysconf("SC_PAGE_SIZE")
         while not self.done:
             for pid in _tree(self.pid):
                 try:
-                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    stat = Path(f"/proc/{pid}/stat").read_text()
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
                     continue
@@ -128,8 +134,8 @@ class Sampler(threading.Thread):
                     kind = self.cpu[pid][0]  # exited, not yet reaped: no command line any more, the same process
                 else:
                     continue
-                self.cpu[pid] = (kind, (int(stat[11]) + int(stat[12])) / hz)
-                self.peak[kind] = max(self.peak[kind], int(stat[21]) * page / 1e6)
+                self.cpu[pid] = (kind, cpu_seconds(stat))
+                self.peak[kind] = max(self.peak[kind], int(stat.rsplit(")", 1)[1].split()[21]) * page / 1e6)
             time.sleep(0.5)
 
     def cpu_by_kind(self) -> dict[str, float]:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 def main() -> None:
     from flowops import spark as session
+    from tests.benchmarks.run import cpu_seconds
     from tests.conftest import make_settings
 
     if sys.argv[1:] == ["off"]:
@@ -30,9 +30,9 @@ def main() -> None:
         spark.read.parquet(f"{folder}/t").count()
     done = time.perf_counter()
     jvm = spark.sparkContext._jvm.ProcessHandle.current().pid()
-    ticks = sum(int(v) for v in Path(f"/proc/{jvm}/stat").read_text().split()[13:15])
     print(json.dumps({"archive": sys.argv[1:] != ["off"], "start_s": round(up - started, 2),
-                      "first_queries_s": round(done - up, 2), "jvm_cpu_s": ticks / os.sysconf("SC_CLK_TCK")}))
+                      "first_queries_s": round(done - up, 2),
+                      "jvm_cpu_s": cpu_seconds(Path(f"/proc/{jvm}/stat").read_text())}))
 
 
 if __name__ == "__main__":
