@@ -1,4 +1,5 @@
-"""The JVM class-data archive: used only when it was made for this Java and these Spark jars, and mapped when used."""
+"""The embedded JVM: its class-data archive (used only when made for this Java and these Spark jars, and mapped when
+used), its JIT options, and the session settings that spare py4j round trips."""
 
 from __future__ import annotations
 
@@ -83,3 +84,16 @@ def test_the_embedded_jvm_compiles_with_the_shallower_inlining(spark):
     for option in session.JIT_OPTIONS:
         name, value = option.removeprefix("-XX:").split("=")
         assert hotspot.getVMOption(name).getValue() == value, option
+
+
+def test_dataframe_calls_skip_the_call_site_capture_and_errors_still_name_the_column(spark):
+    """PySpark's capture of each DataFrame call's Python call site (py4j round trips per call) is off in the
+    session, and an analysis error still says what it could not resolve."""
+    from pyspark.errors import AnalysisException
+    from pyspark.errors.utils import is_debugging_enabled
+    from pyspark.sql import functions as F
+
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
+    assert not is_debugging_enabled()
+    with pytest.raises(AnalysisException, match="no_such_column"):
+        spark.range(1).select(F.col("no_such_column") + 1).collect()
