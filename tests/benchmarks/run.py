@@ -55,14 +55,22 @@ def main() -> int:
     parser.add_argument("--only-rerun", action="store_true",
                         help="run each ladder step's second ingest where OUT/results.json has none")
     parser.add_argument("--only-against", action="store_true",
-                        help="re-run only the comparison with --against, keeping the rest of OUT/results.json")
+                        help="re-run only the comparison with --against, keeping the rest of OUT/results.json (without "
+                             "one, print the comparison alone)")
     args = parser.parse_args()
     out = Path(args.out)
     os.environ.setdefault("FLOWOPS_PII_KEY", "bench-key")
     if args.only_against:
-        results = json.loads((out / "results.json").read_text())
         shutil.rmtree(out / "against", ignore_errors=True)
-        results["against"] = bench_against(out / "against", args.against, args.against_size)
+        against = bench_against(out / "against", args.against, args.against_size)
+        if not (out / "results.json").exists():
+            # No earlier run to complete (a fresh machine): the comparison alone, printed and kept in OUT/against.md.
+            text = "\n".join(against_lines(against))
+            (out / "against.md").write_text(text)
+            print(text)
+            return 0
+        results = json.loads((out / "results.json").read_text())
+        results["against"] = against
         (out / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, out)
         return 0
@@ -460,6 +468,38 @@ def embed(text: str, document: str) -> str:
     return f"{head}{BEGIN}\n{lowered}\n{END}{tail}"
 
 
+def against_lines(against: dict) -> list[str]:
+    """The report's comparison of the same month through flowops at `against['revision']` and now."""
+    before, now = against["before"], against["now"]["ingest"]
+    cores = now["cores"]
+    return [
+        f"## Against flowops {against['revision']} (before the speed work), same month, same run",
+        "",
+        f"{against['subscribers']:,} subscribers, {now['xdr_lines']:,} xDR lines, the whole `flowops ingest --month` "
+        "(usage days, then the CRM, billing and order files):",
+        "",
+        "| flowops | seconds | rows/s per core | ratio |",
+        "|---|---|---|---|",
+        f"| {against['revision']} | {before['seconds']:.1f} | {before['lines'] / before['seconds'] / cores:,.0f} | 1x |",
+        f"| this commit | {now['seconds']:.1f} | {now['lines'] / now['seconds'] / cores:,.0f} | "
+        f"{before['seconds'] / now['seconds']:.1f}x faster |",
+        f"| DuckDB baseline (usage only, with the handsets) | {against['now']['duckdb']['seconds']:.1f} | | flowops "
+        f"usage ingest is {now['usage_seconds'] / against['now']['duckdb']['seconds']:.2f}x its time |",
+        f"| DuckDB baseline (usage only, no handsets) | {against['now']['duckdb_no_handsets']['seconds']:.1f} | | "
+        f"{now['usage_seconds'] / against['now']['duckdb_no_handsets']['seconds']:.2f}x |",
+        "",
+        "Where the usage ingest's time went, before and now (each step's seconds as the run logged them):",
+        "",
+        "| before: step | seconds | now: step | seconds |",
+        "|---|---|---|---|",
+        *[f"| {b[0] if b else ''} | {f'{b[1]:.1f}' if b else ''} | {n[0] if n else ''} | {f'{n[1]:.1f}' if n else ''} |"
+          for b, n in zip_longest(before.get("steps", {}).items(), now["steps"].items())],
+        f"| **total** | **{sum(before.get('steps', {}).values()):.1f}** | **total** | "
+        f"**{sum(now['steps'].values()):.1f}** |",
+        "",
+    ]
+
+
 def report(r: dict) -> str:
     ladder = r["ladder"]
     cores = ladder[0]["ingest"]["cores"]
@@ -479,8 +519,6 @@ def report(r: dict) -> str:
         ("flowops ingest", lambda s: s["ingest"]["usage_seconds"]), ("DuckDB baseline", lambda s: s["duckdb"]["seconds"]),
         ("gzip floor", lambda s: s["floor"]["seconds"]), ("tags", lambda s: s["tags"]["tags_seconds"]),
         ("segment", lambda s: s["tags"]["segment_seconds"]))} if len(ladder) > 1 else {}
-    against = r["against"]
-    before, now = against["before"], against["now"]["ingest"]
     big = ladder[-1]
     lines = [
         "# Benchmarks",
@@ -516,30 +554,7 @@ def report(r: dict) -> str:
         *[f"| {name} | {value:.2f} |" for name, value in fit.items()],
         "",
         *rerun_lines(ladder),
-        f"## Against flowops {against['revision']} (before the speed work), same month, same run",
-        "",
-        f"{against['subscribers']:,} subscribers, {now['xdr_lines']:,} xDR lines, the whole `flowops ingest --month` "
-        "(usage days, then the CRM, billing and order files):",
-        "",
-        "| flowops | seconds | rows/s per core | ratio |",
-        "|---|---|---|---|",
-        f"| {against['revision']} | {before['seconds']:.1f} | {before['lines'] / before['seconds'] / cores:,.0f} | 1x |",
-        f"| this commit | {now['seconds']:.1f} | {now['lines'] / now['seconds'] / cores:,.0f} | "
-        f"{before['seconds'] / now['seconds']:.1f}x faster |",
-        f"| DuckDB baseline (usage only, with the handsets) | {against['now']['duckdb']['seconds']:.1f} | | flowops "
-        f"usage ingest is {now['usage_seconds'] / against['now']['duckdb']['seconds']:.2f}x its time |",
-        f"| DuckDB baseline (usage only, no handsets) | {against['now']['duckdb_no_handsets']['seconds']:.1f} | | "
-        f"{now['usage_seconds'] / against['now']['duckdb_no_handsets']['seconds']:.2f}x |",
-        "",
-        "Where the usage ingest's time went, before and now (each step's seconds as the run logged them):",
-        "",
-        "| before: step | seconds | now: step | seconds |",
-        "|---|---|---|---|",
-        *[f"| {b[0] if b else ''} | {f'{b[1]:.1f}' if b else ''} | {n[0] if n else ''} | {f'{n[1]:.1f}' if n else ''} |"
-          for b, n in zip_longest(before.get("steps", {}).items(), now["steps"].items())],
-        f"| **total** | **{sum(before.get('steps', {}).values()):.1f}** | **total** | "
-        f"**{sum(now['steps'].values()):.1f}** |",
-        "",
+        *against_lines(r["against"]),
         *profile_lines(big),
         *density_lines(r["density"]),
         *identify_lines(r["identify"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.benchmarks.run import BEGIN, END, REPORT, embed
+from tests.benchmarks.run import BEGIN, END, REPORT, against_lines, embed
 
 
 def test_the_report_replaces_only_what_is_between_the_markers_and_each_heading_goes_one_level_down():
@@ -14,6 +14,22 @@ def test_the_report_replaces_only_what_is_between_the_markers_and_each_heading_g
     assert out == (f"# Benchmarks\n\nkept analysis\n\n## Latest run\n\n{BEGIN}\n## Benchmarks\n\nnew figures\n\n"
                    f"### The ladder\n\n| a |\n{END}\n\nkept footer\n")
     assert embed(report, out) == out   # a second run replaces the first
+
+
+def test_the_comparison_with_an_older_revision_gives_its_ratios_from_the_same_runs_seconds():
+    """What `--only-against` prints on a machine with no earlier run: each ratio from the seconds it compares."""
+    now = {"seconds": 50.0, "lines": 3_000_000, "xdr_lines": 2_950_000, "usage_seconds": 45.0, "cores": 2,
+           "steps": {"read and parse": 15.0, "rollup silver": 30.0}}
+    against = {"revision": "abc1234", "subscribers": 4000,
+               "before": {"seconds": 200.0, "lines": 3_000_000, "steps": {"parse": 120.0}},
+               "now": {"ingest": now, "duckdb": {"seconds": 30.0}, "duckdb_no_handsets": {"seconds": 15.0}}}
+
+    text = "\n".join(against_lines(against))
+
+    assert "| abc1234 | 200.0 | 7,500 | 1x |" in text
+    assert "| this commit | 50.0 | 30,000 | 4.0x faster |" in text
+    assert "usage ingest is 1.50x its time" in text and "| 3.00x |" in text
+    assert "| parse | 120.0 | read and parse | 15.0 |" in text and "|  |  | rollup silver | 30.0 |" in text
 
 
 def test_benchmarks_md_has_the_markers():
