@@ -64,8 +64,7 @@ class SparkDeltaEngine:
               partitions: Partitions | None, metadata: Mapping[str, str], lock: TableLock,
               staged: Staged | None = None) -> int:
         if staged is not None and staged.files:
-            files = self.spark.read.schema(spec.schema).option("basePath", staged.folder).parquet(
-                *(f"{staged.folder}/{rel}" for rel in staged.files)).select(*spec.schema.fieldNames())
+            files = staged.read(self.spark, spec.schema).select(*spec.schema.fieldNames())
             df = files if df is None else df.unionByName(files)
         if df is None:
             df = self.spark.createDataFrame([], spec.schema)

@@ -18,12 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flowops.errors import LakeError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,14 @@ class Staged:
     def found(cls, folder: str) -> Staged:
         """Every finished Parquet file under `folder`."""
         return cls(folder, tuple(finished_files(pafs.LocalFileSystem(), folder)))
+
+    def read(self, spark: SparkSession, schema: StructType) -> DataFrame:
+        """The files as one Spark frame of `schema`, the partition columns taken from the folders with their declared
+        types (a `dt` string stays a string); an empty frame when there are no files."""
+        if not self.files:
+            return spark.createDataFrame([], schema)
+        return (spark.read.schema(schema).option("basePath", self.folder)
+                .parquet(*(f"{self.folder}/{rel}" for rel in self.files)))
 
     def check(self, schema: pa.Schema, table: str) -> None:
         """Refuse files whose columns are not `schema`'s (the table's, less its partition columns)."""

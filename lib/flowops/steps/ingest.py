@@ -273,11 +273,7 @@ class _UsageBatch:
         whatever is computed from it is materialised before the cells are committed (`_write_cells`)."""
         schema = T.StructType([T.StructField("dt", T.StringType()), T.StructField("record_id", T.StringType()),
                                *POSITION_FIELDS])
-        staged = Staged.found(cells.folder)
-        if not staged.files:
-            return self.spark.createDataFrame([], schema)
-        keys = (self.spark.read.schema(schema).option("basePath", cells.folder)
-                .parquet(*(f"{cells.folder}/{rel}" for rel in staged.files)))
+        keys = Staged.found(cells.folder).read(self.spark, schema)
         return keys.where(~F.col("source_file").isin(bad_files)) if bad_files else keys
 
     def _drop_replays(self, accepted: DataFrame) -> tuple[DataFrame, Counter, DataFrame]:
@@ -322,9 +318,8 @@ class _UsageBatch:
                 self.run.wrote(spec.name, self.lake.write(None, spec, mode="append", metadata=self._meta(),
                                                           staged=Staged(table.folder, tuple(rel for rel, _ in kept))))
             return rows
-        frame = (self.spark.read.schema(T.StructType([*spec.schema.fields, *[f for f in POSITION_FIELDS
-                                                                             if f.name not in spec.schema.names]]))
-                 .option("basePath", table.folder).parquet(*(f"{table.folder}/{rel}" for rel in staged.files)))
+        frame = staged.read(self.spark, T.StructType([*spec.schema.fields, *[f for f in POSITION_FIELDS
+                                                                           if f.name not in spec.schema.names]]))
         for positions in drops:
             frame = frame.join(positions, on=dedupe.POSITION, how="left_anti")
         if bad_files:
