@@ -111,9 +111,15 @@ def main() -> int:
 
 
 # --------------------------------------------------------------------------- children and sampling
+def stat_fields(stat: str) -> list[str]:
+    """The fields of a `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) text after the process's name, which
+    may hold spaces: [0] the state, [1] the parent's pid, [11] and [12] user and system ticks, [21] resident pages."""
+    return stat.rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(stat: str) -> float:
     """User + system CPU seconds in the text of a `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) file."""
-    fields = stat.rsplit(")", 1)[1].split()
+    fields = stat_fields(stat)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -143,7 +149,7 @@ class Sampler(threading.Thread):
                 else:
                     continue
                 self.cpu[pid] = (kind, cpu_seconds(stat))
-                self.peak[kind] = max(self.peak[kind], int(stat.rsplit(")", 1)[1].split()[21]) * page / 1e6)
+                self.peak[kind] = max(self.peak[kind], int(stat_fields(stat)[21]) * page / 1e6)
             time.sleep(0.5)
 
     def cpu_by_kind(self) -> dict[str, float]:
@@ -158,7 +164,7 @@ def _tree(root: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                ppid = int(stat_fields(Path(f"/proc/{entry}/stat").read_text())[1])
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
