@@ -1,9 +1,9 @@
 """device-detector's handset answer, without walking its whole brand list per agent.
 
 device-detector finds a handset's brand by trying the brand expressions of its mobiles file one after another until
-one matches (a first match wins), and then the brand's model expressions the same way. An agent of a brand far down
-the list costs about a thousand searches, and each expression is compiled (by `regex`, in Python) the first time it is
-tried: reading its first thousand agents, a process spends about 3.5 of 6 seconds in that loop.
+one matches (a first match wins), then the brand's model expressions, and the OS's, the same way. An agent of a brand
+far down the list costs about a thousand searches, and each expression is compiled (by `regex`, in Python) the first
+time it is tried: reading its first thousand agents, a process spends about 3.5 of 6 seconds in the brand loop.
 
 `DeviceDetector` here is device-detector's own class with one change: before the loops, RE2 sets (one pass over the
 agent for hundreds of expressions, compiled in C++) say which expressions can match it, and the loops try only those,
@@ -24,9 +24,11 @@ from typing import Any
 import re2
 from device_detector import DeviceDetector as _DeviceDetector
 from device_detector.parser.device.device import Device as _Device
+from device_detector.parser.operating_system import OS as _OS
 
 # Printable ASCII only: where RE2 and `regex` agree on classes, case folding, `.` and `$`.
 _PLAIN = re.compile(r"[ -~]*")
+_LOOKAROUND = re.compile(r"\(\?<?[=!]")
 # Expressions per RE2 set. A set's automaton is built as agents need its states; small sets build theirs fastest (of
 # 16 to 4,096 expressions a set, 32 read the 4k month's agents fastest) and stay far within the memory each may use
 # (RE2 logs an error if one does not).
@@ -40,9 +42,9 @@ class Candidates:
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.entries = entries
-        probe = re2.Options()
-        probe.case_sensitive = False
-        probe.log_errors = False
+        quiet = re2.Options()
+        quiet.log_errors = False
+        probe = re2.Set.SearchSet(quiet)   # parses each expression (cheaply), only to learn whether RE2 reads it
         options = re2.Options()
         options.case_sensitive = False
         options.max_mem = _MEMORY
@@ -50,7 +52,7 @@ class Candidates:
         for index, entry in enumerate(entries):
             pattern = without_lookarounds(object.__getattribute__(entry["regex"], "pattern"))   # (not compiling it)
             try:
-                re2.compile(pattern, probe)
+                probe.Add(pattern)
             except re2.error:
                 self.always.append(index)
             else:
@@ -77,6 +79,8 @@ class Candidates:
 def without_lookarounds(pattern: str) -> str:
     """`pattern` less its look-ahead and look-behind groups, which RE2 cannot read: it matches wherever `pattern`
     does (a look-around only ever narrows a match), and more."""
+    if not _LOOKAROUND.search(pattern):
+        return pattern
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
@@ -147,8 +151,18 @@ class Device(_Device):
         super().extract_model()
 
 
+class OS(_OS):
+    """device-detector's OS parser, trying only the expressions that can match. (Named as device-detector's.)"""
+
+    __slots__ = ()
+
+    @property
+    def regex_list(self) -> list[dict[str, Any]]:
+        return _candidates(super().regex_list).of(self.user_agent)
+
+
 class DeviceDetector(_DeviceDetector):
-    """device-detector's `DeviceDetector`, its mobile parser trying only what can match (see the module)."""
+    """device-detector's `DeviceDetector`, its mobile and OS parsers trying only what can match (see the module)."""
 
     __slots__ = ()
     DEVICE_PARSERS = tuple(Device if parser is _Device else parser for parser in _DeviceDetector.DEVICE_PARSERS)
@@ -156,3 +170,11 @@ class DeviceDetector(_DeviceDetector):
     def __new__(cls, *args: Any, **kwargs: Any) -> DeviceDetector:
         # device-detector's constructor answers from a cache of its own (stock) instances unless told otherwise.
         return object.__new__(cls)
+
+    def parse_os(self) -> None:
+        """device-detector's `parse_os`, with the OS parser above."""
+        if not self.os:
+            found = OS(self.user_agent, self.client_hints).parse()
+            if found:
+                self.os = found
+                self.all_details["os"] = found.ua_data
