@@ -78,15 +78,50 @@ def test_only_expressions_that_can_match_are_tried_and_in_device_detectors_order
     assert found.of(odd) == entries
 
 
-@pytest.mark.parametrize(("pattern", "wider"), [
-    (r"Nokia(?!Browser|Webview|; GT-I8750)|Lumia", r"Nokia|Lumia"),
-    (r"(?<!(?:Redmi|Tegra) )NOTE 7", r"NOTE 7"),
-    (r"a(?=b\)c)[(?!x]\(?!y(?P<n>z)(?<m>w)", r"a[(?!x]\(?!y(?P<n>z)(?<m>w)"),
-    (r"[]()](?<=[)])q", r"[]()]q"),
+@pytest.mark.parametrize(("pattern", "rewritten"), [
+    (r"Nokia(?!Browser|Webview|; GT-I8750)|Lumia", r"Nokia(?:)|Lumia"),
+    (r"(?<!(?:Redmi|Tegra) )NOTE 7", r"(?:)NOTE 7"),
+    (r"a(?=b\)c)[(?!x]\(?!y(?P<n>z)(?<m>w)", r"a(?:)[(?!x]\(?!y(?P<n>z)(?<m>w)"),
+    (r"[]()](?<=[)])q", r"[]()](?:)q"),
+    (r"ab(?!c){2}", r"ab(?:){2}"),
 ])
-def test_look_arounds_are_removed_and_only_they(pattern, wider):
-    assert without_lookarounds(pattern) == wider
-    texts = ["Nokia", "NokiaBrowser", "Lumia", "Redmi NOTE 7", "NOTE 7", "ab)c(?!yzw", "a(?!yzw", ")q", "]q"]
-    for text in texts:   # wherever the expression matches, the wider one does
-        if regex.search(pattern, text):
-            assert regex.search(wider, text), (pattern, text)
+def test_look_arounds_and_only_they_become_empty_groups(pattern, rewritten):
+    assert without_lookarounds(pattern) == rewritten
+
+
+@pytest.mark.parametrize(("pattern", "flags", "text"), [
+    (r"Nokia(?!Browser)", regex.IGNORECASE, "nokia 6"),
+    (r"(?<!Redmi )Note 7", regex.IGNORECASE, "Galaxy Note 7"),
+    (r"ab(?!c){2}", regex.IGNORECASE, "ab"),                # a quantified look-around
+    (r"ab(?=c){2,}", regex.IGNORECASE, "abc"),
+    (r"a(?=b\)c)b\)c[(?!x]", regex.IGNORECASE, "ab)c!"),
+    (r"(?=[[:alpha:])(])x", regex.IGNORECASE, "x"),        # RE2 would read these more narrowly than `regex`
+    (r"a{,2}b", regex.IGNORECASE, "aab"),
+    ("\u0130", regex.IGNORECASE, "i"),
+    (r"a b", regex.IGNORECASE | regex.VERBOSE, "ab"),       # a flag RE2 is not given
+    (r"NOTE", 0, "NOTE"),                                    # case-sensitive: the sets' reading is wider
+])
+def test_an_expression_that_matches_is_always_a_candidate(pattern, flags, text):
+    from device_detector.lazy_regex import RegexLazy
+
+    assert regex.search(pattern, text, flags)   # the case is real: device-detector's engine matches
+    entry = {"regex": RegexLazy(pattern, flags)}
+    assert Candidates([entry]).of(text) == [entry]
+
+
+def test_the_parsers_device_detector_runs_are_the_filtering_ones():
+    from device_detector.parser.device.device import Device as StockDevice
+    from device_detector.parser.operating_system import OS as StockOS
+
+    from flowops.ingest import device_index
+
+    assert device_index.Device in DeviceDetector.DEVICE_PARSERS and StockDevice not in DeviceDetector.DEVICE_PARSERS
+    agent = "Mozilla/5.0 (Linux; Android 13; 22081212C Build/TKQ1.220829.002) AppleWebKit/537.36 Mobile Safari/537.36"
+    for ours, stock in ((device_index.Device, StockDevice), (device_index.OS, StockOS)):
+        tried, every = len(ours(agent, None).regex_list), len(stock(agent, None).regex_list)
+        assert 0 < tried < every / 10, (ours, tried, every)
+    found = DeviceDetector(agent, skip_bot_detection=True)
+    found.parse_os()
+    found.parse_device()
+    assert type(found.os) is device_index.OS and type(found.device) is device_index.Device
+    assert (found.device_brand(), found.os_name()) == ("Xiaomi", "Android")

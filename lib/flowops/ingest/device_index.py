@@ -10,10 +10,12 @@ agent for hundreds of expressions, compiled in C++) say which expressions can ma
 in device-detector's order, with device-detector's own expressions. The answer is therefore the one device-detector
 gives, as long as an RE2 set never misses an expression that matches, which holds where RE2 and `regex` read an
 expression alike. RE2 has no look-arounds: its sets hold each expression without them (which matches more, never
-less), and an expression RE2 still cannot read would always be tried. Agents that are not printable ASCII (where
-`\\d`, `\\s` and case folding differ between the two) take device-detector's unchanged path. On all 38,121 agents of
-device-detector's own test data the answers are the same (BENCHMARKS.md, "Ninth sitting"); tests/unit/
-test_device_index.py compares the two on the labelled agents, a sample of those and of the generator's agents.
+less). An expression RE2 cannot read, or reads more narrowly (see `_NARROWER`), is always tried. Agents that are not
+printable ASCII (where `\\d`, `\\s` and case folding differ between the two) take device-detector's unchanged path.
+On all 38,121 agents of device-detector's own test data the answers are the same (`python -m
+tests.validation.device_index`, BENCHMARKS.md "Ninth sitting"); tests/unit/test_device_index.py compares the two on
+the labelled agents and samples of those and of the generator's agents. Run the validation when device-detector's pin
+is raised.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import re
 from typing import Any
 
 import re2
+import regex
 from device_detector import DeviceDetector as _DeviceDetector
 from device_detector.parser.device.device import Device as _Device
 from device_detector.parser.operating_system import OS as _OS
 
-# Printable ASCII only: where RE2 and `regex` agree on classes, case folding, `.` and `$`.
+# Agents of printable ASCII only: where RE2 and `regex` agree on classes, case folding, `.` and `$`.
 _PLAIN = re.compile(r"[ -~]*")
 _LOOKAROUND = re.compile(r"\(\?<?[=!]")
+# Expressions RE2 reads, but more narrowly than `regex` does: `{,n}` (to RE2 literal text), POSIX classes
+# (`[[:alpha:]]`, which the look-around scan below does not follow) and letters outside ASCII (whose case folding
+# differs). None is in device-detector's data today; one that appears is always tried, as are expressions with flags
+# other than IGNORECASE.
+_NARROWER = re.compile(r"\{,|\[:|[^\x00-\x7f]")
 # Expressions per RE2 set. A set's automaton is built as agents need its states; small sets build theirs fastest (of
 # 16 to 4,096 expressions a set, 32 read the 4k month's agents fastest) and stay far within the memory each may use
 # (RE2 logs an error if one does not).
@@ -50,7 +58,12 @@ class Candidates:
         options.max_mem = _MEMORY
         readable, self.always = [], []
         for index, entry in enumerate(entries):
-            pattern = without_lookarounds(object.__getattribute__(entry["regex"], "pattern"))   # (not compiling it)
+            lazy = entry["regex"]   # device-detector's lazy expression: its attributes read without compiling it
+            pattern, flags = object.__getattribute__(lazy, "pattern"), object.__getattribute__(lazy, "flags")
+            if flags & ~regex.IGNORECASE or _NARROWER.search(pattern):
+                self.always.append(index)
+                continue
+            pattern = without_lookarounds(pattern)
             try:
                 probe.Add(pattern)
             except re2.error:
@@ -77,13 +90,15 @@ class Candidates:
 
 
 def without_lookarounds(pattern: str) -> str:
-    """`pattern` less its look-ahead and look-behind groups, which RE2 cannot read: it matches wherever `pattern`
-    does (a look-around only ever narrows a match), and more."""
+    """`pattern` with each look-ahead and look-behind group, which RE2 cannot read, replaced by an empty group
+    (which a quantifier after it then repeats, as it repeated the look-around): it matches wherever `pattern` does
+    (a look-around only ever narrows a match), and more."""
     if not _LOOKAROUND.search(pattern):
         return pattern
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
+            out.append("(?:)")
             i = _group_end(pattern, i)
             continue
         end = _token_end(pattern, i)
