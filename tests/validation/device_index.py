@@ -26,9 +26,9 @@ def main() -> int:
         timings[name] = time.perf_counter() - start
     differ = [(agent, stock, ours) for agent, stock, ours
               in zip(agents, answers["device-detector"], answers["flowops"], strict=True) if stock != ours]
-    stock, ours = timings["device-detector"], timings["flowops"]
-    print(f"{len(agents):,} agents, {len(differ)} answered differently; device-detector {stock:.1f} s, flowops "
-          f"{ours:.1f} s ({stock / ours:.1f}x)")
+    slow, fast = timings["device-detector"], timings["flowops"]
+    print(f"{len(agents):,} agents, {len(differ)} answered differently; device-detector {slow:.1f} s, flowops "
+          f"{fast:.1f} s ({slow / fast:.1f}x)")
     for agent, stock, ours in differ[:20]:
         print(f"  {agent!r}: device-detector {stock}, flowops {ours}")
     return 1 if differ else 0

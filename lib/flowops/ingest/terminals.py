@@ -7,11 +7,10 @@ the OS from `ua-parser` (smart or not from the OS), and ua-parser's brand when M
 answer records its source: `tac`, `user_agent` or `unknown`.
 
 device-detector tries hundreds of regular expressions per agent, so it runs here with RE2 sets choosing which of
-them can match (`device_index`: the same answers, 9x faster), it is asked once per model code (an agent's code
-in a fixed agent: the hundreds of app-specific agents of one handset cost one lookup), and only for agents without a
-code is the whole agent parsed. The
-ingest keeps what it read (silver/user_agents, with `resolver_name`), so an agent is read once, not every day
-it is seen.
+them can match (`device_index`: the same answers, 9x faster), it is asked once per model code (an agent's code in a
+fixed agent: the hundreds of app-specific agents of one handset cost one lookup), and only for agents without a code
+is the whole agent parsed. The ingest keeps what it read (silver/user_agents, with `resolver_name`), so an agent is
+read once, not every day it is seen.
 """
 
 from __future__ import annotations
