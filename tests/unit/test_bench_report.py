@@ -62,3 +62,28 @@ def test_a_process_that_exited_keeps_its_kind_in_the_cpu_sampled():
     sampler.join()
     cpu = sampler.cpu_by_kind()
     assert cpu.get("worker", 0) >= 1.1 and cpu.get("driver", 0) < 0.5, cpu
+
+
+def test_spark_work_is_counted_in_the_run_it_started_in_and_the_rest_between_runs():
+    from tests.benchmarks.steps import BETWEEN, per_step, report
+
+    runs = [("target", 1_000, 2.0), ("tags", 5_000, 1.0), ("target", 10_000, 1.0)]   # ms, seconds
+    events = [
+        {"Event": "org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionStart", "executionId": 1, "time": 1_100},
+        {"Event": "SparkListenerJobStart", "Submission Time": 1_200},
+        {"Event": "SparkListenerStageCompleted", "Stage Info": {"Submission Time": 1_200}},
+        {"Event": "SparkListenerTaskEnd", "Task Info": {"Launch Time": 1_300},
+         "Task Metrics": {"Executor Run Time": 400, "Executor CPU Time": 100_000_000}},
+        {"Event": "org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionEnd", "executionId": 1, "time": 3_500},
+        {"Event": "SparkListenerJobStart", "Submission Time": 4_000},                    # between the runs
+        {"Event": "SparkListenerJobStart", "Submission Time": 5_900},                    # tags
+        {"Event": "SparkListenerTaskEnd", "Task Info": {"Launch Time": 10_500}, "Task Metrics": {}},   # 2nd target
+    ]
+
+    work = per_step(events, runs)
+
+    target, tags, between = work["target"], work["tags"], work[BETWEEN]
+    assert (target.runs, target.seconds, target.queries, target.query_s) == (2, 3.0, 1, [2.4])
+    assert (target.jobs, target.stages, target.tasks, target.task_run_s, target.task_cpu_s) == (1, 1, 2, 0.4, 0.1)
+    assert (tags.runs, tags.jobs, tags.tasks) == (1, 1, 0) and (between.runs, between.jobs) == (0, 1)
+    assert report(work, 12.0).splitlines()[2].startswith("| target | 2 | 3.0 | 1 | 2.40 | 1 | 1 | 2 | 0.4 | 0.1 |")
