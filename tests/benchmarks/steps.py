@@ -98,8 +98,11 @@ def report(work: dict[str, StepWork], wall_s: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=150)
-    parser.add_argument("--out", type=Path, default=None, help="demo folder (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="an empty folder for the demo and its event log "
+                        "(default: a temporary one)")
     args = parser.parse_args()
+    if args.out and args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"{args.out} is not empty: the demo's landing files, lake and event log go there")
     with tempfile.TemporaryDirectory(prefix="flowops-steps-") as scratch:
         out = (args.out or Path(scratch)).resolve()
         print(report(*profile(out, args.subscribers)))
