@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import zip_longest
 from pathlib import Path
 
@@ -326,20 +326,26 @@ def _table_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*.parquet")) if path.exists() else 0
 
 
+def spark_events(folder: Path) -> Iterator[dict]:
+    """The events of the Spark event logs under `folder`: a rolling log's `events_*` files, in order, or a log of
+    one file (not the rolling log's status file, nor the checksums beside it)."""
+    logs = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(("appstatus_", "."))]
+    for log in sorted(logs) if folder.exists() else []:
+        for line in log.read_text().splitlines():
+            yield json.loads(line)
+
+
 def spark_jobs(events: Path, top: int = 8) -> list[dict]:
     """The slowest Spark jobs of the ingest, from its event log: where the time went, by call site."""
-    logs = sorted(events.rglob("events_*")) if events.exists() else []
     jobs: dict[int, dict] = {}
-    for log in logs:
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            kind = event["Event"]
-            if kind == "SparkListenerJobStart":
-                props = event.get("Properties", {})
-                jobs[event["Job ID"]] = {"start": event["Submission Time"], "site": props.get("callSite.short", ""),
-                                         "tasks": sum(s["Number of Tasks"] for s in event["Stage Infos"])}
-            elif kind == "SparkListenerJobEnd" and event["Job ID"] in jobs:
-                jobs[event["Job ID"]]["seconds"] = (event["Completion Time"] - jobs[event["Job ID"]]["start"]) / 1000
+    for event in spark_events(events):
+        kind = event["Event"]
+        if kind == "SparkListenerJobStart":
+            props = event.get("Properties", {})
+            jobs[event["Job ID"]] = {"start": event["Submission Time"], "site": props.get("callSite.short", ""),
+                                     "tasks": sum(s["Number of Tasks"] for s in event["Stage Infos"])}
+        elif kind == "SparkListenerJobEnd" and event["Job ID"] in jobs:
+            jobs[event["Job ID"]]["seconds"] = (event["Completion Time"] - jobs[event["Job ID"]]["start"]) / 1000
     done = [j for j in jobs.values() if "seconds" in j]
     return sorted(({"site": j["site"], "tasks": j["tasks"], "seconds": j["seconds"]} for j in done),
                   key=lambda j: -j["seconds"])[:top] + [{"site": "(all jobs)", "tasks": len(done),

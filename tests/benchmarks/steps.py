@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import datetime as dt
-import json
 import os
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 BETWEEN = "(between runs)"
@@ -86,10 +84,8 @@ def report(work: dict[str, StepWork], wall_s: float) -> str:
         seconds = f"{w.seconds:.1f}" if w.runs else "-"
         rows.append(f"| {name} | {w.runs} | {seconds} | {w.queries} | {median:.2f} | {w.jobs} | {w.stages} | "
                     f"{w.tasks} | {w.task_run_s:.1f} | {w.task_cpu_s:.1f} |")
-    total = StepWork()
-    for w in work.values():
-        for name in ("runs", "seconds", "queries", "jobs", "stages", "tasks", "task_run_s", "task_cpu_s"):
-            setattr(total, name, getattr(total, name) + getattr(w, name))
+    total = StepWork(**{f.name: sum(getattr(w, f.name) for w in work.values())
+                        for f in fields(StepWork) if f.name != "query_s"})
     rows.append(f"| all (demo {wall_s:.1f} s) | {total.runs} | {total.seconds:.1f} | {total.queries} | | {total.jobs} "
                 f"| {total.stages} | {total.tasks} | {total.task_run_s:.1f} | {total.task_cpu_s:.1f} |")
     return "\n".join([head, *rows])
@@ -115,6 +111,7 @@ def profile(out: Path, subscribers: int) -> tuple[dict[str, StepWork], float]:
     from flowops.config import load_settings
     from flowops.context import Context
     from flowops.demo import run_demo
+    from tests.benchmarks.run import spark_events
     from tests.conftest import CONF
 
     events = out / "events"
@@ -131,13 +128,8 @@ def profile(out: Path, subscribers: int) -> tuple[dict[str, StepWork], float]:
     ctx.spark.stop()   # flushes the event log
     runs = DeltaTable(str(out / "lakehouse" / "ops" / "runs")).to_pyarrow_table(
         columns=["job", "started_at", "seconds"]).to_pylist()
-    windows = [(r["job"], _epoch_ms(r["started_at"]), r["seconds"]) for r in runs]
-    lines = (json.loads(line) for log in sorted(events.iterdir()) for line in log.read_text().splitlines())
-    return per_step(lines, windows), wall
-
-
-def _epoch_ms(when: dt.datetime) -> float:
-    return when.timestamp() * 1000
+    windows = [(r["job"], r["started_at"].timestamp() * 1000, r["seconds"]) for r in runs]
+    return per_step(spark_events(events), windows), wall
 
 
 if __name__ == "__main__":

@@ -87,3 +87,23 @@ def test_spark_work_is_counted_in_the_run_it_started_in_and_the_rest_between_run
     assert (target.jobs, target.stages, target.tasks, target.task_run_s, target.task_cpu_s) == (1, 1, 2, 0.4, 0.1)
     assert (tags.runs, tags.jobs, tags.tasks) == (1, 1, 0) and (between.runs, between.jobs) == (0, 1)
     assert report(work, 12.0).splitlines()[2].startswith("| target | 2 | 3.0 | 1 | 2.40 | 1 | 1 | 2 | 0.4 | 0.1 |")
+
+
+def test_spark_events_reads_a_rolling_log_and_a_single_file_log_and_skips_status_and_checksum_files(tmp_path):
+    import json
+
+    from tests.benchmarks.run import spark_events
+
+    rolling = tmp_path / "rolling" / "eventlog_v2_local-1"
+    rolling.mkdir(parents=True)
+    (rolling / "events_1_local-1").write_text(json.dumps({"Event": "a"}) + "\n" + json.dumps({"Event": "b"}) + "\n")
+    (rolling / "events_2_local-1").write_text(json.dumps({"Event": "c"}) + "\n")
+    (rolling / "appstatus_local-1").write_text("")
+    (rolling / ".appstatus_local-1.crc").write_bytes(b"crc\x00\x01")
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "local-2").write_text(json.dumps({"Event": "d"}) + "\n")
+
+    assert [e["Event"] for e in spark_events(tmp_path / "rolling")] == ["a", "b", "c"]
+    assert [e["Event"] for e in spark_events(single)] == ["d"]
+    assert list(spark_events(tmp_path / "missing")) == []
