@@ -108,6 +108,7 @@ def profile(out: Path, subscribers: int) -> tuple[dict[str, StepWork], float]:
     """Run the demo under `out` with the event log on; its Spark work per step and its wall seconds."""
     from deltalake import DeltaTable
 
+    from flowops.cli import build_parser
     from flowops.config import load_settings
     from flowops.context import Context
     from flowops.demo import run_demo
@@ -123,7 +124,8 @@ def profile(out: Path, subscribers: int) -> tuple[dict[str, StepWork], float]:
     os.environ.pop(settings.pii.key_env, None)   # as `make demo` runs: the labelled demo key
     ctx = Context(settings, app_name="flowops-demo", demo=True)
     started = time.perf_counter()
-    run_demo(ctx, out=out, subscribers=subscribers, month="2026-03", seed=7, bad_rate=0.01)
+    demo = build_parser().parse_args(["demo", "--out", str(out), "--subscribers", str(subscribers)])  # its defaults
+    run_demo(ctx, out=out, subscribers=subscribers, month=demo.month, seed=demo.seed, bad_rate=demo.bad_rate)
     wall = time.perf_counter() - started
     ctx.spark.stop()   # flushes the event log
     runs = DeltaTable(str(out / "lakehouse" / "ops" / "runs")).to_pyarrow_table(
