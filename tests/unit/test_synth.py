@@ -425,8 +425,19 @@ def test_handset_changes_show_in_the_records(out: Path, parsed: dict) -> None:
 
 def test_propensities_cover_every_subscriber(out: Path) -> None:
     rows = read_csv(out / "_truth" / "propensities.csv")
-    assert len(rows) == SUBS * 5 * 7
-    assert all(0.0 <= float(r["p_accept"]) <= 1.0 for r in rows)
+    assert list(rows[0]) == ["msisdn", "offer_type", "kind", "fits", "p_organic", "p_unsubscribe", "channel",
+                             "effect"]
+    assert len(rows) == SUBS * 7 * 5
+    assert len({(r["msisdn"], r["offer_type"], r["channel"]) for r in rows}) == len(rows)
+    assert {r["kind"] for r in rows} == {"persuadable", "sure_thing", "lost_cause", "do_not_disturb"}
+    assert {r["fits"] for r in rows} == {"0", "1"}
+    assert all(0.0 <= float(r["p_organic"]) <= 1.0 and 0.0 <= float(r["p_unsubscribe"]) <= 1.0 for r in rows)
+    # A contact can put off at most what the subscriber would have ordered anyway.
+    assert all(-float(r["p_organic"]) <= float(r["effect"]) <= 1.0 for r in rows)
+    # Kind, fit and the per-offer chances are the subscriber's for that offer, whatever the channel.
+    per_offer = {(r["msisdn"], r["offer_type"], r["kind"], r["fits"], r["p_organic"], r["p_unsubscribe"])
+                 for r in rows}
+    assert len(per_offer) == SUBS * 7
     prefs = read_csv(out / "_truth" / "channel_preference.csv")
     assert len(prefs) == SUBS
     assert {p["preferred_channel"] for p in prefs} <= {"", "sms", "app", "web", "outbound",

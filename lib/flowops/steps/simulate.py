@@ -3,7 +3,8 @@ demo and tests only. No production command calls it.
 
 It reads what `flowops target` exported for month M's wave W (LAKE/exports) and the month's control group
 (gold/scenario_targets, with restricted/subscriber_keys for their numbers), answers from the generator's planted
-propensities (RAW/_truth/propensities.csv, see `synth.response`) and lands the answers like the real systems do:
+potential outcomes (RAW/_truth/propensities.csv: per subscriber and offer an organic ordering chance and the effect
+of a delivered contact per channel, see `synth.response`) and lands the answers like the real systems do:
 receipts in RAW/feedback/month=M+1/<channel>.csv and orders appended to RAW/orders/month=M+1/orders.csv (order
 ids `SIM<M>W<W>-`). Deterministic by seed; simulating a wave again replaces that wave's receipts and orders. The
 planted effect per scenario goes to RAW/_truth/simulated/month=M/wave=W/planted_effects.csv, with a
@@ -62,7 +63,11 @@ def run_simulate(ctx: Context, raw: str | Path, month: str, wave: int = 1, seed:
     contacted, held_out = _read_campaign(ctx, month, wave, conf)
     log.warning("simulate %s wave %d: SIMULATED receipts and orders (demo and tests only) into %s", month, wave, root)
     rng = np.random.default_rng([seed, *map(int, month.split("-")), wave])
-    answers = respond(contacted, held_out, Propensities.from_frame(pd.read_csv(propensity_file, dtype=str)), rng)
+    try:
+        propensities = Propensities.from_frame(pd.read_csv(propensity_file, dtype=str))
+    except ValueError as exc:
+        raise FlowopsError(f"{propensity_file}: {exc}") from exc
+    answers = respond(contacted, held_out, propensities, rng)
 
     prefix = f"SIM{month.replace('-', '')}W{wave}-"
     types = {p.id: p.type for p in conf.catalogue.products}

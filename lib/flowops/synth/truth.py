@@ -13,27 +13,69 @@ from flowops.synth import archetypes as A
 from flowops.synth.catalog import CATEGORIES, load_devices
 from flowops.synth.monthly import iso
 from flowops.synth.planning import CONTACT_CHANNELS, MonthPlan, Planner
-from flowops.synth.population import Population
+from flowops.synth.population import IDENTITIES, Population
 
 OFFER_TYPES = ("data_plan", "booster", "idle_pack", "plan_upgrade", "app", "terminal", "retention")
 USAGE_COLUMNS = ("month", "msisdn", "bytes", "idle_bytes", "records", "active_days") + tuple(
     f"bytes_{c}" for c in CATEGORIES + ("unknown",))
 
-# Log-odds added per home archetype and offer type: people take what fits their situation.
+# Potential outcomes per subscriber x offer type (see write_propensities). Kinds, in the order of their codes:
+KINDS = ("persuadable", "sure_thing", "lost_cause", "do_not_disturb")
+PERSUADABLE, SURE_THING, LOST_CAUSE, DO_NOT_DISTURB = range(len(KINDS))
+# Offers people buy for themselves in the app once they see the need (young digital subscribers self-serve them).
+SELF_SERVE = ("data_plan", "booster", "idle_pack", "plan_upgrade", "app")
+
+# Fit: how well an offer type suits the subscriber's situation, as added scores (0 = no reason to want it).
 _FIT = {
-    A.ZERO_SMART: {"app": 1.0, "data_plan": 0.3}, A.ZERO_FEATURE: {"terminal": 1.2},
+    A.ZERO_SMART: {"app": 1.0, "data_plan": 0.6}, A.ZERO_FEATURE: {"terminal": 1.2},
     A.NEW: {"data_plan": 0.8, "app": 0.8}, A.LOW_SMART: {"app": 1.0, "data_plan": 0.4},
     A.LOW_FEATURE: {"terminal": 1.3}, A.NO_PLAN: {"data_plan": 1.8},
     A.IDLE_NO_PACK: {"idle_pack": 2.0}, A.OVERFLOW: {"plan_upgrade": 1.6, "booster": 1.2},
     A.FALLING: {"retention": 1.5}, A.COMPLAINER: {"retention": 1.0},
-    A.CHURN_RISK: {"retention": 1.5}, A.STEADY: {"app": 0.2},
+    A.CHURN_RISK: {"retention": 1.5}, A.STEADY: {"app": 0.2, "retention": 0.9},
 }
 _IDENTITY = [  # per identity (population.IDENTITIES order)
     {"app": 0.5, "booster": 0.3}, {"plan_upgrade": 0.2}, {"terminal": 0.2, "app": -0.3},
     {"plan_upgrade": 0.4, "terminal": 0.3}, {"booster": 0.2}, {},
 ]
-_CHANNEL_BASE = {"sms": -0.4, "app": 0.0, "web": -0.5, "outbound": 0.3, "manager": 0.6}
-PREFERRED_BONUS = 1.2
+FIT_FROM, FIT_TO = 0.3, 1.3     # fit score -> fit level 0..1 (linear in between)
+FITS = 0.5                      # fit level from which the offer counts as fitting (`fits` in the truth file)
+NO_FIT_SCALE = 0.1              # organic probability and effects of an offer that does not fit at all
+
+# Kind log-weights: a base, then (who, which offers, kind, added weight) for attributes the tags show.
+_KIND_BASE = (0.3, -0.6, -0.3, -1.4)
+_KIND_RULES = (
+    ("student", "self_serve", SURE_THING, 1.6), ("student", "all", PERSUADABLE, -0.6),
+    ("white_collar", "self_serve", SURE_THING, 1.2),
+    ("farmer", "all", PERSUADABLE, 1.3), ("farmer", "self_serve", SURE_THING, -1.0),
+    ("business_traveller", "all", DO_NOT_DISTURB, 1.6), ("business_traveller", "upgrade", SURE_THING, 0.5),
+    ("individual_merchant", "app", LOST_CAUSE, 1.5), ("individual_merchant", "all", LOST_CAUSE, 0.3),
+    ("other", "all", PERSUADABLE, 0.3),
+    ("age_16_24", "self_serve", SURE_THING, 0.5), ("age_45_plus", "all", PERSUADABLE, 0.6),
+    ("age_55_plus", "app", LOST_CAUSE, 0.8),
+    ("tenure_under_1y", "all", PERSUADABLE, 0.9), ("tenure_8y_plus", "all", DO_NOT_DISTURB, 0.5),
+    ("vip", "all", DO_NOT_DISTURB, 0.7), ("vip", "premium", SURE_THING, 0.5), ("vip", "booster", LOST_CAUSE, 0.6),
+    ("feature_phone", "app", LOST_CAUSE, 1.5), ("feature_phone", "terminal", PERSUADABLE, 0.6),
+    ("smartphone", "self_serve", SURE_THING, 0.3),
+)
+_OFFER_GROUPS = {"all": OFFER_TYPES, "self_serve": SELF_SERVE, "upgrade": ("plan_upgrade", "terminal", "booster"),
+                 "premium": ("plan_upgrade", "terminal", "retention"), "app": ("app",), "booster": ("booster",),
+                 "terminal": ("terminal",)}
+FIT_WEIGHT = {PERSUADABLE: 0.4, SURE_THING: 1.1}    # times the fit level
+NO_FIT_WEIGHT = {LOST_CAUSE: 2.0}                   # times (1 - fit level)
+
+# Per kind, for a fitting offer: organic probability per window, unsubscribe chance, and the effect of one
+# delivered contact per channel (CONTACT_CHANNELS order: sms, app, web, outbound, manager).
+_ORGANIC = (0.005, 0.07, 0.003, 0.03)
+_UNSUBSCRIBE = (0.01, 0.005, 0.03, 0.25)
+_EFFECT = np.array([
+    [0.030, 0.020, 0.012, 0.150, 0.200],
+    [0.002, 0.002, 0.001, 0.004, 0.005],
+    [0.002, 0.001, 0.001, 0.008, 0.010],
+    [-0.012, -0.004, -0.002, -0.020, -0.020],
+])
+PREFERRED_BONUS = 1.6           # a positive effect on the preferred channel (a negative one is halved)
+MANAGER_WITHOUT_VIP = 0.4       # an account manager's call means less to someone who has none
 
 
 def write_csv(df: pd.DataFrame, path: Path, append: bool = False) -> None:
@@ -72,41 +114,100 @@ def write_handsets(path: Path, pop: Population) -> None:
     write_csv(df, path)
 
 
-def write_propensities(truth: Path, planner: Planner, seed: int) -> None:
-    """Planted acceptance probability per subscriber, channel and offer, and channel preference."""
+def fit_levels(planner: Planner) -> np.ndarray:
+    """How well each offer type suits each subscriber, 0 (no reason to want it) to 1: (subscribers, OFFER_TYPES)."""
     pop = planner.pop
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 6]))
-    n, n_ch, n_of = pop.n, len(CONTACT_CHANNELS), len(OFFER_TYPES)
-    logit = np.full((n, n_ch, n_of), -2.0)
-    home = pop.home
+    score = np.zeros((pop.n, len(OFFER_TYPES)))
     for h, fits in _FIT.items():
         for offer, v in fits.items():
-            logit[home == h, :, OFFER_TYPES.index(offer)] += v
+            score[pop.home == h, OFFER_TYPES.index(offer)] += v
+    for offer, v in _FIT[A.NEW].items():    # joiners settle into an ordinary home but start out new
+        score[pop.join_month >= 0, OFFER_TYPES.index(offer)] += v
     for i, fits in enumerate(_IDENTITY):
         for offer, v in fits.items():
-            logit[pop.identity == i, :, OFFER_TYPES.index(offer)] += v
+            score[pop.identity == i, OFFER_TYPES.index(offer)] += v
     vip = planner.vip.astype(float)
     for offer in ("plan_upgrade", "terminal", "retention"):
-        logit[:, :, OFFER_TYPES.index(offer)] += 0.25 * vip[:, None]
-    logit[:, :, OFFER_TYPES.index("booster")] -= 0.2 * vip[:, None]
-    for c, ch in enumerate(CONTACT_CHANNELS):
-        logit[:, c, :] += _CHANNEL_BASE[ch]
-    logit[:, CONTACT_CHANNELS.index("manager"), :] -= np.where(vip > 0, 0.0, 2.5)[:, None]
+        score[:, OFFER_TYPES.index(offer)] += 0.25 * vip
+    score[:, OFFER_TYPES.index("booster")] -= 0.2 * vip
+    return np.clip((score - FIT_FROM) / (FIT_TO - FIT_FROM), 0.0, 1.0)
+
+
+def observable(planner: Planner) -> dict[str, np.ndarray]:
+    """The subscriber attributes the kinds depend on, each something the pipeline's tags show."""
+    pop = planner.pop
+    tenure = planner.bounds[0][0] - pop.activation      # days at the run's start (negative for joiners)
+    who = {name: pop.identity == i for i, name in enumerate(IDENTITIES)}
+    who.update(age_16_24=pop.age_band == 0, age_45_plus=pop.age_band >= 3, age_55_plus=pop.age_band >= 4,
+               tenure_under_1y=tenure < 365, tenure_8y_plus=tenure >= 8 * 365, vip=planner.vip > 0,
+               feature_phone=planner.feature, smartphone=~planner.feature)
+    return who
+
+
+def planted_outcomes(planner: Planner, seed: int) -> pd.DataFrame:
+    """Potential outcomes per subscriber, offer type and contact channel (``propensities.csv``, see the README).
+
+    Each subscriber x offer type gets a kind drawn from log-weights of observable attributes plus noise (a
+    subscriber's temper, shared by their offers, and the draw itself), then the kind's organic probability,
+    unsubscribe chance and per-channel effect of a delivered contact, scaled by how well the offer fits.
+    """
+    pop = planner.pop
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 6]))
+    n, n_of, n_ch, n_k = pop.n, len(OFFER_TYPES), len(CONTACT_CHANNELS), len(KINDS)
+    fit = fit_levels(planner)
+    who = observable(planner)
+    offers = {g: np.isin(np.array(OFFER_TYPES), group) for g, group in _OFFER_GROUPS.items()}
+    w = np.tile(np.array(_KIND_BASE), (n, n_of, 1))
+    for name, group, kind, v in _KIND_RULES:
+        w[:, :, kind] += v * (who[name][:, None] & offers[group][None, :])
+    for kind, v in FIT_WEIGHT.items():
+        w[:, :, kind] += v * fit
+    for kind, v in NO_FIT_WEIGHT.items():
+        w[:, :, kind] += v * (1.0 - fit)
+    w += rng.normal(0.0, 0.5, (n, 1, n_k))
+    kind = np.argmax(w + rng.gumbel(size=w.shape), axis=2)
+
+    scale = NO_FIT_SCALE + (1.0 - NO_FIT_SCALE) * fit
+    p_organic = np.minimum(np.array(_ORGANIC)[kind] * scale * rng.lognormal(0.0, 0.35, (n, n_of)), 0.3)
+    p_unsubscribe = np.minimum(np.array(_UNSUBSCRIBE)[kind] * rng.lognormal(0.0, 0.3, (n, n_of)), 0.6)
+    effect = (_EFFECT[kind] * scale[:, :, None] * rng.lognormal(0.0, 0.3, (n, n_of, 1))
+              * rng.lognormal(0.0, 0.15, (n, n_of, n_ch)))
     pref = planner.pref_channel
-    has = pref >= 0
-    logit[np.flatnonzero(has), pref[has], :] += PREFERRED_BONUS
-    logit += rng.normal(0, 0.5, (n, 1, 1)) + rng.normal(0, 0.25, (n, n_ch, n_of))
-    p = 1.0 / (1.0 + np.exp(-logit))
-    msisdn = pop.msisdn.astype("U11")
+    rows = np.flatnonzero(pref >= 0)
+    on_pref = effect[rows, :, pref[rows]]
+    effect[rows, :, pref[rows]] = np.where(on_pref > 0, PREFERRED_BONUS * on_pref, 0.5 * on_pref)
+    effect[planner.vip == 0, :, CONTACT_CHANNELS.index("manager")] *= MANAGER_WITHOUT_VIP
+    # A contact can put off at most what the subscriber would have ordered anyway.
+    effect = np.maximum(effect, -0.9 * p_organic[:, :, None])
+
+    def each_channel(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values.ravel(), n_ch)
+
+    return pd.DataFrame({
+        "msisdn": np.repeat(pop.msisdn.astype("U11"), n_of * n_ch),
+        "offer_type": np.tile(np.repeat(np.array(OFFER_TYPES), n_ch), n),
+        "kind": each_channel(np.array(KINDS)[kind]),
+        "fits": each_channel((fit >= FITS).astype(np.int8)),
+        "p_organic": each_channel(np.round(p_organic, 6)),
+        "p_unsubscribe": each_channel(np.round(p_unsubscribe, 6)),
+        "channel": np.tile(np.array(CONTACT_CHANNELS), n * n_of),
+        "effect": np.round(effect.ravel(), 6) + 0.0,    # + 0.0: no "-0.000000"
+    })
+
+
+def write_propensities(truth: Path, planner: Planner, seed: int) -> None:
+    """Planted potential outcomes (``propensities.csv``) and channel preference (``channel_preference.csv``)."""
+    frame = planted_outcomes(planner, seed)
+    step = 50_000 * len(OFFER_TYPES) * len(CONTACT_CHANNELS)     # rows of 50,000 subscribers at a time
+    for start in range(0, max(len(frame), 1), step):
+        part = frame.iloc[start:start + step].copy()
+        for column in ("p_organic", "p_unsubscribe", "effect"):
+            part[column] = np.char.mod("%.6f", part[column].to_numpy())
+        write_csv(part, truth / "propensities.csv", append=start > 0)
+    pref = planner.pref_channel
     write_csv(pd.DataFrame({
-        "msisdn": np.repeat(msisdn, n_ch * n_of),
-        "channel": np.tile(np.repeat(np.array(CONTACT_CHANNELS), n_of), n),
-        "offer_type": np.tile(np.array(OFFER_TYPES), n * n_ch),
-        "p_accept": np.char.mod("%.4f", p.ravel()),
-    }), truth / "propensities.csv")
-    write_csv(pd.DataFrame({
-        "msisdn": msisdn,
-        "preferred_channel": np.where(has, np.array(CONTACT_CHANNELS)[np.maximum(pref, 0)], ""),
+        "msisdn": planner.pop.msisdn.astype("U11"),
+        "preferred_channel": np.where(pref >= 0, np.array(CONTACT_CHANNELS)[np.maximum(pref, 0)], ""),
     }), truth / "channel_preference.csv")
 
 
