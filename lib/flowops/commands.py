@@ -384,8 +384,9 @@ def format_evaluation(result: Any, channels: bool = True) -> str:
              f"  {'scenario':<26}{'w':>2} {'channel':<10}{'addr':>6}{'push':>6}{'deliv':>6}{'reach':>6}{'conv':>6}"
              f"{'sat':>5}{'ctrl':>6}{'c.conv':>7}  {'uplift [95% CI]':<24}{'incr':>6}{'ROI':>7}"]
     if any(r["wave"] == 0 for r in result.rows):
-        lines.append("  (wave 0: the whole campaign, everyone wave 1 contacted against the whole control group; a "
-                     "wave-2 row compares wave 1's non-converters with control members who did not convert)")
+        lines.append("  (uplift per contact: the treated arm against the control group, over the share contacted; "
+                     "wave 0: the whole campaign, wave 1's arms converted in any wave; a wave-2 row: its contacts "
+                     "against its own holdout among wave 1's non-converters)")
     for r in result.rows:
         if not channels and r["channel"] != "all":
             continue

@@ -13,7 +13,7 @@ from pathlib import Path
 from flowops.ingest.apps import AppRules
 from flowops.ingest.terminals import HandsetClasses, Terminal, load_reference
 from flowops.products import Catalogue, load_catalogue
-from flowops.scenarios.templates import Channels, Scenario, load_channels, load_scenarios
+from flowops.scenarios.templates import Channels, Scenario, check_policy_tags, load_channels, load_scenarios
 from flowops.segments import Segments, load_segments
 from flowops.tags.definitions import TagLibrary, load_library
 
@@ -34,6 +34,7 @@ class Definitions:
         library = load_library(conf_dir)
         catalogue = load_catalogue(conf_dir)
         channels = load_channels(conf_dir)
+        check_policy_tags(channels, library)
         return cls(apps=AppRules.load(conf_dir), terminals=load_reference(conf_dir),
                    handset_classes=HandsetClasses.load(conf_dir), library=library,
                    segments=load_segments(conf_dir, library), catalogue=catalogue, channels=channels,

@@ -9,9 +9,9 @@ from pyspark.sql import functions as F
 
 from flowops.definitions import Definitions
 from flowops.errors import LakeError
-from flowops.scenarios.policy import Observed, acceptance_rates
+from flowops.scenarios.estimates import estimate
 from flowops.steps.run import run_month
-from flowops.steps.target import run_target
+from flowops.steps.target import read_cells, run_target
 from tests.conftest import CONF
 from tests.validation.recovery import CAMPAIGN_MONTH, DATA_MONTH, prepare, trial
 
@@ -39,9 +39,11 @@ def test_measured_uplift_recovers_the_planted_effects(trials):
     assert len(trials) >= 6 * len(SEEDS), trials   # most scenarios had a control group to compare with
     # The 95% intervals cover what treated minus control is in expectation (about 95%; 80% allows for few seeds).
     assert trials["covers_expected"].mean() >= 0.8, trials
-    # The sign of every clear planted effect comes back.
-    clear = trials[trials["planted_uplift"] > 0.1]
-    assert len(clear) and (clear["uplift"] > 0).mean() >= 0.85, clear
+    # The sign of every clear planted effect comes back, averaged over the seeds (realistic effects are a few
+    # points: one seed's small control group cannot tell them from zero).
+    mean = trials.groupby("scenario").agg(planted=("planted_uplift", "first"), measured=("uplift", "mean"))
+    clear = mean[mean["planted"] > 0.02]
+    assert len(clear) and (clear["measured"] > 0).mean() >= 0.8, mean
     # The scenario planted with no effect: its interval covers zero in (nearly) every seed.
     zero = trials[trials["effect"] == 0]
     assert len(zero) == len(SEEDS) and zero["covers_zero"].sum() >= len(SEEDS) - 1, zero
@@ -74,14 +76,15 @@ def test_run_of_the_campaign_month_evaluates_the_month_before_and_targets_with_w
     lake = ctx.lake
     history = lake.read("ops/contact_history", partitions={"month": [DATA_MONTH]})
     assert history.where(F.col("outcome").isNull()).count() == 0
-    # The acceptance the policy used for the campaign month is the prior updated by the measured conversions.
-    measured = [Observed(r.scenario, r.channel, r.n, r.k) for r in history.groupBy("scenario", "channel").agg(
-        F.count("*").alias("n"), F.sum((F.col("outcome") == "converted").cast("int")).alias("k")).collect()]
+    # The uplift the policy valued the campaign month's contacts by is the channels' priors updated by the
+    # experiments measured in the month before (treated against control, per scenario x channel).
+    cells = read_cells(lake, CAMPAIGN_MONTH)
+    assert cells and {c.channel for c in cells}
     conf = Definitions.load(CONF)
-    learnt = acceptance_rates(conf.scenarios, conf.channels, measured)
-    prior = acceptance_rates(conf.scenarios, conf.channels)
-    used = {(r.scenario, r.channel): r.acceptance for r in lake.read(
-        "gold/scenario_targets", partitions={"month": [CAMPAIGN_MONTH]}).where("channel IS NOT NULL")
-        .select("scenario", "channel", "acceptance").distinct().collect()}
-    assert used and all(rate == pytest.approx(learnt[key]) for key, rate in used.items())
-    assert any(abs(learnt[key] - prior[key]) > 0.01 for key in used)
+    learnt = estimate(cells, [s.id for s in conf.scenarios], conf.channels)
+    prior = estimate([], [s.id for s in conf.scenarios], conf.channels)
+    used = {(r.scenario, r.channel): r.uplift for r in lake.read(
+        "gold/scenario_targets", partitions={"month": [CAMPAIGN_MONTH]}).where("decision = 'targeted'")
+        .select("scenario", "channel", "uplift").distinct().collect()}
+    assert used and all(rate == pytest.approx(learnt.uplift[key].mean) for key, rate in used.items())
+    assert any(abs(learnt.uplift[key].mean - prior.uplift[key].mean) > 0.001 for key in used)

@@ -89,30 +89,58 @@ def test_a_zero_effect_interval_covers_zero_and_no_control_gives_no_interval():
     assert Uplift(400, 40, 100, 5).incremental == pytest.approx(20.0)
 
 
-TARGETS = ("sub_id string, scenario string, wave int, mode string, decision string, reason string, channel string, "
-           "offers array<string>, window_start date, window_end date, contact_date date, incentive_yuan double")
+def test_the_arms_are_compared_whole_so_choosing_whom_to_contact_cannot_bias_the_uplift():
+    # The allocation contacts half the treated arm, chosen by value: those likely to order anyway. Contacts add 2
+    # points. Contacted-versus-control counts the chosen ones' organic ordering as uplift; the whole arms do not.
+    rng = np.random.default_rng(11)
+    n = 200_000
+    organic = rng.uniform(0.0, 0.1, n)
+    control, treated = rng.random(n) < 0.2, None
+    treated = ~control
+    contacted = treated & (organic > np.median(organic))
+    ordered = rng.random(n) < organic + 0.02 * contacted
+    naive = ordered[contacted].mean() - ordered[control].mean()
+    whole = Uplift(int(treated.sum()), int(ordered[treated].sum()), int(control.sum()), int(ordered[control].sum()),
+                   contacted=int(contacted.sum()))
+    assert naive > 0.04                                  # biased by who was chosen
+    assert whole.uplift == pytest.approx(0.02, abs=0.004)
+    low, high = whole.interval()
+    assert low < 0.02 < high and whole.incremental == pytest.approx(whole.uplift * contacted.sum())
+
+
+TARGETS = ("sub_id string, scenario string, wave int, mode string, decision string, reason string, arm string, "
+           "channel string, offers array<string>, window_start date, window_end date, contact_date date")
+HISTORY = ("sub_id string, scenario string, wave int, mode string, channel string, offers array<string>, "
+           "window_start date, window_end date, contact_date date, channel_cost_yuan double, "
+           "incentive_cost_yuan double, incentive_on_order boolean")
 FEEDBACK = ("sub_id string, scenario string, wave int, channel string, delivered boolean, opened boolean, "
             "clicked boolean, replied boolean, satisfaction int")
+COST = {"sms": 0.05, "outbound": 3.0, "crm_popup": 0.5}
 
 
-def funnel(spark, targets, feedback, orders):
+def funnel(spark, targets, feedback, orders, days=None):
+    """evaluate() on hand-built targets; the contacts are the targeted rows (what was exported)."""
     placed = (spark.createDataFrame(orders, "sub_id string, order_id string, product_id string, order_time string, "
                                             "action string, fee_yuan double")
               .withColumn("order_time", F.to_timestamp("order_time")))
-    costs = Costs({"sms": 0.05, "outbound": 3.0}, {"data_no_plan": True}, 0.6)
-    return evaluate(spark.createDataFrame(targets, TARGETS), spark.createDataFrame(feedback, FEEDBACK), placed, costs)
+    targets_df = spark.createDataFrame(targets, TARGETS)
+    contacts = [(t[0], t[1], t[2], t[3], t[7], t[8], t[9], t[10], t[11], COST[t[7]], 5.0, True)
+                for t in targets if t[4] == "targeted"]
+    return evaluate(targets_df, spark.createDataFrame(contacts, HISTORY), spark.createDataFrame(feedback, FEEDBACK),
+                    placed, Costs(0.6, days or {}))
 
 
-def test_the_funnel_counts_each_stage_and_compares_with_the_control_group(spark):
+def test_the_funnel_counts_each_stage_and_compares_the_arms(spark):
     start, end = D(2026, 4, 5), D(2026, 4, 9)
 
-    def row(sub, decision, reason, channel="sms"):
-        return (sub, "data_no_plan", 1, "active", decision, reason, channel, ["DP_20"], start, end, start, 5.0)
+    def row(sub, decision, reason, arm, channel="sms"):
+        return (sub, "data_no_plan", 1, "active", decision, reason, arm, channel, ["DP_20"], start, end, start)
 
-    targets = [row("a", "targeted", "targeted"), row("b", "targeted", "targeted"), row("c", "targeted", "targeted"),
-               row("d", "targeted", "targeted"), row("x", "control", "control"), row("y", "control", "control"),
-               row("e", "suppressed", "cap"),                       # crowded out: still addressable
-               row("f", "suppressed", "opt_out", channel=None)]     # opted out: not addressable
+    targets = [row("a", "targeted", "targeted", "treated"), row("b", "targeted", "targeted", "treated"),
+               row("c", "targeted", "targeted", "treated"), row("d", "targeted", "targeted", "treated"),
+               row("x", "control", "control", "control"), row("y", "control", "control", "control"),
+               row("e", "suppressed", "cap", "treated", channel=None),   # crowded out: in the treated arm
+               row("f", "suppressed", "opt_out", None, channel=None)]   # opted out: in no arm
     feedback = [("a", "data_no_plan", 1, "sms", True, None, True, True, 5),
                 ("b", "data_no_plan", 1, "sms", True, None, False, False, 3),
                 ("c", "data_no_plan", 1, "sms", False, None, None, None, None)]   # d: no receipt at all
@@ -122,73 +150,92 @@ def test_the_funnel_counts_each_stage_and_compares_with_the_control_group(spark)
               ("d", "o6", "DP_20", at(8), "cancel", 0.0),
               ("b", "o2", "DP_20", at(10), "order", 20.0),      # one day after the window
               ("x", "o3", "DP_20", at(7), "order", 20.0),       # a control member orders on their own
+              ("e", "o7", "DP_20", at(7), "order", 20.0),       # so does the crowded-out one
               ("c", "o4", "DP_20", at(7), "cancel", 0.0)]       # a cancellation converts nobody
-    done, rows = funnel(spark, targets, feedback, orders)
+    done, rows, members = funnel(spark, targets, feedback, orders)
     assert {r.sub_id: r.outcome for r in done.collect()} == {"a": "converted", "b": "not_converted",
                                                             "c": "undelivered", "d": "no_receipt"}
     by = {(r["wave"], r["channel"]): r for r in rows}
     sms = by[(1, "sms")]
     assert {k: sms[k] for k in ("addressable", "pushed", "delivered", "reached", "converted", "control",
                                 "control_converted", "satisfaction")} == {
-        "addressable": 7, "pushed": 4, "delivered": 2, "reached": 1, "converted": 1, "control": 2,
+        "addressable": 6, "pushed": 4, "delivered": 2, "reached": 1, "converted": 1, "control": 2,
         "control_converted": 1, "satisfaction": 4.0}
-    assert sms["uplift"] == pytest.approx(0.25 - 0.5)
-    assert sms["uplift_low"] < sms["uplift"] < sms["uplift_high"]
-    assert sms["incremental_orders"] == pytest.approx(-1.0)
     # Four SMS at 0.05, and the 5-yuan credit paid only to the one who ordered.
     assert sms["channel_cost_yuan"] == pytest.approx(0.2) and sms["incentive_cost_yuan"] == pytest.approx(5.0)
     assert sms["revenue_yuan"] == pytest.approx(20.0) and sms["orders"] == 1
-    assert by[(1, "all")]["pushed"] == 4 and (0, "all") not in by    # one wave: no whole-campaign row
+    # The scenario row compares the whole arms: 2 of the 5 in the treated arm (a, e) against 1 of 2, over the 4/5
+    # contacted.
+    whole = by[(1, "all")]
+    assert (whole["addressable"], whole["assigned"], whole["assigned_converted"], whole["pushed"]) == (7, 5, 2, 4)
+    assert whole["uplift"] == pytest.approx((2 / 5 - 1 / 2) / (4 / 5))
+    assert whole["uplift_low"] < whole["uplift"] < whole["uplift_high"]
+    assert (0, "all") not in by    # one wave: no whole-campaign row
+    assert {(m.sub_id, m.arm, m.contacted, m.converted) for m in members.collect()} == {
+        ("a", "treated", True, True), ("b", "treated", True, False), ("c", "treated", True, False),
+        ("d", "treated", True, False), ("e", "treated", False, True), ("x", "control", False, True),
+        ("y", "control", False, False)}
 
 
-def test_a_subscriber_on_two_channels_counts_once_in_the_scenario_row_and_wave_two_adds_the_campaign_row(spark):
-    start, end, later = D(2026, 4, 5), D(2026, 4, 9), D(2026, 4, 20)
-    targets = [("a", "data_no_plan", 1, "active", "targeted", "targeted", "sms", ["DP_20"], start, end, start, 0.0),
-               ("a", "data_no_plan", 1, "passive", "targeted", "targeted", "outbound", ["DP_20"], start, end, start,
-                0.0),
-               ("b", "data_no_plan", 1, "active", "targeted", "targeted", "sms", ["DP_20"], start, end, start, 0.0),
-               ("b", "data_no_plan", 2, "passive", "targeted", "targeted", "outbound", ["DP_20"], D(2026, 4, 10),
-                later, D(2026, 4, 10), 0.0)]
-    orders = [("a", "o1", "DP_20", at(6), "order", 20.0), ("b", "o2", "DP_20", at(15), "order", 20.0)]
-    _, rows = funnel(spark, targets, [], orders)
-    by = {(r["wave"], r["channel"]): r for r in rows}
-    assert by[(1, "all")]["pushed"] == 2 and by[(1, "all")]["converted"] == 1
-    assert by[(1, "sms")]["pushed"] == 2 and by[(1, "outbound")]["pushed"] == 1
-    assert by[(2, "all")]["converted"] == 1
-    assert by[(0, "all")]["pushed"] == 2 and by[(0, "all")]["converted"] == 2
-    assert by[(1, "all")]["uplift"] is None     # no control group: no uplift, no interval
-
-
-def test_each_scenario_measures_its_arms_on_their_own_and_wave_zero_counts_the_whole_campaign(spark):
+def test_wave_two_is_measured_against_its_own_holdout_and_wave_zero_against_the_control_group(spark):
     w1, w2 = (D(2026, 4, 5), D(2026, 4, 9)), (D(2026, 4, 10), D(2026, 4, 20))
 
-    def row(sub, scenario, wave, decision, channel, offers=("DP_20",), incentive=0.0):
+    def row(sub, wave, decision, arm, channel="sms", mode="active"):
         start, end = w1 if wave == 1 else w2
-        return (sub, scenario, wave, "active", decision, decision if decision != "suppressed" else "cap", channel,
-                list(offers), start, end, start, incentive)
+        reason = {"targeted": "targeted", "control": arm, "suppressed": "cap"}[decision]
+        return (sub, "data_no_plan", wave, mode, decision, reason, arm, channel, ["DP_20"], start, end, start)
 
-    targets = [row("a", "data_no_plan", 1, "control", "sms"),          # held out of data_no_plan ...
-               row("a", "new_subscriber", 1, "targeted", "outbound"),  # ... and contacted by another scenario
-               row("b", "data_no_plan", 1, "targeted", "sms"),
-               row("b", "data_no_plan", 2, "suppressed", "sms"),       # crowded out of wave 2
-               row("c", "data_no_plan", 1, "targeted", "sms"), row("c", "data_no_plan", 2, "targeted", "sms"),
-               row("g", "handset_changer_lift", 1, "targeted", "sms", incentive=0.0)]
-    orders = [("a", "o1", "DP_20", at(6), "order", 20.0),     # last touch: new_subscriber's outbound call
-              ("b", "o2", "DP_20", at(15), "order", 20.0),    # in wave 2's window, without a wave-2 contact
-              ("c", "o3", "DP_20", at(16), "order", 20.0)]
-    placed = (spark.createDataFrame(orders, "sub_id string, order_id string, product_id string, order_time string, "
-                                            "action string, fee_yuan double")
+    targets = [row("a", 1, "targeted", "treated"), row("a", 1, "targeted", "treated", "crm_popup", "passive"),
+               row("b", 1, "targeted", "treated"), row("c", 1, "targeted", "treated"),
+               row("h", 1, "targeted", "treated"),
+               row("x", 1, "control", "control"),
+               row("b", 2, "targeted", "treated"), row("c", 2, "targeted", "treated"),
+               row("h", 2, "control", "holdout"), row("x", 2, "control", "control")]
+    orders = [("a", "o1", "DP_20", at(6), "order", 20.0), ("b", "o2", "DP_20", at(15), "order", 20.0),
+              ("h", "o3", "DP_20", at(16), "order", 20.0), ("x", "o4", "DP_20", at(18), "order", 20.0)]
+    _, rows, _ = funnel(spark, targets, [], orders)
+    by = {(r["wave"], r["channel"]): r for r in rows}
+    # A subscriber on two channels counts once in the scenario's row.
+    assert by[(1, "all")]["pushed"] == 4 and by[(1, "sms")]["pushed"] == 4 and by[(1, "crm_popup")]["pushed"] == 1
+    # Wave 2: b and c contacted against the holdout h (x, wave 1's control group, is not its comparison).
+    second = by[(2, "all")]
+    assert (second["assigned"], second["assigned_converted"], second["control"], second["control_converted"]) == (
+        2, 1, 1, 1)
+    # The whole campaign: wave 1's treated arm (a, b, c, h: three ordered in some wave) against x, who ordered too.
+    whole = by[(0, "all")]
+    assert (whole["assigned"], whole["assigned_converted"], whole["pushed"], whole["control"],
+            whole["control_converted"]) == (4, 3, 4, 1, 1)
+
+
+def test_a_same_day_tie_goes_to_the_contact_the_subscriber_acted_on_not_the_alphabet(spark):
+    day = D(2026, 4, 1)
+    contacts = [("a", "new_subscriber", 1, "active", "sms", ["DP_20"], day, D(2026, 4, 5), day, 0.05, 0.0, False),
+                ("a", "new_subscriber", 1, "passive", "crm_popup", ["DP_20"], day, D(2026, 4, 5), day, 0.5, 0.0,
+                 False)]
+    placed = (spark.createDataFrame([("a", "o1", "DP_20", at(3))], ORDERS)
               .withColumn("order_time", F.to_timestamp("order_time")))
-    costs = Costs({"sms": 0.05, "outbound": 3.0}, {"data_no_plan": True}, 0.6, {"handset_changer_lift": 1.0})
-    done, rows = evaluate(spark.createDataFrame(targets, TARGETS), spark.createDataFrame([], FEEDBACK), placed, costs)
-    by = {(r["scenario"], r["wave"], r["channel"]): r for r in rows}
-    # Per channel, last touch: the order is the outbound call's, so data_no_plan's control member did not convert.
-    assert by[("data_no_plan", 1, "sms")]["control_converted"] == 0
-    assert by[("new_subscriber", 1, "outbound")]["converted"] == 1
-    # Per scenario, each arm on its own: the control member did order data_no_plan's offer in its window.
-    assert by[("data_no_plan", 1, "all")]["control_converted"] == 1
-    # The whole campaign: b (no wave-2 contact) and c both ordered before the last window closed.
-    whole = by[("data_no_plan", 0, "all")]
-    assert (whole["pushed"], whole["converted"], whole["control"], whole["control_converted"]) == (2, 2, 1, 1)
-    # A gift's cost is what it costs the operator, for everyone contacted, converted or not.
-    assert by[("handset_changer_lift", 1, "sms")]["incentive_cost_yuan"] == pytest.approx(1.0)
+    sent = spark.createDataFrame(contacts, HISTORY)
+
+    def owner(engaged: dict[str, bool]):
+        receipts = spark.createDataFrame([(ch, flag, True) for ch, flag in engaged.items()],
+                                         "channel string, engaged boolean, delivered boolean")
+        out = attribute(placed, sent.join(receipts, "channel", "left"), spark.createDataFrame([], CONTROL))
+        return out.collect()[0].channel
+
+    assert owner({"sms": True, "crm_popup": False}) == "sms"          # clicked the SMS link
+    assert owner({"sms": False, "crm_popup": True}) == "crm_popup"    # clicked the pop-up
+    assert owner({"sms": False, "crm_popup": False}) == "sms"         # neither: the pushed (active) contact
+
+
+def test_attribution_days_shorten_the_window_an_order_counts_in(spark):
+    start, end = D(2026, 4, 5), D(2026, 4, 20)
+    targets = [("a", "data_no_plan", 1, "active", "targeted", "targeted", "treated", "sms", ["DP_20"], start, end,
+                start),
+               ("b", "data_no_plan", 1, "active", "targeted", "targeted", "treated", "sms", ["DP_20"], start, end,
+                start)]
+    orders = [("a", "o1", "DP_20", at(7), "order", 20.0),     # the contact day + 2: inside 3 days
+              ("b", "o2", "DP_20", at(8), "order", 20.0)]     # the contact day + 3: outside
+    done, _, _ = funnel(spark, targets, [], orders, days={"data_no_plan": 3})
+    assert {r.sub_id: r.outcome for r in done.collect()} == {"a": "converted", "b": "no_receipt"}
+    done, _, _ = funnel(spark, targets, [], orders)
+    assert {r.sub_id: r.outcome for r in done.collect()} == {"a": "converted", "b": "converted"}

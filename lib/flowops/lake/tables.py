@@ -233,38 +233,62 @@ SCENARIO_TARGETS = TableSpec(
     name="gold/scenario_targets",
     schema=table_fields(
         ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("stage", STRING), ("wave", T.IntegerType()),
-        ("mode", STRING), ("decision", STRING), ("reason", STRING), ("control", T.BooleanType()),
-        ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("saving_yuan", DOUBLE),
-        ("incentive", STRING), ("incentive_yuan", DOUBLE), ("channel", STRING), ("window_start", T.DateType()),
-        ("window_end", T.DateType()), ("contact_date", T.DateType()), ("acceptance", DOUBLE),
-        ("expected_value", DOUBLE), ("cost_yuan", DOUBLE),
-        ("message", STRING), ("sms_segments", T.IntegerType()),
+        ("mode", STRING), ("decision", STRING), ("reason", STRING), ("arm", STRING), ("explore", T.BooleanType()),
+        ("control", T.BooleanType()), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("family", STRING),
+        ("saving_yuan", DOUBLE), ("incentive", STRING), ("incentive_yuan", DOUBLE), ("incentive_cost", DOUBLE),
+        ("incentive_on_order", T.BooleanType()), ("channel", STRING), ("window_start", T.DateType()),
+        ("window_end", T.DateType()), ("contact_date", T.DateType()), ("organic", DOUBLE), ("uplift", DOUBLE),
+        ("expected_value", DOUBLE), ("cost_yuan", DOUBLE), ("scorer", STRING), ("message", STRING),
+        ("sms_segments", T.IntegerType()),
     ),
     partition_by=("month",),
-    description="subscriber x scenario x wave of a month: every candidate a scenario's target rule found, with its "
-                "offer, channel, window, message and decision (targeted, control, or suppressed with the reason). "
-                "The month is the data month the tags come from; the contact windows fall in the month after.",
+    version=2,
+    description="subscriber x scenario x wave x mode of a month: every candidate a scenario's target rule found, "
+                "with its offer, decision (targeted, control, or suppressed with the reason), its arm of the "
+                "experiment (treated, control, holdout: drawn once, stored), channel, day, window, message, and the "
+                "estimates it was valued by (organic conversion, uplift, expected incremental value, expected "
+                "cost). The month is the data month the tags come from; the contact windows fall in the month after.",
 )
 
 CONTACT_HISTORY = TableSpec(
     name="ops/contact_history",
     schema=table_fields(
         ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("wave", T.IntegerType()), ("mode", STRING),
-        ("channel", STRING), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("window_start", T.DateType()),
-        ("window_end", T.DateType()), ("contact_date", T.DateType()), ("round", T.IntegerType()), ("run_id", STRING),
-        ("outcome", STRING),
+        ("channel", STRING), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("family", STRING),
+        ("window_start", T.DateType()), ("window_end", T.DateType()), ("contact_date", T.DateType()),
+        ("round", T.IntegerType()), ("explore", T.BooleanType()), ("expected_value", DOUBLE),
+        ("channel_cost_yuan", DOUBLE), ("incentive_cost_yuan", DOUBLE), ("incentive_on_order", T.BooleanType()),
+        ("run_id", STRING), ("outcome", STRING),
     ),
     partition_by=("month",),
-    description="Every contact exported to a channel: who, which scenario, wave, channel and offers (product_id is "
-                "the first), its window, "
-                "which round of that offer it is for the subscriber, and its outcome once evaluated.",
+    version=2,
+    description="Every contact exported to a channel (written only once the export files are): who, which "
+                "scenario, wave, channel and offers (product_id is the first; family its product type), its window "
+                "and day, which cycle of that offer family it is for the subscriber, what it was expected to be "
+                "worth and cost, and its outcome once evaluated.",
+)
+
+CAMPAIGN_MEMBERS = TableSpec(
+    name="gold/campaign_members",
+    schema=table_fields(
+        ("month", STRING), ("campaign_month", STRING), ("sub_id", STRING), ("scenario", STRING),
+        ("wave", T.IntegerType()), ("arm", STRING), ("contacted", T.BooleanType()), ("channel", STRING),
+        ("delivered", T.BooleanType()), ("converted", T.BooleanType()), ("run_id", STRING),
+    ),
+    partition_by=("month",),
+    version=1,
+    description="Every member of a month's experiments, per scenario and wave: arm (treated, control, holdout), "
+                "whether contacted and on which channel (the channel the control member would have had), delivery "
+                "per the channel's receipt, and whether they ordered an offered product in the window. What the "
+                "next months' estimates and the uplift model learn from.",
 )
 
 CAMPAIGN_RESULTS = TableSpec(
     name="gold/campaign_results",
     schema=table_fields(
         ("month", STRING), ("campaign_month", STRING), ("scenario", STRING), ("wave", INT), ("channel", STRING),
-        ("addressable", LONG), ("pushed", LONG), ("delivered", LONG), ("reached", LONG), ("converted", LONG),
+        ("addressable", LONG), ("assigned", LONG), ("assigned_converted", LONG), ("pushed", LONG),
+        ("delivered", LONG), ("reached", LONG), ("converted", LONG),
         ("orders", LONG), ("satisfaction", DOUBLE), ("satisfaction_n", LONG), ("control", LONG),
         ("control_converted", LONG), ("treated_rate", DOUBLE), ("control_rate", DOUBLE), ("uplift", DOUBLE),
         ("uplift_low", DOUBLE), ("uplift_high", DOUBLE), ("incremental_orders", DOUBLE), ("revenue_yuan", DOUBLE),
@@ -272,11 +296,12 @@ CAMPAIGN_RESULTS = TableSpec(
         ("roi", DOUBLE), ("run_id", STRING),
     ),
     partition_by=("month",),
+    version=2,
     description="scenario x wave x channel of a month's campaign (channel 'all': the scenario's wave, counted in "
                 "subscribers): the funnel (addressable, pushed, delivered, reached, converted, satisfaction), the "
-                "control group's conversion, uplift with its 95% interval (Newcombe), incremental orders and "
-                "revenue, incentive and channel cost, ROI. month = the data month of the targets; the contacts and "
-                "orders fall in campaign_month.",
+                "treated arm (assigned) and the control group's conversion, uplift per contact with its 95% interval, "
+                "incremental orders and revenue, incentive and channel cost, ROI. month = the data month of the "
+                "targets; the contacts and orders fall in campaign_month.",
 )
 
 SUBSCRIBER_TAGS = "gold/subscriber_tags"
@@ -321,4 +346,5 @@ def spec_for(name: str) -> TableSpec:
 
 
 register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, USER_AGENTS, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
-         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK, CAMPAIGN_RESULTS)
+         USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK, CAMPAIGN_MEMBERS,
+         CAMPAIGN_RESULTS)

@@ -33,13 +33,16 @@ def catalog_markdown(scenarios: list[Scenario], channels: Channels) -> str:
                 f"- strategy: preference first: {m.strategy.follow_preference}; VIP to account manager: "
                 f"{m.strategy.vip_to_manager}"
                 + (f"; {', '.join(m.strategy.high_value.tiers)} value to {m.strategy.high_value.channel}"
-                   if m.strategy.high_value else "") + f"; at most {m.strategy.max_attempts} attempts",
-                f"- evaluation: {', '.join(m.evaluation.metrics)}; control group {m.control_rate:.0%}",
+                   if m.strategy.high_value else "") + f"; at most {m.strategy.max_attempts} contacts per cycle",
+                f"- evaluation: control group {m.control_rate:.0%}; orders count "
+                + (f"up to {m.evaluation.attribution_days} days after the contact"
+                   if m.evaluation.attribution_days else "until the wave's last day")
+                + (f"; care: contacts may run at a loss of up to {m.care.max_cost_yuan:g} yuan each" if m.care else ""),
                 f"- SMS: {' '.join(m.messages.sms.split())}",
                 f"- display: {' '.join(m.messages.display.split())}"]
     policy = channels.policy
     out += ["", "## Channels", "", "| id | name | mode | export | cost (yuan) | daily capacity | reach | "
-            "value-cost matching | prior acceptance |", "|---|---|---|---|---|---|---|---|---|"]
+            "value-cost matching | prior uplift |", "|---|---|---|---|---|---|---|---|---|"]
     for c in channels.channels:
         matching = "-"
         if c.value_tiers is not None:
@@ -47,17 +50,23 @@ def catalog_markdown(scenarios: list[Scenario], channels: Channels) -> str:
             if c.min_product_yuan is not None:
                 matching += f" or products >= {c.min_product_yuan:g} yuan"
         out.append(f"| {c.id} | {c.name} | {c.mode} | {c.kind} | {c.cost_yuan:g} | {c.daily_capacity or '-'} | "
-                   f"{c.reach} | {matching} | {c.acceptance_prior:.0%} |")
+                   f"{c.reach} | {matching} | {c.uplift_prior:.1%} |")
     out += ["", "## Contact policy", "",
-            f"- per subscriber and month, across every scenario: at most {policy.contacts_per_cycle.active} active "
-            f"and {policy.contacts_per_cycle.passive} passive contact(s), chosen by expected value",
-            f"- immune to an offer after {policy.immunity_rounds} unconverted rounds of it",
+            f"- per subscriber and campaign month (the contact cycle), across every scenario and wave: at most "
+            f"{policy.contacts_per_cycle.active} active and {policy.contacts_per_cycle.passive} passive contact(s), "
+            "chosen by one optimisation of expected incremental value (uplift x margin - channel and incentive cost) "
+            "under the caps, each scenario's attempts, the channels' daily capacity and the budgets over all waves",
+            f"- immune to an offer family after {policy.immunity_rounds} cycles with a delivered, unconverted contact "
+            "of it",
             f"- at most {policy.max_offers} products per contact; credit gifts at most "
             f"{policy.credit_cap_share_of_bill:.0%} of the monthly bill",
             f"- VIPs ({', '.join(policy.vip_tiers)}) without a preference go to `{policy.vip_channel}`; the active "
             f"channel of last resort is `{policy.default_active}`",
-            f"- acceptance: each channel's prior, worth {policy.prior_strength:g} contacts, updated by measured "
-            "conversions", ""]
+            "- uplift: each channel's prior, updated by the treated-minus-control conversion measured in earlier "
+            f"months (empirical Bayes); organic conversion: {policy.organic_prior:.0%} worth "
+            f"{policy.prior_strength:g} members, updated by the control groups; "
+            f"{policy.exploration_share:.0%} of each treated arm explores a "
+            "random worthwhile channel", ""]
     return "\n".join(out)
 
 

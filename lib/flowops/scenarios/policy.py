@@ -1,112 +1,84 @@
-"""The contact policy: from every scenario's candidates to one decision per subscriber, scenario and mode.
+"""The contact policy as one model: candidates -> eligibility -> the random draw -> valued options -> solve.
 
-Order of the decision, first reason wins (`reason`):
-1. churned — left the network; opt_out — opted out of all marketing (any CRM snapshot so far, or an
-   unsubscribe since: an opt-out is never forgotten);
-2. no_fit — nothing to offer (every product held); no_saving — the offer costs more than it saves and the
-   scenario may not say so; immune — this many unconverted rounds of the same offer already;
-3. opt_out_channel / unreachable — no channel of the route is left: each channel is dropped when the
-   subscriber opted out of it, it cannot reach them (app hall and feature phones; account manager without
-   one), or it is too dear for them (value-cost matching);
-4. cap — at most `contacts_per_cycle` active and passive contacts per subscriber and month, across every
-   scenario: the contacts of highest expected value are kept;
-5. capacity — a scarce channel (daily capacity x days of the window) is full: the contact goes down its route
-   to the next channel, and is dropped when none is left;
-6. budget — the scenario's budget (channel cost + incentive, by expected value) is spent;
-7. control — a deterministic hash of (sub_id, scenario, month) below the control rate: recorded, never
-   contacted. Control is drawn after every other rule, so it is like the targeted group in all but contact.
+A *unit* is one subscriber x scenario x wave x mode (active or passive) that a scenario's target rule selects;
+its *options* are the channels of its route. The contact cycle is the campaign month: every wave of every
+scenario shares one subscriber's `contacts_per_cycle`.
 
-Expected value of a contact = acceptance x product margin - channel cost - the incentive's expected cost
-(acceptance x its cost for credit and coupons, paid on ordering; its whole cost for trial data and gifts,
-given to everyone contacted). Budgets count the same expected spend.
-Acceptance per scenario x channel is a Beta prior (the channel's prior rate, `prior_strength` pseudo-contacts)
-updated by the conversions measured in earlier months (empirical Bayes).
+1. Eligibility, decided for every unit before anything random, so both arms of the experiment are alike (first
+   reason wins): churned; opt_out (any CRM snapshot so far, or an unsubscribe reply: never forgotten); no_fit
+   (every product held); no_saving (costs more than it saves, unless the scenario may say so); immune (the
+   offer's family went unconverted through `immunity_rounds` delivered cycles); opt_out_channel / unreachable
+   (no channel of the route is left: opted out of it, it cannot reach them, or it is too dear for them);
+   no_message (no channel left whose message renders); no_value (no channel left whose expected incremental
+   value is positive — a care scenario's contacts may be negative, within its cost ceiling).
+2. The draw, per subscriber and scenario with an eligible unit: the control group (a hash of sub_id, scenario
+   and month below the control rate) is never contacted in any wave; the treated arm is everyone else. Wave 2
+   and later go to the previous wave's non-converters of both arms; the treated ones draw a holdout of their
+   own for the wave. A share of the treated arm (`exploration_share`) explores: it is offered one worthwhile
+   channel drawn at random instead of its best. Draws are stored with the decisions, never recomputed.
+3. Options of the treated arm, valued by `scenarios/value.py`, go to `scenarios/allocate.py`, which maximises
+   their total value under the contact caps, each scenario's attempts, the scarce channels' daily capacity and
+   the scenarios' budgets over all their waves. Control members consume nothing.
+
+Route of a unit (channels of its mode, in order): the preference tag; VIPs without one to the account manager;
+the scenario's high-value tiers to its high-value channel; the wave's channel; its fallback; for active units,
+the policy's default channel. From wave 2 on, a subscriber whose contact in the previous wave was not delivered
+tries that wave's fallback first (the seed's "SMS fails -> mobile-app hall"); everyone else starts at the wave's
+own route.
+
+Only the target rules and the product fit run in Spark (`selections`: one projection over the month's tags);
+the selected rows are few enough to decide on the driver, where the allocation needs them anyway.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
 from pyspark.errors import AnalysisException, ParseException
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from flowops.errors import ConfigError
 from flowops.products import Catalogue
-from flowops.scenarios.fit import fit_sql, incentive_sql
-from flowops.scenarios.templates import ChannelModel, Channels, Scenario
+from flowops.scenarios.fit import fit_sql, incentive_on_order, incentive_sql
+from flowops.scenarios.templates import Channels, Scenario
 from flowops.segments import sql_literal
 
 PENDING = "pending"
+# Reasons a unit is left out before the draw, in the order they are checked.
+INELIGIBLE = ("churned", "opt_out", "no_fit", "no_saving", "immune", "opt_out_channel", "unreachable", "no_message",
+              "no_value")
+CONTROL, HOLDOUT, TREATED = "control", "holdout", "treated"
+SUBSCRIBER_COLUMNS = ("value_tier", "is_smartphone", "has_account_manager", "channel_preference")
 
 
-@dataclass(frozen=True)
-class Observed:
-    """Measured contacts and conversions of a scenario on a channel in earlier months."""
+# ------------------------------------------------------------------------------------------------ Spark: rules
+def selections(tagged: DataFrame, scenarios: list[Scenario], catalogue: Catalogue, channels: Channels) -> DataFrame:
+    """One row per subscriber and scenario whose stage and target rule select them: the offer (product_id, offers,
+    saving_yuan), the incentive's value to them (a credit is capped by their bill), the tag values the messages
+    read (as JSON) and the subscriber's routing tags.
 
-    scenario: str
-    channel: str
-    contacts: int
-    conversions: int
-
-
-def acceptance_rates(scenarios: Iterable[Scenario], channels: Channels,
-                     observed: Iterable[Observed] = ()) -> dict[tuple[str, str], float]:
-    """Posterior mean acceptance per (scenario, channel): (prior x n0 + conversions) / (n0 + contacts)."""
-    n0 = channels.policy.prior_strength
-    seen = {(o.scenario, o.channel): o for o in observed}
-    rates = {}
-    for scenario in scenarios:
-        for channel in channels.channels:
-            o = seen.get((scenario.id, channel.id))
-            contacts, conversions = (o.contacts, o.conversions) if o else (0, 0)
-            rates[(scenario.id, channel.id)] = (channel.acceptance_prior * n0 + conversions) / (n0 + contacts)
-    return rates
-
-
-def candidates(tagged: DataFrame, scenarios: list[Scenario], catalogue: Catalogue, channels: Channels,
-               campaign_month: str, wave: int = 1) -> DataFrame:
-    """One row per subscriber, scenario and mode that the scenario's stage and target rule select for `wave`:
-    the offer, incentive, window, route and the tag values its messages read (as JSON).
-
-    Each scenario's columns are one `selectExpr` of SQL text (Column objects would cost a JVM round trip per
-    literal: thousands per scenario)."""
-    parts = []
+    All scenarios in one projection (an array of one struct per scenario, null when the rule does not select):
+    a union of a branch per scenario costs Spark several times more planning."""
     cap_share = channels.policy.credit_cap_share_of_bill
+    structs = []
     for scenario in scenarios:
-        if wave > len(scenario.waves):
-            continue
-        spec = scenario.waves[wave - 1]
-        before = scenario.waves[wave - 2].fallback if wave > 1 else None
-        start, end = spec.window(campaign_month)
         fit = fit_sql(scenario.model.product, catalogue)
         incentive = incentive_sql(scenario.model.incentive, cap_share)
-        modes = [f"named_struct('mode', {sql_literal(mode)}, 'route', "
-                 f"{_route(scenario, mode, first, spec.fallback, channels, before)})"
-                 for mode, first in (("active", spec.active), ("passive", spec.passive)) if first]
-        selected = tagged.where(f"stage = {sql_literal(scenario.model.stage)} AND coalesce(({scenario.target}), false)")
-        parts.append(selected.selectExpr(
-            "month", "sub_id", "stage", f"{sql_literal(scenario.id)} AS scenario", f"{int(wave)} AS wave",
-            *[f"{text} AS {name}" for name, text in {**fit, **incentive}.items()],
-            f"{str(scenario.model.product.allow_extra_cost).lower()} AS allow_extra_cost",
-            f"DATE'{start.isoformat()}' AS window_start", f"DATE'{end.isoformat()}' AS window_end",
-            f"{_as_json([c for c in scenario.reads if c in tagged.columns])} AS vars",
-            "value_tier", "is_smartphone", "has_account_manager", "channel_preference",
-            "coalesce(churned_this_month, false) OR coalesce(status = 'churned', false) AS churned",
-            f"{float(scenario.model.control_rate)!r}D AS control_rate", f"array({', '.join(modes)}) AS modes",
-        ))
-    if not parts:
-        raise ValueError(f"no scenario has a wave {wave}")
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.union(part)   # same columns in the same order: no by-name analysis per branch
-    fees = "map(" + ", ".join(f"{sql_literal(p.id)}, {float(p.fee_yuan)!r}D" for p in catalogue.products) + ")"
-    return out.selectExpr(
-        "*", "inline(modes)", "round(greatest(-coalesce(saving_yuan, 0D), 0D), 2) AS extra_cost_yuan",
-        f"{fees}[product_id] AS product_fee", f"{fees}[product_id] * {catalogue.margin_share!r}D AS margin_yuan",
-    ).drop("modes")
+        rule = f"stage = {sql_literal(scenario.model.stage)} AND coalesce(({scenario.target}), false)"
+        structs.append(
+            f"CASE WHEN {rule} THEN named_struct('scenario', {sql_literal(scenario.id)}, "
+            f"'product_id', {fit['product_id']}, 'offers', {fit['offers']}, "
+            f"'saving_yuan', CAST({fit['saving_yuan']} AS DOUBLE), "
+            f"'incentive_yuan', CAST({incentive['incentive_yuan']} AS DOUBLE), "
+            f"'vars', {_as_json([c for c in scenario.reads if c in tagged.columns])}) END")
+    return tagged.selectExpr(
+        "month", "sub_id", "stage", *SUBSCRIBER_COLUMNS,
+        "coalesce(churned_this_month, false) OR coalesce(status = 'churned', false) AS churned",
+        f"inline(filter(array({', '.join(structs)}), x -> x IS NOT NULL))")
 
 
 def check_targets(tagged: DataFrame, scenarios: list[Scenario], catalogue: Catalogue, channels: Channels) -> None:
@@ -117,7 +89,7 @@ def check_targets(tagged: DataFrame, scenarios: list[Scenario], catalogue: Catal
             kind = tagged.selectExpr(f"({scenario.target}) AS c").schema["c"].dataType.simpleString()
             if kind != "boolean":
                 raise ConfigError(f"{scenario.source}: target: the rule gives {kind}, not a boolean")
-            candidates(tagged, [scenario], catalogue, channels, "2000-01").schema  # noqa: B018 - analysis only
+            selections(tagged, [scenario], catalogue, channels).schema  # noqa: B018 - analysis only
         except (ParseException, AnalysisException) as exc:
             raise ConfigError(f"{scenario.source}: {str(exc).strip().splitlines()[0]}") from None
 
@@ -130,35 +102,6 @@ def _as_json(columns: list[str]) -> str:
     return f"to_json(named_struct({pairs}), map('ignoreNullFields', 'false'))"
 
 
-def _route(scenario: Scenario, mode: str, first: str, fallback: str | None, channels: Channels,
-           earlier_fallback: str | None = None) -> str:
-    """Channel ids to try, in order: preference, VIP's account manager, the scenario's high-value channel, the
-    previous wave's fallback (wave 2 and later: its non-converters go there, SMS fails -> app hall), the wave's
-    channel, its fallback, and (active) the policy's default. Channels of another mode are left out."""
-    policy = channels.policy
-    ids = ", ".join(sql_literal(c.id) for c in channels.channels if c.mode == mode)
-    steps = []
-    if scenario.model.strategy.follow_preference:
-        steps.append(f"CASE WHEN channel_preference IN ({ids}) THEN channel_preference END")
-    if mode == "active" and scenario.model.strategy.vip_to_manager:
-        tiers = ", ".join(sql_literal(t) for t in policy.vip_tiers)
-        steps.append(f"CASE WHEN coalesce(channel_preference, '') = '' AND value_tier IN ({tiers}) "
-                     f"THEN {sql_literal(policy.vip_channel)} END")
-    high = scenario.model.strategy.high_value
-    if mode == "active" and high:
-        tiers = ", ".join(sql_literal(t) for t in high.tiers)
-        steps.append(f"CASE WHEN coalesce(channel_preference, '') = '' AND value_tier IN ({tiers}) "
-                     f"THEN {sql_literal(high.channel)} END")
-    if earlier_fallback and channels[earlier_fallback].mode == mode:
-        steps.append(sql_literal(earlier_fallback))
-    steps.append(sql_literal(first))
-    if fallback and channels[fallback].mode == mode:
-        steps.append(sql_literal(fallback))
-    if mode == "active":
-        steps.append(sql_literal(policy.default_active))
-    return f"array_distinct(array_compact(array({', '.join(steps)})))"
-
-
 def lookup(mapping: dict, key: Column) -> Column:
     """`mapping[key]` for a small Python dict of literals, as a Spark map lookup (null when absent or empty)."""
     if not mapping:
@@ -167,157 +110,178 @@ def lookup(mapping: dict, key: Column) -> Column:
     return F.element_at(F.create_map(*pairs), key)
 
 
-def _usable(channel: ChannelModel, opted_out: Column) -> tuple[Column, Column]:
-    """(reachable and worth it, opted out) for one channel."""
-    reach = {"any": F.lit(True), "smartphone": F.coalesce(F.col("is_smartphone"), F.lit(False)),
-             "account_manager": F.coalesce(F.col("has_account_manager"), F.lit(False))}[channel.reach]
-    if channel.value_tiers is not None:
-        worth = F.col("value_tier").isin(channel.value_tiers)
-        if channel.min_product_yuan is not None:
-            worth = worth | (F.coalesce(F.col("product_fee"), F.lit(0.0)) >= channel.min_product_yuan)
-        reach = reach & F.coalesce(worth, F.lit(False))
-    return reach, F.array_contains(opted_out, F.lit(channel.id))
-
-
-def decide(cands: DataFrame, channels: Channels, rates: dict[tuple[str, str], float], opt_outs: DataFrame,
-           immune: DataFrame, budgets: dict[str, float], earlier: DataFrame | None = None) -> DataFrame:
-    """Every candidate with its channel, acceptance, expected value, cost, control flag, decision and reason.
-
-    Args:
-        cands: from `candidates`.
-        opt_outs: sub_id, opt_out_all (boolean), opt_out_channels (array of channel ids) — everything so far.
-        immune: sub_id, product_id, rounds (unconverted earlier rounds of that offer).
-        budgets: scenario id -> budget in yuan (scenarios without one are absent).
-        earlier: sub_id, mode, channel, contact_date, decision — the cycle's earlier waves' contacts (targeted)
-            and would-be contacts (control): both count toward the contact cap, so a wave treats the contacted and
-            the control group alike; the contacts hold their scarce channels' slots.
-    """
-    policy = channels.policy
-    df = (cands.join(opt_outs, "sub_id", "left").join(immune, ["sub_id", "product_id"], "left")
-          .withColumn("opt_out_channels", F.coalesce(F.col("opt_out_channels"), F.array().cast("array<string>")))
-          .withColumn("rounds", F.coalesce(F.col("rounds"), F.lit(0))))
-    usable = {c.id: _usable(c, F.col("opt_out_channels")) for c in channels.channels}
-    ok = F.create_map(*[part for cid, (reach, out) in usable.items() for part in (F.lit(cid), reach & ~out)])
-    reachable = F.create_map(*[part for cid, (reach, _) in usable.items() for part in (F.lit(cid), reach)])
-    any_reachable = F.exists("offered_route", lambda c: F.element_at(reachable, c))
-    df = df.withColumn("offered_route", F.col("route")).withColumn("route", F.filter("route",
-                                                                                     lambda c: F.element_at(ok, c)))
-    reason = (F.when(F.coalesce(F.col("churned"), F.lit(False)), "churned")
-              .when(F.coalesce(F.col("opt_out_all"), F.lit(False)), "opt_out")
-              .when(F.col("product_id").isNull(), "no_fit")
-              .when((F.col("extra_cost_yuan") > 0) & ~F.col("allow_extra_cost"), "no_saving")
-              .when(F.col("rounds") >= policy.immunity_rounds, "immune")
-              .when(F.size("route") == 0, F.when(any_reachable, "opt_out_channel").otherwise("unreachable"))
-              .otherwise(PENDING))
-    df = _price(df.withColumn("reason", reason).withColumn("pos", F.lit(0)), channels, rates).localCheckpoint()
-    used = None
-    booked: dict[tuple[str, dt.date], int] = {}
-    if earlier is not None:
-        used = earlier.groupBy("sub_id", "mode").agg(F.count("*").alias("_used"))
-        for r in earlier.where(F.col("decision") == "targeted").groupBy("channel", "contact_date").count().collect():
-            booked[(r.channel, r.contact_date)] = r["count"]
-    df = _cap(df, policy.contacts_per_cycle.model_dump(), used).localCheckpoint()
-    df = _capacity(df, channels, rates, booked)
-    df = _budget(df, budgets)
-    draw = F.pmod(F.xxhash64("sub_id", "scenario", "month"), F.lit(1_000_000)) / 1_000_000.0
-    df = df.withColumn("control", (F.col("reason") == PENDING) & (draw < F.col("control_rate")))
-    df = df.withColumn("reason", F.when(F.col("reason") != PENDING, F.col("reason"))
-                       .when(F.col("control"), "control").otherwise("targeted"))
-    df = df.withColumn("decision", F.when(F.col("reason").isin("targeted", "control"), F.col("reason"))
-                       .otherwise("suppressed"))
-    return df.withColumn("round", (F.col("rounds") + 1).cast("int"))
-
-
-def _price(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float]) -> DataFrame:
-    """channel = route[pos]; acceptance, cost and expected value of contacting through it."""
-    rate = lookup({f"{s}|{c}": r for (s, c), r in rates.items()},
-                   F.concat_ws("|", F.col("scenario"), F.col("channel")))
-    cost = lookup({c.id: c.cost_yuan for c in channels.channels}, F.col("channel"))
-    df = df.withColumn("channel", F.get(F.col("route"), F.col("pos")))
-    df = df.withColumn("acceptance", rate).withColumn("channel_cost", cost)
-    on_order = F.col("incentive_on_order")
-    paid = F.when(on_order, F.col("acceptance") * F.col("incentive_cost")).otherwise(F.col("incentive_cost"))
-    return df.withColumns({
-        # Expected spend of the contact: the channel, plus the incentive (when ordered, for credit and coupons).
-        "cost_yuan": F.round(F.col("channel_cost") + paid, 4),
-        "expected_value": F.round(F.col("acceptance") * F.coalesce(F.col("margin_yuan"), F.lit(0.0))
-                                  - F.col("channel_cost") - paid, 4),
-    })
-
-
-def _by_value(*partition: str) -> Window:
-    return Window.partitionBy(*partition).orderBy(F.col("expected_value").desc(), F.col("scenario"),
-                                                  F.col("sub_id"), F.col("mode"))
-
-
-def _cap(df: DataFrame, per_mode: dict[str, int], used: DataFrame | None = None) -> DataFrame:
-    """Keep the contacts of highest expected value per subscriber and mode, up to the cap less the contacts the
-    cycle's earlier waves made (`used`: sub_id, mode, _used); the rest: cap."""
-    limit = lookup(per_mode, F.col("mode"))
-    pending = df.where(F.col("reason") == PENDING)
-    if used is not None:
-        pending = pending.join(used, ["sub_id", "mode"], "left")
-        limit = limit - F.coalesce(F.col("_used"), F.lit(0))
-    pending = pending.withColumn("_rank", F.row_number().over(_by_value("sub_id", "mode")))
-    pending = pending.withColumn("reason", F.when(F.col("_rank") > limit, "cap").otherwise(PENDING))
-    pending = pending.drop("_rank", "_used")
-    return pending.unionByName(df.where(F.col("reason") != PENDING))
-
-
-def _capacity(df: DataFrame, channels: Channels, rates: dict[tuple[str, str], float],
-              booked: dict[tuple[str, dt.date], int]) -> DataFrame:
-    """Scarce channels are booked day by day (`contact_date`): by expected value, each contact takes the first
-    day of its own window with a slot left (daily capacity); other channels contact on the window's first day.
-    A contact with no slot goes down its route (repriced) and is dropped when the route ends. Passes repeat
-    until nothing overflows (routes only move forward, so this ends). `booked`: (channel, day) -> slots the
-    cycle's earlier waves already took.
-
-    The contacts waiting at scarce channels are collected to the driver: there are few (outbound and account
-    manager candidates) and booking is sequential by nature."""
-    daily = {c.id: c.daily_capacity for c in channels.channels if c.daily_capacity}
-    key = ["sub_id", "scenario", "mode"]
-    if not daily:
-        return df.withColumn("contact_date", F.col("window_start"))
-    booked = dict(booked)
-    placed: dict[tuple[str, str, str, str], dt.date] = {}
-    while True:
-        waiting = (df.where((F.col("reason") == PENDING) & F.col("channel").isin(list(daily)))
-                   .select(*key, "channel", "expected_value", "window_start", "window_end").collect())
-        waiting.sort(key=lambda r: (-(r.expected_value or 0.0), r.scenario, r.sub_id, r.mode))
-        over = []
-        for r in waiting:
-            if (r.sub_id, r.scenario, r.mode, r.channel) in placed:
+# ------------------------------------------------------------------------------------- driver: units and routes
+def units(selected: pd.DataFrame, scenarios: list[Scenario], catalogue: Catalogue, channels: Channels,
+          campaign_month: str, waves: Sequence[int]) -> pd.DataFrame:
+    """One row per selected subscriber and scenario, wave (of `waves`) and mode: window, incentive, offer family
+    and value, care ceiling, control rate and `route` (the channels to try, in order). A row whose optional
+    `undelivered` column is true (its previous-wave contact was not delivered) starts with that wave's fallback."""
+    by_id = {s.id: s for s in scenarios}
+    products = {p.id: p for p in catalogue.products}
+    frames = []
+    for scenario_id, group in selected.groupby("scenario", sort=True):
+        scenario = by_id[scenario_id]
+        for wave in waves:
+            if wave > len(scenario.waves):
                 continue
-            day = r.window_start
-            while day <= r.window_end and booked.get((r.channel, day), 0) >= daily[r.channel]:
-                day += dt.timedelta(days=1)
-            if day <= r.window_end:
-                booked[(r.channel, day)] = booked.get((r.channel, day), 0) + 1
-                placed[(r.sub_id, r.scenario, r.mode, r.channel)] = day
-            else:
-                over.append((r.sub_id, r.scenario, r.mode))
-        if not over:
-            days = df.sparkSession.createDataFrame(
-                [(*k, day) for k, day in placed.items()] or [("", "", "", "", dt.date(2000, 1, 1))],
-                "sub_id string, scenario string, mode string, channel string, _day date")
-            df = df.join(days, [*key, "channel"], "left")
-            return df.withColumn("contact_date", F.coalesce("_day", "window_start")).drop("_day")
-        moved = df.sparkSession.createDataFrame(over, "sub_id string, scenario string, mode string")
-        df = df.join(moved.withColumn("_over", F.lit(True)), key, "left")
-        shifted = F.coalesce(F.col("_over"), F.lit(False))
-        df = df.withColumn("pos", F.when(shifted, F.col("pos") + 1).otherwise(F.col("pos")))
-        df = df.withColumn("reason", F.when(shifted & (F.col("pos") >= F.size("route")), "capacity")
-                           .otherwise(F.col("reason"))).drop("_over")
-        df = _price(df, channels, rates).localCheckpoint()
+            spec = scenario.waves[wave - 1]
+            before = scenario.waves[wave - 2].fallback if wave > 1 else None
+            start, end = spec.window(campaign_month)
+            for mode, first in (("active", spec.active), ("passive", spec.passive)):
+                if not first:
+                    continue
+                frame = group.assign(wave=wave, mode=mode, window_start=start, window_end=end)
+                retry = (flag(frame["undelivered"]).tolist()
+                         if before and "undelivered" in frame else False)
+                frame["route"] = _routes(frame, scenario, mode, first, spec.fallback, channels, retry, before)
+                frames.append(frame)
+    columns = [*selected.columns, "wave", "mode", "window_start", "window_end", "route"]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    for column in ("saving_yuan", "incentive_yuan"):
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    scenario_of = out["scenario"].map(by_id)
+    credit = scenario_of.map(lambda s: s.model.incentive.kind == "credit")
+    yuan = out["incentive_yuan"].fillna(0.0)
+    out["incentive"] = np.where(credit, np.where(yuan > 0, "credit", "none"), scenario_of.map(
+        lambda s: s.model.incentive.kind))
+    out["incentive_cost"] = np.where(credit, yuan, scenario_of.map(_incentive_cost)).astype(float)
+    out["incentive_on_order"] = scenario_of.map(lambda s: incentive_on_order(s.model.incentive)).astype(bool)
+    out["allow_extra_cost"] = scenario_of.map(lambda s: s.model.product.allow_extra_cost).astype(bool)
+    out["extra_cost_yuan"] = (-out["saving_yuan"].fillna(0.0)).clip(lower=0).round(2)
+    out["family"] = out["product_id"].map({i: p.type for i, p in products.items()})
+    out["product_value"] = out["product_id"].map({i: p.value_yuan for i, p in products.items()}).astype(float)
+    out["margin_yuan"] = out["product_id"].map({i: catalogue.margin(p) for i, p in products.items()}).astype(float)
+    out["control_rate"] = scenario_of.map(lambda s: s.model.control_rate).astype(float)
+    out["care_max_cost"] = scenario_of.map(lambda s: s.model.care.max_cost_yuan if s.model.care else np.nan)
+    return out
 
 
-def _budget(df: DataFrame, budgets: dict[str, float]) -> DataFrame:
-    """Within each scenario with a budget, contacts by expected value until channel cost + incentive run out."""
-    if not budgets:
-        return df
-    budget = lookup(budgets, F.col("scenario"))
-    order = Window.partitionBy("scenario").orderBy(F.col("expected_value").desc(), "sub_id", "mode")
-    spent = F.sum("cost_yuan").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    pending = df.where((F.col("reason") == PENDING) & budget.isNotNull())
-    pending = pending.withColumn("reason", F.when(spent > budget, "budget").otherwise(PENDING))
-    return pending.unionByName(df.where((F.col("reason") != PENDING) | budget.isNull()))
+def _incentive_cost(scenario: Scenario) -> float:
+    """What one contact's incentive costs the operator, when it is not a credit (whose cost is its capped value)."""
+    incentive = scenario.model.incentive
+    if incentive.kind == "none":
+        return 0.0
+    return float(incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan)
+
+
+def _routes(frame: pd.DataFrame, scenario: Scenario, mode: str, first: str, fallback: str | None,
+            channels: Channels, retry, before: str | None) -> list[list[str]]:  # noqa: ANN001 - bool or list
+    """Each row's route (see the module text), computed once per distinct (preference, value tier, retry)."""
+    retries = retry if isinstance(retry, list) else [retry] * len(frame)
+    cache: dict[tuple, list[str]] = {}
+    out = []
+    for pref, tier, again in zip(frame["channel_preference"], frame["value_tier"], retries, strict=True):
+        key = (pref, tier, again)
+        if key not in cache:
+            cache[key] = route(scenario, mode, first, fallback, channels, pref, tier, before if again else None)
+        out.append(cache[key])
+    return out
+
+
+def route(scenario: Scenario, mode: str, first: str, fallback: str | None, channels: Channels,
+          preference: str | None, value_tier: str | None, undelivered_fallback: str | None = None) -> list[str]:
+    """The channels a unit tries, in order (see the module text); channels of another mode are left out."""
+    policy = channels.policy
+    strategy = scenario.model.strategy
+    of_mode = {c.id for c in channels.channels if c.mode == mode}
+    steps: list[str | None] = []
+    if undelivered_fallback:
+        steps.append(undelivered_fallback)
+    no_preference = not preference
+    if strategy.follow_preference:
+        steps.append(preference)
+    if mode == "active" and strategy.vip_to_manager and no_preference and value_tier in policy.vip_tiers:
+        steps.append(policy.vip_channel)
+    if mode == "active" and strategy.high_value and no_preference and value_tier in strategy.high_value.tiers:
+        steps.append(strategy.high_value.channel)
+    steps += [first, fallback]
+    if mode == "active":
+        steps.append(policy.default_active)
+    return list(dict.fromkeys(s for s in steps if s and s in of_mode))
+
+
+def with_eligibility(frame: pd.DataFrame, channels: Channels) -> pd.DataFrame:
+    """Each unit's `offered_route`, `route` (the channels left: not opted out, reachable, worth it) and `reason`:
+    the first eligibility rule it fails, or PENDING (no_message and no_value come with the options).
+
+    The frame carries opt_out_all, opt_out_channels (list) and rounds (delivered, unconverted earlier cycles of the
+    offer's family) per row."""
+    policy = channels.policy
+    out = frame.copy()
+    out["offered_route"] = out["route"]
+    reachable_routes, usable_routes = [], []
+    for row in out[["route", "opt_out_channels", "is_smartphone", "has_account_manager", "value_tier",
+                    "product_value"]].itertuples(index=False):
+        opted = set(row.opt_out_channels) if _is_list(row.opt_out_channels) else set()
+        reach = [c for c in row.route if _reaches(channels[c], row)]
+        reachable_routes.append(reach)
+        usable_routes.append([c for c in reach if c not in opted])
+    out["route"] = usable_routes
+    reachable = np.array([bool(r) for r in reachable_routes])
+    reason = np.select(
+        [flag(out["churned"]), flag(out["opt_out_all"]),
+         out["product_id"].isna(), (out["extra_cost_yuan"] > 0) & ~out["allow_extra_cost"],
+         out["rounds"].fillna(0) >= policy.immunity_rounds, (out["route"].map(len) == 0) & reachable,
+         out["route"].map(len) == 0],
+        ["churned", "opt_out", "no_fit", "no_saving", "immune", "opt_out_channel", "unreachable"], PENDING)
+    out["reason"] = reason
+    return out
+
+
+def flag(values: pd.Series) -> np.ndarray:
+    """A column of booleans with nulls as a plain boolean array, nulls false."""
+    return values.astype("boolean").fillna(False).to_numpy(bool)
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def _reaches(channel, row) -> bool:  # noqa: ANN001 - a ChannelModel and a row tuple
+    """The channel can reach the subscriber and is worth it for them (value-cost matching)."""
+    if channel.reach == "smartphone" and not _true(row.is_smartphone):
+        return False
+    if channel.reach == "account_manager" and not _true(row.has_account_manager):
+        return False
+    if channel.value_tiers is not None:
+        worth = row.value_tier in channel.value_tiers
+        if channel.min_product_yuan is not None:
+            worth = worth or (not pd.isna(row.product_value) and row.product_value >= channel.min_product_yuan)
+        return bool(worth)
+    return True
+
+
+def _true(value: object) -> bool:
+    return bool(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else False
+
+
+# ------------------------------------------------------------------------------------------------------ the draw
+def uniform(keys: Sequence[str]) -> np.ndarray:
+    """A uniform number in [0, 1) per key, from a keyed hash: the same on every run and machine."""
+    return np.array([int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") / 2.0 ** 64
+                     for k in keys])
+
+
+def draw_arms(frame: pd.DataFrame, month: str, wave: int, exploration_share: float,
+              earlier_arms: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
+    """`arm` (control, holdout or treated) and `explore` for every unit of a subscriber and scenario with an
+    eligible unit (reason PENDING); None for the others, who are not part of the experiment. Wave 1 draws the
+    control group; a later wave keeps the earlier control group (`earlier_arms`) and draws its holdout among the
+    earlier treated arm."""
+    eligible = frame.loc[frame["reason"] == PENDING, ["sub_id", "scenario", "control_rate"]].drop_duplicates(
+        ["sub_id", "scenario"])
+    keys = (eligible["sub_id"] + "|" + eligible["scenario"] + "|" + month).tolist()
+    if wave == 1:
+        arm = np.where(uniform(keys) < eligible["control_rate"].to_numpy(), CONTROL, TREATED)
+    else:
+        before = [(earlier_arms or {}).get((s, c)) for s, c in zip(eligible["sub_id"], eligible["scenario"],
+                                                                    strict=True)]
+        held = uniform([f"{k}|wave{wave}" for k in keys]) < eligible["control_rate"].to_numpy()
+        arm = np.where(np.array(before, dtype=object) == CONTROL, CONTROL, np.where(held, HOLDOUT, TREATED))
+    explore = (arm == TREATED) & (uniform([f"{k}|explore{wave}" for k in keys]) < exploration_share)
+    pairs = eligible[["sub_id", "scenario"]].assign(arm=arm, explore=explore)
+    out = frame.drop(columns=[c for c in ("arm", "explore") if c in frame.columns]).merge(
+        pairs, on=["sub_id", "scenario"], how="left")
+    out["explore"] = out["explore"].astype("boolean").fillna(False).astype(bool)
+    out["arm"] = out["arm"].astype(object).where(out["arm"].notna(), None)
+    return out

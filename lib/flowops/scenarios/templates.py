@@ -53,7 +53,9 @@ class ChannelModel(StrictModel):
     # Value-cost matching: when set, only these value tiers, or products at or above min_product_yuan.
     value_tiers: list[str] | None = None
     min_product_yuan: float | None = Field(default=None, ge=0)
-    acceptance_prior: float = Field(gt=0, lt=1)
+    # Expected incremental conversion of one contact (ordered because of it, beyond those who would have ordered
+    # anyway), before the channel has been measured: the prior the measured uplift of earlier months updates.
+    uplift_prior: float = Field(ge=0, lt=1)
     trigger: str | None = None               # passive channels: the touch that shows the offer
     max_chars: int | None = Field(default=None, ge=1)   # one message segment (SMS: 70 Chinese characters)
 
@@ -63,12 +65,30 @@ class ContactsModel(StrictModel):
     passive: int = Field(1, ge=0)
 
 
+class UpliftModelSettings(StrictModel):
+    """The per-subscriber uplift model (models/uplift.py): trained on the randomised campaigns of earlier months,
+    used instead of the per scenario x channel estimates only where it beat them on a held-out later month."""
+
+    use: Literal["auto", "off"] = "auto"
+    numeric: list[str] = Field(default_factory=list)        # tags the model reads
+    categorical: list[str] = Field(default_factory=list)    # scenario and channel are always added
+    min_members: int = Field(2000, ge=1)   # members of the training months below which no model is tried
+
+
 class PolicyModel(StrictModel):
-    contacts_per_cycle: ContactsModel = ContactsModel()
-    immunity_rounds: int = Field(3, ge=1)
+    contacts_per_cycle: ContactsModel = ContactsModel()   # per subscriber and campaign month, across scenarios
+    immunity_rounds: int = Field(3, ge=1)   # unconverted delivered cycles of an offer family before immunity
     max_offers: int = Field(3, ge=1)
     credit_cap_share_of_bill: float = Field(0.5, gt=0, le=1)
-    prior_strength: float = Field(100, gt=0)   # pseudo-contacts behind each prior acceptance rate
+    organic_prior: float = Field(0.02, ge=0, lt=1)   # share of a scenario's candidates who order unprompted
+    uplift_prior_sd: float = Field(0.01, gt=0)   # how far the channels' uplift priors may be off, all together
+    prior_strength: float = Field(100, gt=0)   # pseudo-members behind organic_prior until scenarios are measured
+    # What a contact is worth: "uplift" = incremental conversions x margin less every cost (the policy);
+    # "response" = conversions of the contacted (organic buyers included) x margin: the old ranking, kept as the
+    # baseline the validation compares with.
+    objective: Literal["uplift", "response"] = "uplift"
+    exploration_share: float = Field(0.05, ge=0, le=0.5)   # treated-arm units given a random worthwhile channel
+    uplift_model: UpliftModelSettings = UpliftModelSettings()
     vip_tiers: list[str] = Field(default_factory=lambda: ["vip"])
     vip_channel: str = "manager"
     default_active: str = "sms"
@@ -111,6 +131,16 @@ class Channels:
         return [c.id for c in self.channels]
 
 
+def check_policy_tags(channels: Channels, library: TagLibrary) -> None:
+    """The uplift model's features must be tags (or the stage columns): a typo fails before any job runs."""
+    settings = channels.policy.uplift_model
+    for key in ("numeric", "categorical"):
+        unknown = [n for n in getattr(settings, key) if n not in library and n not in STAGE_COLUMNS]
+        if unknown:
+            raise ConfigError(f"{channels.source}: policy.uplift_model.{key}: unknown tag(s) {', '.join(unknown)} "
+                              "(see `flowops tags --catalog`)")
+
+
 def load_channels(conf_dir: str | Path) -> Channels:
     """Read and validate `conf/channels.yml`."""
     path = Path(conf_dir) / "channels.yml"
@@ -127,7 +157,9 @@ class WaveModel(StrictModel):
     passive: str | None = None     # channel shown when the subscriber touches it
     start_day: int = Field(ge=1, le=28)
     feedback_day: int | Literal["end"]
-    fallback: str | None = None    # channel for those the wave's channel cannot carry (and next wave's non-converters)
+    # Channel for those the wave's channels cannot carry, and, in the next wave, for those whose contact in this
+    # wave was not delivered (the seed's "SMS fails -> mobile-app hall").
+    fallback: str | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> WaveModel:
@@ -173,13 +205,20 @@ class StrategyModel(StrictModel):
     follow_preference: bool = True        # route by the channel_preference tag first
     vip_to_manager: bool = True           # VIPs without a preference go to their account manager
     high_value: HighValueModel | None = None   # then these tiers to a high-cost channel
-    max_attempts: int = Field(2, ge=1)    # waves a subscriber may be contacted in
+    max_attempts: int = Field(2, ge=1)    # contacts of this scenario per subscriber and cycle, all waves and modes
 
 
 class EvaluationModel(StrictModel):
-    metrics: list[Literal["addressable", "pushed", "delivered", "reached", "converted", "satisfaction", "revenue",
-                          "uplift", "roi"]] = Field(min_length=1)
-    attribution_days: int | None = Field(default=None, ge=1)   # order window after contact; default: the wave's
+    # An order counts for a contact when placed within this many days of the contact day (the contact day
+    # included), and never after the wave's last day; default: until the wave's last day.
+    attribution_days: int | None = Field(default=None, ge=1)
+
+
+class CareModel(StrictModel):
+    """A care scenario contacts for the relationship, not the sale: its contacts may have a negative expected
+    value, but never cost more than `max_cost_yuan` each."""
+
+    max_cost_yuan: float = Field(gt=0)
 
 
 class MessagesModel(StrictModel):
@@ -198,9 +237,10 @@ class ScenarioModel(StrictModel):
     incentive: IncentiveModel = IncentiveModel()
     waves: list[WaveModel] = Field(min_length=1)
     strategy: StrategyModel = StrategyModel()
-    evaluation: EvaluationModel
+    evaluation: EvaluationModel = EvaluationModel()
     control_rate: float = Field(ge=0, le=0.5)
-    budget_yuan: float | None = Field(default=None, gt=0)
+    budget_yuan: float | None = Field(default=None, gt=0)   # channel cost + incentives over all the waves
+    care: CareModel | None = None
     messages: MessagesModel
 
 
@@ -283,9 +323,6 @@ def _check_waves(where: str, model: ScenarioModel, channels: Channels) -> None:
     waves = model.waves
     if [w.wave for w in waves] != list(range(1, len(waves) + 1)):
         raise ConfigError(f"{where}: waves: numbered 1, 2, ... in order; got {[w.wave for w in waves]}")
-    if len(waves) > model.strategy.max_attempts:
-        raise ConfigError(f"{where}: waves: {len(waves)} waves but strategy.max_attempts is "
-                          f"{model.strategy.max_attempts}")
     high = model.strategy.high_value
     if high and (high.channel not in channels or channels[high.channel].mode != "active"):
         raise ConfigError(f"{where}: strategy.high_value.channel: {high.channel!r} is not an active channel "

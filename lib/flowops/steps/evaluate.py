@@ -4,9 +4,11 @@ funnel, attribution and uplift are `evaluation/`'s pure transforms.
 M is the data month of the targets (as in `flowops target`): the contacts, their receipts and the orders fall in
 the campaign month M+1, so the campaign month's orders (and receipts) must have landed first.
 
-Reads: gold/scenario_targets (M: the contacted and the control group), silver/orders and silver/feedback (M+1).
-Writes: gold/campaign_results (M, replaced) and ops/contact_history (M: each contact's outcome filled in, which
-next month's acceptance rates and immunity read).
+Reads: gold/scenario_targets (M: every candidate's decision and its arm of the experiment), ops/contact_history
+(M: what was exported), silver/orders and silver/feedback (M+1).
+Writes: gold/campaign_results (M, replaced), gold/campaign_members (M: every member of the experiments and
+whether they converted, which next month's estimates and uplift model learn from) and ops/contact_history (M:
+each contact's outcome filled in, which immunity reads).
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from pyspark.sql import functions as F
+
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import LakeError
 from flowops.evaluation.funnel import ALL, Costs, evaluate
-from flowops.lake.tables import CAMPAIGN_RESULTS, CONTACT_HISTORY, FEEDBACK, SCENARIO_TARGETS
+from flowops.lake.tables import CAMPAIGN_MEMBERS, CAMPAIGN_RESULTS, CONTACT_HISTORY, FEEDBACK, SCENARIO_TARGETS
 from flowops.landing import next_month, parse_month
 from flowops.runs import Run, recorded_run
-from flowops.scenarios.fit import incentive_on_order
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
     with recorded_run(lake, "evaluate", {"month": month, "campaign_month": campaign}) as run:
         result = Evaluation(month, campaign, run)
         targets = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
+        contacts = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).drop("outcome")
         orders = lake.read("silver/orders", partitions={"month": [campaign]})
         if lake.exists(FEEDBACK.name) and campaign in lake.partition_values(FEEDBACK.name, "month"):
             feedback = lake.read(FEEDBACK.name, partitions={"month": [campaign]})
@@ -61,11 +65,10 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
                         "satisfaction are unknown, every contact's outcome is converted or no_receipt", month,
                         campaign)
             feedback = lake.spark.createDataFrame([], FEEDBACK.schema)
-        costs = Costs({c.id: c.cost_yuan for c in conf.channels.channels},
-                      {s.id: incentive_on_order(s.model.incentive) for s in conf.scenarios},
-                      conf.catalogue.margin_share, incentive_costs(conf))
+        costs = Costs(conf.catalogue.margin_share, {s.id: s.model.evaluation.attribution_days for s in conf.scenarios
+                                                    if s.model.evaluation.attribution_days})
         with run.step("funnel") as counts:
-            done, rows = evaluate(targets, feedback, orders, costs)
+            done, rows, members = evaluate(targets, contacts, feedback, orders, costs)
             result.rows = rows
             exported = done.select("sub_id", "scenario", "wave", "channel").distinct()
             result.receipts = feedback.count()
@@ -82,6 +85,12 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
             run.wrote(CAMPAIGN_RESULTS.name, lake.write(frame, CAMPAIGN_RESULTS, mode="overwrite",
                                                         partitions={"month": [month]},
                                                         metadata={"flowops.runId": run.run_id}))
+        with run.step("write members") as counts:
+            members = members.select(F.lit(month).alias("month"), F.lit(campaign).alias("campaign_month"), "*",
+                                     F.lit(run.run_id).alias("run_id")).select(*CAMPAIGN_MEMBERS.schema.names)
+            run.wrote(CAMPAIGN_MEMBERS.name, lake.write(members, CAMPAIGN_MEMBERS, mode="overwrite",
+                                                        partitions={"month": [month]},
+                                                        metadata={"flowops.runId": run.run_id}))
         with run.step("contact outcomes"):
             keys = ["sub_id", "scenario", "wave", "mode"]
             history = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).drop("outcome")
@@ -96,16 +105,3 @@ def run_evaluate(ctx: Context, month: str, definitions: Definitions | None = Non
         run.count("unmatched_receipts", result.unmatched_receipts)
         run.rows_out = len(rows)
     return result
-
-
-def incentive_costs(conf: Definitions) -> dict[str, float]:
-    """What one contact's incentive costs the operator, per scenario, for every incentive but credit (whose cost is
-    each contact's capped `incentive_yuan`): its `cost_yuan` when given, else its face value; none costs 0."""
-    costs = {}
-    for scenario in conf.scenarios:
-        incentive = scenario.model.incentive
-        if incentive.kind == "none":
-            costs[scenario.id] = 0.0
-        elif incentive.kind != "credit":
-            costs[scenario.id] = float(incentive.cost_yuan if incentive.cost_yuan is not None else incentive.yuan)
-    return costs

@@ -4,13 +4,17 @@ contact history. Every read and write of the step is here; the decisions are `sc
 Month M is the data month: tags and stages of M choose who is offered what, and the contact windows fall in
 the month after (the campaign month: after M's bill, as the seed's worked examples say).
 
-Reads: gold/subscriber_tags, gold/flow_stages (M); silver/subscribers (every snapshot: opt-outs are never
-forgotten, and a later one saying a subscriber left stops the contact); silver/feedback (unsubscribe replies);
-ops/contact_history and silver/orders (earlier rounds and conversions: immunity, acceptance); for wave 2 and
-later, gold/scenario_targets of the earlier waves and the campaign month's silver/orders (who did not convert);
-restricted/subscriber_keys (msisdn, for the exports only).
-Writes: gold/scenario_targets (M: every candidate and its decision), ops/contact_history (M: every exported
-contact) and LAKE/exports/month=M/wave=W/channel=C/<scenario>.csv with a manifest.json per channel folder.
+Reads, once, at the top (`read_inputs`): gold/subscriber_tags and gold/flow_stages (M); silver/subscribers
+(every snapshot: opt-outs are never forgotten, and a later one saying a subscriber left stops the contact);
+silver/feedback (unsubscribe replies); ops/contact_history (immunity; for wave 2 and later, what the earlier
+waves contacted, booked and spent); gold/campaign_members and gold/subscriber_tags of earlier months (the
+estimates and the uplift model); for wave 2 and later, gold/scenario_targets (the stored draw) and the campaign
+month's silver/orders (who did not convert); restricted/subscriber_keys and the month's CRM snapshot (numbers
+and account managers, for the exports only).
+Writes, in this order, only when the export check passed: LAKE/exports/month=M/wave=W/channel=C/<scenario>.csv
+with a manifest.json per channel folder; gold/scenario_targets (M: every candidate and its decision);
+ops/contact_history (M: every exported contact). A refused or failed export therefore leaves no trace of
+having been sent, and a rerun writes the same files.
 """
 
 from __future__ import annotations
@@ -21,31 +25,43 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
 from flowops.evaluation.funnel import ordered, placed_orders
 from flowops.lake import Lake
-from flowops.lake.tables import CONTACT_HISTORY, FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS
+from flowops.lake.tables import (
+    CAMPAIGN_MEMBERS,
+    CONTACT_HISTORY,
+    FLOW_STAGES,
+    SCENARIO_TARGETS,
+    SUBSCRIBER_TAGS,
+)
 from flowops.landing import next_month, parse_month
 from flowops.runs import Run, recorded_run
-from flowops.scenarios.exports import EXPORT_COLUMNS, violations
-from flowops.scenarios.messages import FAILED, SMS_SEGMENT, message_column, renderer, sms_segments
-from flowops.scenarios.policy import Observed, acceptance_rates, candidates, check_targets, decide, lookup
+from flowops.scenarios.estimates import Cell, Estimates, estimate
+from flowops.scenarios.exports import EXPORT_COLUMNS, safe_cell, violations
+from flowops.scenarios.messages import SMS_SEGMENT
+from flowops.scenarios.plan import Earlier, Plan, Scorer, plan_wave
+from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup
 from flowops.scenarios.templates import Channels
 
 log = logging.getLogger(__name__)
 EXPORTS = "exports"
+MODELS = "models"
 # Tags the product fit and the contact policy read (the scenarios' rules and messages add theirs).
 TAGS_READ = ("dou_mb", "base_allowance_mb_held", "allowance_mb", "idle_mb", "payperuse_yuan", "plan_fee",
              "terminal_network_gen", "base_plan", "data_plan", "idle_pack", "arpu_yuan", "value_tier", "is_smartphone",
@@ -64,27 +80,43 @@ class Targets:
     wave: int
     run: Run
     targeted: Counter = field(default_factory=Counter)     # (scenario, channel) -> contacts exported
-    control: Counter = field(default_factory=Counter)      # scenario -> control members
+    control: Counter = field(default_factory=Counter)      # scenario -> control members (and holdouts)
     suppressed: Counter = field(default_factory=Counter)   # reason -> candidates
     exports: Path | None = None
     changed: bool = True
+    plan: Plan | None = None
+
+
+@dataclass
+class Inputs:
+    """Everything the policy reads, read once."""
+
+    tagged: DataFrame
+    opt_outs: DataFrame
+    immunity: DataFrame
+    churned: DataFrame
+    estimates: Estimates
+    scorer: Scorer
+    earlier: Earlier | None
+    held_out: DataFrame        # sub_id, scenario: the stored control group of the month (earlier waves)
 
 
 def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions | None = None) -> Targets:
-    """Decide every scenario's candidates of month M, write gold/scenario_targets, the exports and the contact
-    history for wave W."""
+    """Decide every scenario's candidates of month M for wave W; write the exports, gold/scenario_targets and the
+    contact history."""
     parse_month(month)
     conf = definitions or Definitions.load(ctx.settings.conf_dir)
     if wave < 1 or wave > max(len(s.waves) for s in conf.scenarios):
         raise FlowopsError(f"no scenario has a wave {wave} (conf/scenarios: at most "
                            f"{max(len(s.waves) for s in conf.scenarios)})")
     lake = ctx.lake
+    campaign = next_month(month)
     for table in (SUBSCRIBER_TAGS, FLOW_STAGES.name):
         if month not in lake.partition_values(table, "month"):
             step = "tags" if table == SUBSCRIBER_TAGS else "segment"
             raise LakeError(f"{table} has nothing for {month}: run `flowops {step} --month {month}` first")
     later = ({r.wave for r in lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).select("wave")
-              .distinct().collect()} if month in lake.partition_values(CONTACT_HISTORY.name, "month") else set())
+              .distinct().collect()} if _has_month(lake, CONTACT_HISTORY.name, month) else set())
     if any(w > wave for w in later):
         raise FlowopsError(f"wave {max(later)} of {month} has been targeted already: rerunning wave {wave} would "
                            f"change whom it went to after the fact (and drop wave {wave}'s measured outcomes)")
@@ -92,75 +124,102 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
         require_evaluated(lake, month, wave - 1)
     with recorded_run(lake, "target", {"month": month, "wave": wave, "scenarios": len(conf.scenarios)}) as run:
         result = Targets(month, wave, run)
+        with run.step("read"):
+            inputs = read_inputs(lake, conf, month, wave, run)
         with run.step("decide") as counts:
-            decided = _decide(lake, month, wave, conf)
-            decided = _with_messages(decided, conf).localCheckpoint()
-            for r in decided.groupBy("decision", "reason", "scenario", "channel").count().collect():
+            try:
+                plan = plan_wave(inputs.tagged, conf, month, campaign, wave, opt_outs=inputs.opt_outs,
+                                 immunity=inputs.immunity, estimates=inputs.estimates, scorer=inputs.scorer,
+                                 earlier=inputs.earlier)
+            except (AnalysisException, ParseException):
+                check_targets(inputs.tagged, conf.scenarios, conf.catalogue, conf.channels)   # names the file
+                raise
+            result.plan = plan
+            units = plan.units
+            for r in units.groupby(["decision", "reason", "scenario", "channel"], dropna=False).size().reset_index(
+                    name="n").itertuples(index=False):
                 if r.decision == "targeted":
-                    result.targeted[(r.scenario, r.channel)] += r["count"]
+                    result.targeted[(r.scenario, r.channel)] += r.n
                 elif r.decision == "control":
-                    result.control[r.scenario] += r["count"]
+                    result.control[r.scenario] += r.n
                 else:
-                    result.suppressed[r.reason] += r["count"]
-            counts.update(candidates=sum(result.targeted.values()) + sum(result.control.values())
-                          + sum(result.suppressed.values()), targeted=sum(result.targeted.values()),
-                          control=sum(result.control.values()))
-        with run.step("write targets"):
-            version = _overwrite_wave(lake, SCENARIO_TARGETS.name, decided.select(*SCENARIO_TARGETS.schema.names),
-                                      month, wave, run)
-            run.wrote(SCENARIO_TARGETS.name, version)
-        targeted = decided.where(F.col("decision") == "targeted")
+                    result.suppressed[r.reason] += r.n
+            counts.update(candidates=len(units), targeted=sum(result.targeted.values()),
+                          control=sum(result.control.values()), options=plan.optimal.options,
+                          contested=plan.optimal.contested)
+        decided = _targets_frame(lake, units)
+        targeted = decided.where(F.col("decision") == "targeted").localCheckpoint()
         with run.step("exports") as counts:
             rows = export_rows(lake, targeted, month, conf)
-            refuse_violations(lake, rows, month, wave, conf)
+            held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
+            refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out))
             result.exports, result.changed = write_exports(Path(lake.root) / EXPORTS, month, wave, rows.toPandas(),
                                                            conf.channels, run.run_id)
             counts.update(rows=sum(result.targeted.values()), changed=int(result.changed))
+        with run.step("write targets"):
+            run.wrote(SCENARIO_TARGETS.name, _overwrite_wave(lake, SCENARIO_TARGETS.name, decided, month, wave, run))
         with run.step("contact history"):
-            history = targeted.withColumns({"run_id": F.lit(run.run_id), "outcome": F.lit(None).cast("string")})
-            history = history.select(*CONTACT_HISTORY.schema.names)
+            history = _history(lake, units, run.run_id, conf.channels)
             run.wrote(CONTACT_HISTORY.name, _overwrite_wave(lake, CONTACT_HISTORY.name, history, month, wave, run))
-        over = decided.where((F.col("decision") == "targeted") & (F.col("sms_segments") > 1)).count()
-        for (scenario, channel), n in result.targeted.items():
-            run.count(f"targeted.{scenario}.{channel}", n)
-        for reason, n in result.suppressed.items():
-            run.count(f"suppressed.{reason}", n)
-        run.count("control", sum(result.control.values()))
-        run.count("sms_over_one_segment", over)
-        if over:
-            log.warning("target %s: %d SMS need more than one %d-character segment (see gold/scenario_targets."
-                        "sms_segments)", month, over, SMS_SEGMENT)
-        run.rows_out = sum(result.targeted.values())
+        _record(run, result, plan, units)
     return result
 
 
-def _decide(lake: Lake, month: str, wave: int, conf: Definitions) -> DataFrame:
+def _record(run: Run, result: Targets, plan: Plan, units: pd.DataFrame) -> None:
+    """Counts and figures of the run in ops/runs: per scenario x channel, per reason, and the optimisation."""
+    for (scenario, channel), n in result.targeted.items():
+        run.count(f"targeted.{scenario}.{channel}", n)
+    for reason, n in result.suppressed.items():
+        run.count(f"suppressed.{reason}", n)
+    run.count("control", sum(result.control.values()))
+    over = int(((units["decision"] == "targeted") & (units["sms_segments"].fillna(0) > 1)).sum())
+    run.count("sms_over_one_segment", over)
+    run.count("explore", int((units["reason"] == "explore").sum()))
+    run.count("planned_later_waves", plan.planned_later)
+    run.params.update({
+        "value_optimal": f"{plan.optimal.value:.2f}", "value_greedy": f"{plan.greedy.value:.2f}",
+        "optimality_gap": f"{plan.optimal.gap:.6f}", "solver_status": plan.optimal.status,
+        "solver_seconds": f"{plan.optimal.seconds:.3f}", "contested_options": str(plan.optimal.contested),
+    })
+    run.rows_out = sum(result.targeted.values())
+    if over:
+        log.warning("target %s: %d SMS need more than one %d-character segment (see gold/scenario_targets."
+                    "sms_segments)", result.month, over, SMS_SEGMENT)
+    log.info("target %s wave %d: expected incremental value %.1f yuan (greedy %.1f, %+.1f%%), %s in %.2fs, %d of %d "
+             "options contested, gap %.2g", result.month, result.wave, plan.optimal.value, plan.greedy.value,
+             100 * (plan.optimal.value / plan.greedy.value - 1) if plan.greedy.value else 0.0, plan.optimal.status,
+             plan.optimal.seconds, plan.optimal.contested, plan.optimal.options, plan.optimal.gap)
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def read_inputs(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) -> Inputs:
+    """Every input of the policy, read once (see the module text)."""
+    settings = conf.channels.policy.uplift_model
     tags = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
     stages = lake.read(FLOW_STAGES.name, partitions={"month": [month]}).select("sub_id", "stage", "reason", "flow_type")
-    needed = {c for s in conf.scenarios for c in s.reads} | set(TAGS_READ)
+    needed = ({c for s in conf.scenarios for c in s.reads} | set(TAGS_READ) | set(settings.numeric)
+              | set(settings.categorical))
     tagged = tags.select(*[c for c in tags.columns if c in needed or c in ("month", "sub_id")]).join(stages, "sub_id")
-    # Materialised once: every scenario selects from it, and the policy's steps then work on a small table.
     # A subscriber who left since (a later CRM snapshot says so: wave 2 runs in the campaign month) is churned too.
-    left = read_churned(lake, month).withColumn("_left", F.lit(True))
-    tagged = tagged.join(left, "sub_id", "left").withColumn(
+    churned = read_churned(lake, month).localCheckpoint()
+    tagged = tagged.join(churned.withColumn("_left", F.lit(True)), "sub_id", "left").withColumn(
         "churned_this_month", F.coalesce("churned_this_month", F.lit(False)) | F.coalesce("_left", F.lit(False)))
     tagged = tagged.drop("_left").localCheckpoint()
-    try:
-        cands = candidates(tagged, conf.scenarios, conf.catalogue, conf.channels, next_month(month), wave)
-    except (AnalysisException, ParseException):
-        check_targets(tagged, conf.scenarios, conf.catalogue, conf.channels)   # names the scenario's file
-        raise
-    earlier = None
-    if wave > 1:
-        cands = cands.join(read_non_converters(lake, month, wave - 1), ["sub_id", "scenario"], "left_semi")
-        earlier = (lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
-                   .where((F.col("wave") < wave) & F.col("decision").isin("targeted", "control"))
-                   .select("sub_id", "mode", "channel", "contact_date", "decision"))
-    cands = cands.localCheckpoint()
-    rates = acceptance_rates(conf.scenarios, conf.channels, read_observed(lake, month))
-    budgets = {s.id: s.model.budget_yuan for s in conf.scenarios if s.model.budget_yuan}
-    return decide(cands, conf.channels, rates, read_opt_outs(lake), read_immunity(lake, month, wave), budgets,
-                  earlier)
+    cells = read_cells(lake, month)
+    estimates = estimate(cells, [s.id for s in conf.scenarios], conf.channels)
+    run.params.update({f"estimates.{k}": f"{v:.6g}" for k, v in estimates.fit.items()})
+    earlier = read_earlier(lake, conf, month, wave) if wave > 1 else None
+    held_out = (lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
+                .where(F.col("arm").isin(CONTROL, HOLDOUT) & (F.col("wave") < wave)).select("sub_id", "scenario")
+                if wave > 1 else lake.spark.createDataFrame([], "sub_id string, scenario string"))
+    return Inputs(tagged=tagged, opt_outs=read_opt_outs(lake).localCheckpoint(),
+                  immunity=read_immunity(lake, month, conf).localCheckpoint(), churned=churned,
+                  estimates=estimates, scorer=choose_scorer(lake, conf, month, wave, run), earlier=earlier,
+                  held_out=held_out.localCheckpoint())
+
+
+def _has_month(lake: Lake, table: str, month: str) -> bool:
+    return lake.exists(table) and month in lake.partition_values(table, "month")
 
 
 def read_churned(lake: Lake, month: str) -> DataFrame:
@@ -172,8 +231,8 @@ def read_churned(lake: Lake, month: str) -> DataFrame:
 
 def require_evaluated(lake: Lake, month: str, wave: int) -> None:
     """Refuse the next wave until every contact of `wave` has an outcome (`flowops evaluate` ran after them)."""
-    history = (lake.read(CONTACT_HISTORY.name, partitions={"month": [month]})
-               if month in lake.partition_values(CONTACT_HISTORY.name, "month") else None)
+    history = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}) if _has_month(
+        lake, CONTACT_HISTORY.name, month) else None
     counts = {} if history is None else {r.evaluated: r["count"] for r in history.where(F.col("wave") == wave)
                                           .groupBy(F.col("outcome").isNotNull().alias("evaluated")).count().collect()}
     if not counts:
@@ -183,29 +242,6 @@ def require_evaluated(lake: Lake, month: str, wave: int) -> None:
         raise LakeError(f"wave {wave + 1} of {month} goes to wave {wave}'s non-converters: {counts[False]:,} of wave "
                         f"{wave}'s contacts have no outcome yet. Land the campaign month's receipts and orders and "
                         f"run `flowops evaluate --month {month}` first")
-
-
-def read_non_converters(lake: Lake, month: str, wave: int) -> DataFrame:
-    """sub_id, scenario: the members of both arms of a scenario's wave `wave` — contacted and control group —
-    who did not order an offered product inside the window (each arm measured alike; the control members stay
-    the control group)."""
-    arm = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]}).where(
-        (F.col("wave") == wave) & F.col("decision").isin("targeted", "control"))
-    orders = lake.read("silver/orders", partitions={"month": [next_month(month)]})
-    return ordered(arm, placed_orders(orders)).where(~F.col("converted")).select("sub_id", "scenario").distinct()
-
-
-def _with_messages(decided: DataFrame, conf: Definitions) -> DataFrame:
-    """Messages of the targeted contacts; a row whose message fails to render is suppressed (no_message)."""
-    render = renderer(conf.scenarios, conf.channels, conf.catalogue)
-    fields = {s.id: (s.model.incentive.mb, s.model.incentive.minutes) for s in conf.scenarios}
-    text = F.when(F.col("decision") == "targeted", message_column(render, fields))
-    out = decided.withColumn("message", text)
-    failed = F.coalesce(F.col("message").startswith(FAILED), F.lit(False))
-    out = out.withColumns({"decision": F.when(failed, "suppressed").otherwise(F.col("decision")),
-                           "reason": F.when(failed, "no_message").otherwise(F.col("reason")),
-                           "message": F.when(failed, F.substring("message", 2, 500)).otherwise(F.col("message"))})
-    return out.withColumn("sms_segments", sms_segments(F.col("message"), conf.channels))
 
 
 def read_opt_outs(lake: Lake) -> DataFrame:
@@ -223,40 +259,188 @@ def read_opt_outs(lake: Lake) -> DataFrame:
                                                              F.array().cast("array<string>"))))).alias("opt_out_channels"))
 
 
-def read_immunity(lake: Lake, month: str, wave: int = 1) -> DataFrame:
-    """sub_id, product_id, rounds: contacts with an offer before wave `wave` of `month` (earlier months, and earlier
-    waves of this one) that no order of that product (on or after the contact's window start) followed."""
-    schema = "sub_id string, product_id string, rounds int"
+def read_immunity(lake: Lake, month: str, conf: Definitions) -> DataFrame:
+    """sub_id, family, rounds: the cycles (campaign months) before month M in which the subscriber got a delivered
+    contact offering that family of products (data plans, boosters, ...) and did not convert, counted since
+    their last converted cycle of it. Undelivered contacts and contacts without a receipt do not count (nobody
+    can be immune to an offer they never saw); the several waves and scenarios of one month are one cycle."""
+    schema = "sub_id string, family string, rounds int"
     if not lake.exists(CONTACT_HISTORY.name):
         return lake.spark.createDataFrame([], schema)
-    earlier = lake.read(CONTACT_HISTORY.name).where((F.col("month") < month)
-                                                     | ((F.col("month") == month) & (F.col("wave") < wave)))
-    if lake.exists("silver/orders"):
-        orders = lake.read("silver/orders").where(F.col("action") != "cancel").select(
-            "sub_id", "product_id", F.to_date("order_time").alias("ordered"))
-        converted = earlier.alias("c").join(orders.alias("o"), (F.col("c.sub_id") == F.col("o.sub_id"))
-                                            & (F.col("c.product_id") == F.col("o.product_id"))
-                                            & (F.col("o.ordered") >= F.col("c.window_start")), "left_semi")
-        earlier = earlier.join(converted.select("sub_id", "product_id", "month", "wave"),
-                               ["sub_id", "product_id", "month", "wave"], "left_anti")
-    return earlier.groupBy("sub_id", "product_id").agg(F.countDistinct("month", "wave").cast("int").alias("rounds"))
+    history = lake.read(CONTACT_HISTORY.name).where((F.col("month") < month) & F.col("outcome").isNotNull())
+    cycles = history.groupBy("sub_id", "family", "month").agg(
+        F.max((F.col("outcome") == "converted").cast("int")).alias("converted"),
+        F.max(F.col("outcome").isin("converted", "not_converted").cast("int")).alias("delivered"))
+    last = F.max(F.when(F.col("converted") == 1, F.col("month"))).over(Window.partitionBy("sub_id", "family"))
+    return (cycles.withColumn("_last", last)
+            .where((F.col("delivered") == 1) & (F.col("converted") == 0)
+                   & (F.col("_last").isNull() | (F.col("month") > F.col("_last"))))
+            .groupBy("sub_id", "family").agg(F.count("*").cast("int").alias("rounds")))
 
 
-def read_observed(lake: Lake, month: str) -> list[Observed]:
-    """Evaluated contacts and conversions per scenario x channel of months before `month` (ops/contact_history
-    rows whose outcome the evaluation has filled in)."""
-    if not lake.exists(CONTACT_HISTORY.name):
+def experiment_rows(members: DataFrame) -> DataFrame:
+    """The members whose comparison is randomised, with `treated` (1 contacted, 0 held out): wave 1's contacted
+    treated arm against its control group; a later wave's contacted against that wave's holdout (drawn among the
+    same earlier non-converters). Treated-arm members the optimisation did not contact are left out: who was
+    contacted among them was chosen by value, not at random."""
+    is_treated = (F.col("arm") == TREATED) & F.col("contacted")
+    is_held = ((F.col("wave") == 1) & (F.col("arm") == CONTROL)) | ((F.col("wave") > 1) & (F.col("arm") == HOLDOUT))
+    return members.where(is_treated | is_held).withColumn("treated", is_treated.cast("int")).withColumn(
+        "converted", F.col("converted").cast("int"))
+
+
+def read_cells(lake: Lake, month: str) -> list[Cell]:
+    """Per scenario x channel, the randomised comparisons of the months before M (gold/campaign_members)."""
+    if not lake.exists(CAMPAIGN_MEMBERS.name):
         return []
-    done = lake.read(CONTACT_HISTORY.name).where((F.col("month") < month) & F.col("outcome").isNotNull())
-    rows = done.groupBy("scenario", "channel").agg(F.count("*").alias("n"), F.sum(
-        F.when(F.col("outcome") == "converted", 1).otherwise(0)).alias("k")).collect()
-    return [Observed(r.scenario, r.channel, r.n, r.k) for r in rows]
+    rows = experiment_rows(lake.read(CAMPAIGN_MEMBERS.name).where(F.col("month") < month)).groupBy(
+        "scenario", "channel").agg(
+        F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
+        F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
+    ).where(F.col("channel").isNotNull()).collect()
+    return [Cell(r.scenario, r.channel, int(r.nt), int(r.kt), int(r.nc), int(r.kc)) for r in rows]
+
+
+def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) -> Scorer:
+    """The uplift model where it ranks a held-out month better than the estimates do, else the estimates.
+
+    Wave 1 trains the two-model learner on every evaluated month but the latest, and compares the Qini
+    coefficient of its scores with that of the per scenario x channel estimates (fitted on the same earlier
+    months) on the latest one. A winning model is saved under LAKE/models/uplift/month=M for the month's later
+    waves, which use what wave 1 chose."""
+    settings = conf.channels.policy.uplift_model
+    folder = Path(lake.root) / MODELS / "uplift" / f"month={month}"
+    features = [*settings.numeric, *settings.categorical]
+    if wave > 1:
+        chosen = folder.is_dir()
+        run.params["scorer"] = "model" if chosen else "estimates"
+        if chosen:
+            from flowops.models.uplift import UpliftModel
+
+            return Scorer("model", UpliftModel.load(str(folder)), features)
+        return Scorer("estimates")
+    if folder.is_dir():
+        shutil.rmtree(folder)   # a rerun of wave 1 decides again
+    reason = "off" if settings.use == "off" else ""
+    months: list[str] = []
+    if not reason and lake.exists(CAMPAIGN_MEMBERS.name):
+        members = experiment_rows(lake.read(CAMPAIGN_MEMBERS.name).where(F.col("month") < month))
+        months = sorted(r.month for r in members.select("month").distinct().collect())
+    if not reason and len(months) < 2:
+        reason = f"{len(months)} evaluated month(s), the model needs 2 (train, then a held-out month)"
+    if not reason:
+        train_months, held_month = months[:-1], months[-1]
+        tags = lake.read(SUBSCRIBER_TAGS).select("month", "sub_id", *[c for c in features if c != "stage"])
+        stages = lake.read(FLOW_STAGES.name).select("month", "sub_id", "stage")
+        rows = members.join(tags, ["month", "sub_id"], "left").join(stages, ["month", "sub_id"], "left")
+        train = rows.where(F.col("month").isin(train_months)).localCheckpoint()
+        size = train.count()
+        if size < settings.min_members:
+            reason = f"{size:,} members in the training months, fewer than uplift_model.min_members"
+    if reason:
+        run.params.update({"scorer": "estimates", "scorer_reason": reason})
+        return Scorer("estimates")
+    from flowops.models.uplift import qini, train_uplift
+
+    model = train_uplift(train, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"])
+    held = rows.where(F.col("month") == held_month)
+    prior = estimate(read_cells(lake, held_month), [s.id for s in conf.scenarios], conf.channels)
+    held = model.transform(held).withColumn("estimate_score", lookup(
+        {f"{s}|{c}": e.mean for (s, c), e in prior.uplift.items()}, F.concat_ws("|", "scenario", "channel")))
+    held = held.localCheckpoint()
+    q_model = qini(held, score="uplift_score").coefficient
+    q_estimates = qini(held, score="estimate_score").coefficient
+    wins = bool(q_model > q_estimates)
+    run.params.update({"scorer": "model" if wins else "estimates", "qini_model": f"{q_model:.4f}",
+                       "qini_estimates": f"{q_estimates:.4f}", "uplift_model_trained_on": ",".join(train_months),
+                       "uplift_model_held_out": held_month})
+    log.info("target %s: uplift model Qini %.4f vs estimates %.4f on held-out %s: %s", month, q_model, q_estimates,
+             held_month, "the model scores" if wins else "the estimates score")
+    if not wins:
+        return Scorer("estimates")
+    model.save(str(folder))
+    return Scorer("model", model, features)
+
+
+def read_earlier(lake: Lake, conf: Definitions, month: str, wave: int) -> Earlier:
+    """What the month's earlier waves did: the previous wave's non-converters of both arms (the control group
+    stays the control group), whose contact was not delivered, and the contacts, booked days and spend so far."""
+    targets = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
+    previous = targets.where((F.col("wave") == wave - 1) & F.col("arm").isNotNull())
+    arms = previous.groupBy("sub_id", "scenario").agg(
+        F.first("arm").alias("arm"), F.first("offers").alias("offers"), F.min("window_start").alias("window_start"),
+        F.max("window_end").alias("window_end"), F.min("contact_date").alias("contact_date"))
+    orders = lake.read("silver/orders", partitions={"month": [next_month(month)]})
+    stayed = ordered(arms.withColumn("wave", F.lit(wave - 1)), placed_orders(orders)).where(~F.col("converted"))
+    members = arms.join(stayed.select("sub_id", "scenario"), ["sub_id", "scenario"], "left_semi").select(
+        "sub_id", "scenario", F.when(F.col("arm") == HOLDOUT, TREATED).otherwise(F.col("arm")).alias("arm"))
+    history = (lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave)
+               .localCheckpoint())
+    undelivered = history.where((F.col("wave") == wave - 1) & (F.col("outcome") == "undelivered")).select(
+        "sub_id", "scenario").distinct()
+    made = history.select("sub_id", "mode", "scenario", "channel", "contact_date", "channel_cost_yuan",
+                          "incentive_cost_yuan", "incentive_on_order", "outcome").collect()
+    spent: Counter = Counter()
+    for r in made:
+        paid = r.incentive_cost_yuan if (not r.incentive_on_order or r.outcome == "converted") else 0.0
+        spent[r.scenario] += (r.channel_cost_yuan or 0.0) + (paid or 0.0)
+    return Earlier(members=members.localCheckpoint(), undelivered=undelivered.localCheckpoint(),
+                   used_caps=dict(Counter((r.sub_id, r.mode) for r in made)),
+                   used_attempts=dict(Counter((r.sub_id, r.scenario) for r in made)),
+                   booked=dict(Counter((r.channel, r.contact_date) for r in made)), spent=dict(spent))
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+def _targets_frame(lake: Lake, units: pd.DataFrame) -> DataFrame:
+    """The wave's decisions as gold/scenario_targets rows."""
+    return lake.spark.createDataFrame(_rows(units, SCENARIO_TARGETS.schema), SCENARIO_TARGETS.schema).localCheckpoint()
+
+
+def _rows(frame: pd.DataFrame, schema: T.StructType) -> list[tuple]:
+    """The frame's rows as plain Python values of the schema's types (pandas holds ints as floats beside nulls,
+    dates as timestamps, arrays as numpy arrays)."""
+    def plain(kind: T.DataType):  # noqa: ANN202 - a converter
+        if isinstance(kind, T.IntegerType | T.LongType):
+            return int
+        if isinstance(kind, T.DoubleType):
+            return float
+        if isinstance(kind, T.BooleanType):
+            return bool
+        if isinstance(kind, T.DateType):
+            return lambda v: v.date() if isinstance(v, pd.Timestamp | dt.datetime) else v
+        if isinstance(kind, T.ArrayType):
+            return list
+        return str
+
+    converters = [plain(f.dataType) for f in schema.fields]
+    columns = [frame[f.name].tolist() for f in schema.fields]
+    return [tuple(None if _missing(v) else convert(v) for v, convert in zip(values, converters, strict=True))
+            for values in zip(*columns, strict=True)]
+
+
+def _missing(value: object) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _history(lake: Lake, units: pd.DataFrame, run_id: str, channels: Channels) -> DataFrame:
+    """ops/contact_history rows of the exported contacts: which cycle of the offer family each is, what it was
+    expected to be worth, and what it costs (the channel; the incentive, paid on ordering or to everyone)."""
+    sent = units[units["decision"] == "targeted"].copy()
+    costs = {c.id: c.cost_yuan for c in channels.channels}
+    sent["round"] = sent["rounds"].fillna(0).astype(int) + 1
+    sent["channel_cost_yuan"] = sent["channel"].map(costs).astype(float)
+    sent["incentive_cost_yuan"] = sent["incentive_cost"].where(sent["incentive"] != "none", 0.0).astype(float)
+    sent["run_id"] = run_id
+    sent["outcome"] = None
+    return lake.spark.createDataFrame(_rows(sent, CONTACT_HISTORY.schema), CONTACT_HISTORY.schema)
 
 
 def _overwrite_wave(lake: Lake, table: str, rows: DataFrame, month: str, wave: int, run: Run) -> int:
     """Replace this wave's rows of the month, keeping the month's other waves."""
     keep = None
-    if lake.exists(table) and month in lake.partition_values(table, "month"):
+    if _has_month(lake, table, month):
         keep = lake.read(table, partitions={"month": [month]}).where(F.col("wave") != wave).localCheckpoint()
     out = rows if keep is None else keep.unionByName(rows)
     return lake.write(out, table, mode="overwrite", partitions={"month": [month]},
@@ -269,21 +453,29 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
     crm = (lake.read("silver/subscribers", partitions={"month": [month]}).groupBy("sub_id")   # one row each, even
            .agg(F.max("account_manager_id").alias("manager_id")))                             # if a line repeats
     trigger = lookup({c.id: c.trigger for c in conf.channels.channels if c.trigger}, F.col("channel")).cast("string")
+    care = lookup({s.id: s.model.care.max_cost_yuan for s in conf.scenarios if s.model.care}, F.col("scenario"))
     priority = F.row_number().over(Window.partitionBy("channel", "scenario")
                                    .orderBy(F.col("expected_value").desc(), "sub_id"))
     return (targeted.join(keys, "sub_id", "left").join(crm, "sub_id", "left")
-            .select("month", "sub_id", "scenario", "mode", "channel", "product_id", "msisdn", "manager_id",
-                    "message", trigger.alias("trigger_event"), priority.alias("priority")))
+            .select("month", "sub_id", "scenario", "mode", "channel", "product_id", "family", "msisdn", "manager_id",
+                    "message", trigger.alias("trigger_event"), priority.alias("priority"), "contact_date",
+                    "window_end", "expected_value", "cost_yuan", care.cast("double").alias("care_max_cost")))
 
 
-def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions) -> None:
-    """Re-check every export row against the lake's opt-outs, churn, immunity, control draw and contact cap."""
-    churned = read_churned(lake, month)
-    earlier = lake.spark.createDataFrame([], "sub_id string, mode string")
+def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions,
+                      earlier_waves: Earlier | None, held_out: DataFrame) -> None:
+    """Re-check every export row against the lake's opt-outs, churn, immunity, the stored draw (`held_out`: the
+    control group and holdouts, sub_id and scenario), the contact cap, each scenario's attempts and its budget
+    over the waves, and the rule that no contact is worth less than nothing (care scenarios within their cost
+    ceiling excepted)."""
+    earlier = lake.spark.createDataFrame([], "sub_id string, mode string, scenario string")
+    spent = earlier_waves.spent if earlier_waves else {}
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
         earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave)
-    problems = violations(rows, read_opt_outs(lake), churned, read_immunity(lake, month, wave), conf.channels,
-                          {s.id: s.model.control_rate for s in conf.scenarios}, earlier.select("sub_id", "mode"))
+    budgets = {s.id: s.model.budget_yuan - spent.get(s.id, 0.0) for s in conf.scenarios if s.model.budget_yuan}
+    attempts = {s.id: s.model.strategy.max_attempts for s in conf.scenarios}
+    problems = violations(rows, read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf),
+                          conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts)
     found = problems.groupBy("problem").count().collect()
     if found:
         shown = ", ".join(f"{r['count']} {r.problem}" for r in sorted(found, key=lambda r: r.problem))
@@ -305,19 +497,21 @@ def write_exports(root: Path, month: str, wave: int, rows, channels: Channels, r
     manifests: dict[str, list[dict]] = {}
     for (channel, scenario), group in sorted(rows.groupby(["channel", "scenario"]), key=lambda kv: kv[0]):
         kind = kinds[channel]
-        ordered = group.sort_values(["priority", "sub_id"]) if kind == "call" else group.sort_values("sub_id")
-        body = _csv(ordered, kind)
+        ordered_rows = group.sort_values(["priority", "sub_id"]) if kind == "call" else group.sort_values("sub_id")
+        body = _csv(ordered_rows, kind)
         name = f"channel={channel}/{scenario}.csv"
         files[name] = body
         manifests.setdefault(channel, []).append({"file": f"{scenario}.csv", "scenario": scenario,
-                                                  "rows": len(ordered), "sha256": hashlib.sha256(body).hexdigest()})
+                                                  "rows": len(ordered_rows),
+                                                  "sha256": hashlib.sha256(body).hexdigest()})
     if final.exists() and _same_files(final, files):
         shutil.rmtree(staging)
         return final, False
     for name, body in files.items():
         _private_write(staging / name, body)
     for channel, entries in manifests.items():
-        manifest = {"month": month, "wave": wave, "channel": channel, "run_id": run_id, "files": entries,
+        manifest = {"month": month, "campaign_month": next_month(month), "wave": wave, "channel": channel,
+                    "run_id": run_id, "files": entries,
                     "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         _private_write(staging / f"channel={channel}" / "manifest.json",
                        json.dumps(manifest, ensure_ascii=False, indent=2).encode())
@@ -332,6 +526,7 @@ def write_exports(root: Path, month: str, wave: int, rows, channels: Channels, r
 
 
 def _csv(frame, kind: str) -> bytes:  # noqa: ANN001
+    """One export file: the kind's columns, every cell written so that no spreadsheet reads it as a formula."""
     columns = {"sms": {"text": "message"}, "call": {"script": "message"}, "manager": {"talking_points": "message"},
                "display": {"content": "message"}}[kind]
     buffer = io.StringIO()
@@ -339,8 +534,7 @@ def _csv(frame, kind: str) -> bytes:  # noqa: ANN001
     writer.writerow(EXPORT_COLUMNS[kind])
     for row in frame.itertuples(index=False):
         values = row._asdict()
-        writer.writerow(["" if values[columns.get(c, c)] is None else values[columns.get(c, c)]
-                         for c in EXPORT_COLUMNS[kind]])
+        writer.writerow([safe_cell(values[columns.get(c, c)]) for c in EXPORT_COLUMNS[kind]])
     return buffer.getvalue().encode("utf-8")
 
 
@@ -361,4 +555,3 @@ def _private_write(path: Path, body: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(body)
-

@@ -1,0 +1,189 @@
+"""What a contact is expected to do, learnt from earlier months' randomised campaigns (empirical Bayes).
+
+Every campaign holds out a random control group, so each scenario x channel of an earlier month is a small
+experiment: treated members (contacted on the channel) against control members (who would have been). From
+those experiments:
+
+- `organic_rates`: per scenario, the share of candidates who order the offer unprompted (the control groups'
+  conversion). A beta-binomial model: each scenario's rate is drawn from one Beta(a, b) fitted to every
+  scenario's control group by maximum marginal likelihood; a scenario's estimate is its posterior mean
+  (a + converted) / (a + b + members). Until three scenarios have been measured, the Beta is the policy's
+  prior (`organic_prior`, worth `prior_strength` members).
+- `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the conversion of those
+  contacted on the channel minus the scenario's organic rate (above: its whole control group, shrunk across
+  scenarios, so a control group of three cannot make a channel look harmful). A normal-normal random-effects
+  model: cell i measures u_i with sampling variance v_i around its true uplift, and the true uplifts scatter
+  around the channel's prior (`uplift_prior` in conf/channels.yml) plus one shift m with variance t2. t2 is
+  fitted to the cells by DerSimonian and Laird's method of moments; m is their precision-weighted mean, itself
+  shrunk toward 0 (the priors are right) by its own prior spread `uplift_prior_sd`, so a few noisy cells cannot
+  move every channel's prior at once; each cell's estimate is its posterior mean, the measured uplift shrunk
+  toward prior + m by v_i / (v_i + t2) — a noisy cell moves little, a well-measured one a lot. A cell never
+  measured gets prior + m.
+- `response_rates`: per scenario x channel, the conversion of the contacted, organic buyers included (a Beta
+  prior updated by the counts): what targeting used before it measured uplift, kept as the baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from flowops.scenarios.templates import Channels
+
+# Smallest between-cell spread kept when the cells cannot tell it from zero (DerSimonian-Laird's t2 = 0): enough
+# that a cell measured on thousands of members can still move away from the pooled mean.
+MIN_SPREAD = 0.002 ** 2
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario x channel experiment of earlier months: treated and control members, and who converted."""
+
+    scenario: str
+    channel: str
+    treated: int
+    treated_converted: int
+    control: int
+    control_converted: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    sd: float
+    measured: bool   # backed by data of its own (not only the prior)
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Everything targeting needs to value a contact; `fit` records how the hyper-parameters came out."""
+
+    organic: dict[str, Estimate]                 # scenario -> P(order unprompted)
+    uplift: dict[tuple[str, str], Estimate]      # (scenario, channel) -> incremental conversion per contact
+    response: dict[tuple[str, str], float]       # (scenario, channel) -> conversion of the contacted
+    fit: dict[str, float]
+
+
+def estimate(cells: Iterable[Cell], scenarios: Iterable[str], channels: Channels) -> Estimates:
+    """All three estimates for every scenario x channel of the conf, from the measured `cells`."""
+    cells = list(cells)
+    scenarios = list(scenarios)
+    organic, organic_fit = organic_rates(cells, scenarios, channels)
+    uplift, uplift_fit = uplift_rates(cells, scenarios, channels, organic)
+    return Estimates(organic, uplift, response_rates(cells, scenarios, channels, organic),
+                     {**organic_fit, **uplift_fit})
+
+
+def organic_rates(cells: list[Cell], scenarios: list[str], channels: Channels) -> tuple[dict[str, Estimate], dict]:
+    """Per scenario, P(order unprompted): beta-binomial empirical Bayes over the scenarios' control groups."""
+    policy = channels.policy
+    members: dict[str, list[int]] = {s: [0, 0] for s in scenarios}
+    for cell in cells:
+        if cell.scenario in members:
+            members[cell.scenario][0] += cell.control
+            members[cell.scenario][1] += cell.control_converted
+    measured = {s: nk for s, nk in members.items() if nk[0] > 0}
+    a = policy.organic_prior * policy.prior_strength
+    b = (1 - policy.organic_prior) * policy.prior_strength
+    fitted = False
+    if len(measured) >= 3:
+        n = np.array([nk[0] for nk in measured.values()], dtype=float)
+        k = np.array([nk[1] for nk in measured.values()], dtype=float)
+        a, b, fitted = _fit_beta(n, k, a, b)
+    out = {}
+    for scenario, (n, k) in members.items():
+        mean = (a + k) / (a + b + n)
+        sd = (mean * (1 - mean) / (a + b + n + 1)) ** 0.5
+        out[scenario] = Estimate(mean, sd, n > 0)
+    return out, {"organic_a": a, "organic_b": b, "organic_fitted": float(fitted)}
+
+
+def _fit_beta(n: np.ndarray, k: np.ndarray, a0: float, b0: float) -> tuple[float, float, bool]:
+    """(a, b) maximising the beta-binomial marginal likelihood of the counts; the prior's when it fails."""
+    def loss(params: np.ndarray) -> float:
+        a, b = np.exp(params)
+        return -float(stats.betabinom.logpmf(k, n, a, b).sum())
+
+    result = optimize.minimize(loss, np.log([a0, b0]), method="Nelder-Mead",
+                               options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+    a, b = np.exp(result.x)
+    # a + b beyond ~1e6 says the scenarios do not differ at all; keep the fit but bounded (a finite prior).
+    if not result.success or not np.isfinite([a, b]).all():
+        return a0, b0, False
+    scale = min(1.0, 1e6 / (a + b))
+    return float(a * scale), float(b * scale), True
+
+
+def uplift_rates(cells: list[Cell], scenarios: list[str], channels: Channels, organic: dict[str, Estimate]
+                 ) -> tuple[dict[tuple[str, str], Estimate], dict]:
+    """Per scenario x channel, incremental conversion per contact: random-effects empirical Bayes."""
+    prior = {c.id: c.uplift_prior for c in channels.channels}
+    usable = [c for c in cells if c.treated > 0 and c.channel in prior and c.scenario in organic]
+    measured_diffs = [_diff(c, organic[c.scenario], prior[c.channel]) for c in usable]
+    y = np.array([d - prior[c.channel] for c, (d, _) in zip(usable, measured_diffs, strict=True)])
+    v = np.array([var for _, var in measured_diffs])
+    shift, shift_var, spread = 0.0, 0.0, None
+    if len(usable) >= 2:
+        w = 1 / v
+        fixed = float((w * y).sum() / w.sum())
+        q = float((w * (y - fixed) ** 2).sum())
+        spread = max(0.0, (q - (len(usable) - 1)) / (w.sum() - (w ** 2).sum() / w.sum()))
+        wr = 1 / (v + max(spread, MIN_SPREAD))
+        shift, shift_var = _shrunk(float((wr * y).sum() / wr.sum()), float(1 / wr.sum()), channels)
+    elif len(usable) == 1:
+        shift, shift_var = _shrunk(float(y[0]), float(v[0]), channels)
+    measured = {(c.scenario, c.channel): (yi, vi) for c, yi, vi in zip(usable, y, v, strict=True)}
+    out = {}
+    for scenario in scenarios:
+        for channel in prior:
+            # Before two cells are measured, true uplifts are assumed to scatter around their prior by the prior.
+            t2 = max(spread if spread is not None else prior[channel] ** 2, MIN_SPREAD)
+            base = prior[channel] + shift
+            if (scenario, channel) in measured:
+                yi, vi = measured[(scenario, channel)]
+                weight = t2 / (t2 + vi)
+                mean = base + weight * (yi - shift)
+                var = weight * vi + (1 - weight) ** 2 * shift_var
+                out[(scenario, channel)] = Estimate(mean, var ** 0.5, True)
+            else:
+                out[(scenario, channel)] = Estimate(base, (t2 + shift_var) ** 0.5, False)
+    return out, {"uplift_shift": shift, "uplift_spread_sd": (spread or 0.0) ** 0.5, "uplift_cells": float(len(usable))}
+
+
+def _shrunk(mean: float, var: float, channels: Channels) -> tuple[float, float]:
+    """The measured common shift of the priors combined with its prior N(0, uplift_prior_sd^2)."""
+    prior_var = channels.policy.uplift_prior_sd ** 2
+    weight = prior_var / (prior_var + var)
+    return weight * mean, weight * var
+
+
+def _diff(cell: Cell, organic: Estimate, prior: float) -> tuple[float, float]:
+    """The contacted's conversion minus the scenario's organic rate, and its sampling variance: the binomial
+    variance at the rate the model expects (organic + prior) or the measured one, whichever is larger, so that
+    0 of n still has a variance; plus the organic estimate's."""
+    rate = cell.treated_converted / cell.treated
+    expected = min(max(organic.mean + prior, 1e-4), 0.99)
+    spread = max(rate * (1 - rate), expected * (1 - expected))
+    return rate - organic.mean, spread / cell.treated + organic.sd ** 2
+
+
+def response_rates(cells: list[Cell], scenarios: list[str], channels: Channels,
+                   organic: dict[str, Estimate]) -> dict[tuple[str, str], float]:
+    """Per scenario x channel, the posterior mean conversion of the contacted: a Beta prior at organic + the
+    channel's uplift prior (`prior_strength` contacts), updated by the treated counts."""
+    n0 = channels.policy.prior_strength
+    seen: dict[tuple[str, str], list[int]] = {}
+    for cell in cells:
+        counts = seen.setdefault((cell.scenario, cell.channel), [0, 0])
+        counts[0] += cell.treated
+        counts[1] += cell.treated_converted
+    out = {}
+    for scenario in scenarios:
+        base = organic[scenario].mean if scenario in organic else channels.policy.organic_prior
+        for channel in channels.channels:
+            n, k = seen.get((scenario, channel.id), (0, 0))
+            out[(scenario, channel.id)] = (min(base + channel.uplift_prior, 0.99) * n0 + k) / (n0 + n)
+    return out
