@@ -108,7 +108,11 @@ def add_demo(sub: Sub, common: argparse.ArgumentParser) -> None:
                        description="Generate a small synthetic month and run every pipeline step that exists, "
                                    "then print a summary of what landed where.")
     p.add_argument("--out", default="demo", metavar="DIR", help="demo folder: DIR/raw and DIR/lakehouse")
-    p.add_argument("--subscribers", type=int, default=400, metavar="N")
+    # Thousands of subscribers, so that campaigns measured against 10% control groups give intervals that mean
+    # something at realistic conversion rates; few records each, since a run's time is mostly Spark's fixed cost.
+    p.add_argument("--subscribers", type=int, default=4000, metavar="N")
+    p.add_argument("--records-per-day", type=float, default=3, metavar="R",
+                   help="xDR records per active subscriber-day (default 3; real probes write hundreds)")
     p.add_argument("--month", default="2026-03", metavar="YYYY-MM", help="the month the pipeline runs for")
     p.add_argument("--seed", type=int, default=7, metavar="S")
     p.add_argument("--bad-rate", type=float, default=0.01, metavar="R")
@@ -124,7 +128,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _fresh_demo_lake(Path(args.lake))
     ctx = Context.from_args(args, app_name="flowops-demo", demo=True)
     print(demo(ctx, out=out, subscribers=args.subscribers, month=args.month, seed=args.seed,
-               bad_rate=args.bad_rate))
+               bad_rate=args.bad_rate, records_per_day=args.records_per_day))
     return 0
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowops.context import Context
 from flowops.definitions import Definitions
@@ -29,7 +31,49 @@ TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "sil
           "restricted/subscriber_keys", "ops/runs")
 
 
-def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float) -> str:
+@dataclass
+class MonthsRun:
+    """What `run_months` did: the last month's tags, stages and targets, the last evaluation, every simulated wave
+    and second wave."""
+
+    monthly: Any = None
+    tagged: Any = None
+    stages: Any = None
+    targets: Any = None
+    evaluation: Any = None
+    simulated: list = field(default_factory=list)
+    second_waves: list = field(default_factory=list)
+
+
+def run_months(ctx: Context, raw: Path, months: list[str], reference: Reference, definitions: Definitions,
+               seed: int, target_last: bool = True) -> MonthsRun:
+    """Months[1:] in turn after months[0] (usage already ingested): each lands its monthly files, measures the
+    previous month's campaign (wave 1, then wave 2 to its non-converters, then the whole campaign), tags, segments
+    and targets; the channel simulator answers every campaign but the last month's. With `target_last` False the
+    last month only lands and measures (its campaign month exists to evaluate the one before)."""
+    out = MonthsRun()
+    for m, previous in zip(months[1:], months, strict=False):
+        # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
+        out.monthly = ingest_monthly(ctx, raw, m, reference)
+        if previous != months[0]:
+            # Wave 1 measured, wave 2 goes to its non-converters, then the whole campaign is measured again.
+            run_evaluate(ctx, previous, definitions)
+            out.second_waves.append(run_target(ctx, previous, 2, definitions))
+            out.simulated.append(run_simulate(ctx, raw, previous, 2, seed, definitions))
+            out.monthly = ingest_monthly(ctx, raw, m, reference)
+            out.evaluation = run_evaluate(ctx, previous, definitions)
+        if m == months[-1] and not target_last:
+            break
+        out.tagged = run_tags(ctx, m, definitions)
+        _, out.stages = run_segment(ctx, m, definitions)
+        out.targets = run_target(ctx, m, definitions=definitions)
+        if m != months[-1]:
+            out.simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
+    return out
+
+
+def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float,
+             records_per_day: float | None = None) -> str:
     """Generate RAW under `out/raw`; run the two months before `month` and `month` itself into the lake, the channel
     simulator answering each campaign's two waves in between (wave 2 after wave 1 is evaluated); return a
     printable summary."""
@@ -41,7 +85,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     raw = out / "raw"
     months = [*previous_months(month, RUN_MONTHS), month]       # one history month, then the three run months
     generated = generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed,
-                         bad_rate=bad_rate)
+                         bad_rate=bad_rate, records_per_day=records_per_day)
     log.info("generated %s", generated.summary().splitlines()[0])
     lake = ctx.lake
     # The usage of every month as one batch, as an operator backfills history: one pass, one commit per table.
@@ -49,24 +93,10 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     ingested = ingest_days(ctx, raw, [day for m in months for day in month_days(m)], reference,
                            label={"months": f"{months[0]}..{month}"})
     monthly = ingest_monthly(ctx, raw, months[0], reference)
-    evaluation = targets = stages = tagged = None
-    simulated = []
-    second_waves = []
-    for m, previous in zip(months[1:], months, strict=False):
-        # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
-        monthly = ingest_monthly(ctx, raw, m, reference)
-        if previous != months[0]:
-            # Wave 1 measured, wave 2 goes to its non-converters, then the whole campaign is measured again.
-            run_evaluate(ctx, previous, definitions)
-            second_waves.append(run_target(ctx, previous, 2, definitions))
-            simulated.append(run_simulate(ctx, raw, previous, 2, seed, definitions))
-            monthly = ingest_monthly(ctx, raw, m, reference)
-            evaluation = run_evaluate(ctx, previous, definitions)
-        tagged = run_tags(ctx, m, definitions)
-        _, stages = run_segment(ctx, m, definitions)
-        targets = run_target(ctx, m, definitions=definitions)
-        if m != month:
-            simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
+    loop = run_months(ctx, raw, months, reference, definitions, seed)
+    monthly = loop.monthly or monthly
+    evaluation, targets, stages, tagged = loop.evaluation, loop.targets, loop.stages, loop.tagged
+    simulated, second_waves = loop.simulated, loop.second_waves
     counts = ingested.counts
     # Accepted lines of a monthly file include its header.
     landed_monthly = ", ".join(f"{_source(f.source_file)} {f.accepted - 1:,} rows" for f in monthly.files if f.accepted)

@@ -125,7 +125,8 @@ def profile(out: Path, subscribers: int) -> tuple[dict[str, StepWork], float]:
     ctx = Context(settings, app_name="flowops-demo", demo=True)
     started = time.perf_counter()
     demo = build_parser().parse_args(["demo", "--out", str(out), "--subscribers", str(subscribers)])  # its defaults
-    run_demo(ctx, out=out, subscribers=subscribers, month=demo.month, seed=demo.seed, bad_rate=demo.bad_rate)
+    run_demo(ctx, out=out, subscribers=subscribers, month=demo.month, seed=demo.seed, bad_rate=demo.bad_rate,
+             records_per_day=demo.records_per_day)
     wall = time.perf_counter() - started
     ctx.spark.stop()   # flushes the event log
     runs = DeltaTable(str(out / "lakehouse" / "ops" / "runs")).to_pyarrow_table(

@@ -41,7 +41,8 @@ def demo_run(spark, tmp_path_factory) -> DemoRun:
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
-            code = main(["demo", "--out", str(out), "--subscribers", str(DEMO_SUBSCRIBERS), "--month", DEMO_MONTH])
+            code = main(["demo", "--out", str(out), "--subscribers", str(DEMO_SUBSCRIBERS), "--month", DEMO_MONTH,
+                         "--records-per-day", "25"])
     finally:
         if saved is not None:
             os.environ["FLOWOPS_PII_KEY"] = saved

@@ -238,7 +238,8 @@ SCENARIO_TARGETS = TableSpec(
         ("saving_yuan", DOUBLE), ("incentive", STRING), ("incentive_yuan", DOUBLE), ("incentive_cost", DOUBLE),
         ("incentive_on_order", T.BooleanType()), ("channel", STRING), ("window_start", T.DateType()),
         ("window_end", T.DateType()), ("contact_date", T.DateType()), ("organic", DOUBLE), ("uplift", DOUBLE),
-        ("expected_value", DOUBLE), ("cost_yuan", DOUBLE), ("scorer", STRING), ("message", STRING),
+        ("expected_value", DOUBLE), ("weight", DOUBLE), ("cost_yuan", DOUBLE), ("scorer", STRING),
+        ("message", STRING),
         ("sms_segments", T.IntegerType()),
     ),
     partition_by=("month",),
@@ -246,8 +247,9 @@ SCENARIO_TARGETS = TableSpec(
     description="subscriber x scenario x wave x mode of a month: every candidate a scenario's target rule found, "
                 "with its offer, decision (targeted, control, or suppressed with the reason), its arm of the "
                 "experiment (treated, control, holdout: drawn once, stored), channel, day, window, message, and the "
-                "estimates it was valued by (organic conversion, uplift, expected incremental value, expected "
-                "cost). The month is the data month the tags come from; the contact windows fall in the month after.",
+                "estimates it was valued by (organic conversion, uplift, expected incremental value, the weight the "
+                "allocation maximised under the policy's objective, expected cost). The month is the data month "
+                "the tags come from; the contact windows fall in the month after.",
 )
 
 CONTACT_HISTORY = TableSpec(

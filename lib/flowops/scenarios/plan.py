@@ -93,7 +93,8 @@ def plan_wave(tagged: DataFrame, conf: Definitions, month: str, campaign_month: 
     earlier_arms = ({(s, c): a for s, c, a in zip(selected["sub_id"], selected["scenario"], selected["earlier_arm"],
                                                   strict=True)} if earlier is not None else None)
     frame = draw_arms(frame, month, wave, policy.exploration_share, earlier_arms)
-    kept = worthwhile(opts[rendered(opts["message"])].merge(frame[[*UNIT, "arm", "explore"]], on=UNIT), month)
+    scarce = {c.id for c in conf.channels.channels if c.daily_capacity}
+    kept = worthwhile(opts[rendered(opts["message"])].merge(frame[[*UNIT, "arm", "explore"]], on=UNIT), month, scarce)
     return _decide(frame, kept, conf, wave, scorer.name, earlier, time_limit)
 
 
@@ -175,7 +176,8 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     is_picked = index.isin(picked.index)
     is_held = index.isin(held.index) & out["arm"].isin([CONTROL, HOLDOUT]).to_numpy()
     both = pd.concat([picked, held])
-    for column in ("channel", "contact_date", "organic", "uplift", "expected_value", "cost_yuan", "message"):
+    for column in ("channel", "contact_date", "organic", "uplift", "expected_value", "weight", "cost_yuan",
+                   "message"):
         out[column] = both[column].reindex(index).to_numpy() if len(both) else None
     out["decision"] = np.where(is_picked, "targeted", np.where(is_held, "control", "suppressed"))
     out["reason"] = _reasons(out, problem, chosen, limits, is_picked)

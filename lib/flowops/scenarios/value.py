@@ -74,13 +74,19 @@ def with_values(rows: pd.DataFrame, channels: Channels, estimates: Estimates, wa
     return out
 
 
-def worthwhile(priced: pd.DataFrame, month: str) -> pd.DataFrame:
-    """The options worth making (weight > 0); an exploring unit keeps one of them, drawn at random (stable per
-    subscriber, scenario, wave, mode and month), instead of letting the optimiser pick its best."""
-    kept = priced[priced["weight"] > 0]
+def worthwhile(priced: pd.DataFrame, month: str, scarce: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """The options a unit may take: the first channel of its route worth making (weight > 0) — the route is the
+    seed's strategy: preference, VIP's account manager, high value's dear channel, the wave's channel — and, when
+    that channel is scarce, the next worthwhile ones up to an unlimited one, as fallbacks for a full day; a
+    fallback is never worth more to the optimiser than the channel it stands in for. An exploring unit keeps one
+    worthwhile channel drawn at random (stable per subscriber, scenario, wave, mode and month) instead."""
+    kept = priced[priced["weight"] > 0].sort_values([*UNIT, "rank"])
     exploring = kept["explore"].to_numpy(bool)
+    routed = _route_choice(kept[~exploring], scarce)
     if not exploring.any():
-        return kept.reset_index(drop=True)
+        return routed.reset_index(drop=True)
+    kept = pd.concat([routed, kept[exploring]])
+    exploring = kept["explore"].to_numpy(bool)
     explorers = kept[exploring]
     position = explorers.groupby(UNIT, sort=False).cumcount()
     count = explorers.groupby(UNIT, sort=False)["channel"].transform("size")
@@ -90,3 +96,20 @@ def worthwhile(priced: pd.DataFrame, month: str) -> pd.DataFrame:
     # Every row of a unit draws from the same key, so they agree on the pick.
     chosen = explorers[position.to_numpy() == pick]
     return pd.concat([kept[~exploring], chosen]).sort_index().reset_index(drop=True)
+
+
+def _route_choice(kept: pd.DataFrame, scarce: set[str] | frozenset[str]) -> pd.DataFrame:
+    """Per unit (rows sorted by rank within each unit): its first option, and while the options so far are all
+    on scarce channels, the next one, its weight capped just below the first's."""
+    if kept.empty:
+        return kept
+    position = kept.groupby(UNIT, sort=False).cumcount().to_numpy()
+    is_scarce = kept["channel"].isin(list(scarce)).to_numpy()
+    # Scarce options met before this one in the unit: the row is kept when all earlier ones were scarce.
+    earlier_unlimited = kept.assign(_u=~is_scarce).groupby(UNIT, sort=False)["_u"].cumsum().to_numpy() - (~is_scarce)
+    keep = (position == 0) | (earlier_unlimited == 0)
+    out = kept[keep].copy()
+    first = out.groupby(UNIT, sort=False)["weight"].transform("first")
+    capped = out["weight"].where(position[keep] == 0, np.minimum(out["weight"], first * (1 - 1e-6)))
+    out["weight"] = capped
+    return out

@@ -172,7 +172,7 @@ def _record(run: Run, result: Targets, plan: Plan, units: pd.DataFrame) -> None:
     for reason, n in result.suppressed.items():
         run.count(f"suppressed.{reason}", n)
     run.count("control", sum(result.control.values()))
-    over = int(((units["decision"] == "targeted") & (units["sms_segments"].fillna(0) > 1)).sum())
+    over = int(((units["decision"] == "targeted") & (pd.to_numeric(units["sms_segments"]).fillna(0) > 1)).sum())
     run.count("sms_over_one_segment", over)
     run.count("explore", int((units["reason"] == "explore").sum()))
     run.count("planned_later_waves", plan.planned_later)

@@ -202,8 +202,31 @@ def build_day(ctx: WorkerContext, day_ord: int, rng: np.random.Generator,
         key=start.astype(np.float64), lag=np.zeros(total, dtype=np.int8),
         msisdn_form=np.zeros(total, dtype=np.int8))
     if records_per_day is not None and total:
-        rec = _split_sessions(rng, apps, rec, records_per_day / (total / on.size))
+        ratio = records_per_day / (total / on.size)
+        rec = _split_sessions(rng, apps, rec, ratio) if ratio >= 1 else _merge_sessions(rng, rec, ratio)
     return rec.select(np.lexsort((rec.start, rec.hour)))
+
+
+def _merge_sessions(rng: np.random.Generator, rec: DayRecords, keep_share: float) -> DayRecords:
+    """Fewer, longer sessions (a sparser probe, or a world generated quickly): of each subscriber's busy-time and
+    idle-time sessions of the day a share is kept (at least one of each), and the others' bytes and duration are
+    folded into them, so every subscriber-day's busy and idle totals are unchanged (the planted usage is the same
+    at any density)."""
+    n = len(rec)
+    group = rec.sub.astype(np.int64) * 2 + rec.idle.astype(np.int64)
+    order = np.lexsort((rng.random(n), group))
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    keep = np.repeat(np.maximum(1, np.round(sizes * keep_share).astype(np.int64)), sizes)
+    receiver = order[np.repeat(starts, sizes) + rank % keep]   # the kept session each one folds into
+    kept = np.sort(order[rank < keep])
+    out = rec.select(kept)
+    for name in ("ul", "dl", "dur"):
+        folded = np.bincount(receiver, weights=getattr(rec, name)[order].astype(np.float64), minlength=n)
+        setattr(out, name, np.rint(folded[kept]).astype(getattr(rec, name).dtype))
+    out.dur = np.minimum(out.dur, 86_399 - np.maximum(out.start, 0)).astype(np.int32)   # ends the same day
+    return out
 
 
 def _split_sessions(rng: np.random.Generator, apps: Apps, rec: DayRecords, flows_per_session: float) -> DayRecords:

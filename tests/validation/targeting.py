@@ -1,0 +1,183 @@
+"""Does targeting by uplift beat targeting by response, on a world where the two differ?
+
+One generated world (a history month, four run months and the month after, whose orders measure the fourth
+campaign), copied twice; each copy runs every month of the pipeline with the channel simulator answering each
+campaign — once with `policy.objective: uplift`, once with `response` (the ranking quantity targeting used before:
+the conversion of the contacted, organic buyers included; the same optimiser, estimates, rules and exploration).
+The first two campaigns teach the estimates (and the uplift model, from the third); the last two are measured:
+
+- against the planted truth: each contact's planted incremental conversion (`synth.response.true_uplift`: delivery
+  x effect, from the generator's potential outcomes), summed over each policy's contacts, and over each policy's
+  best N contacts by its own ranking (`weight`), N the smaller policy's number of contacts;
+- by the evaluation itself: each campaign's incremental orders (uplift per contact x contacted, per scenario, the
+  whole campaign's row) with a 95% interval.
+
+    .venv/bin/python -m tests.validation.targeting --subscribers 4000 --seed 41 --out /tmp/targeting
+
+The test suite checks the same comparison on the lake the recovery tests build (tests/integration/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+OBJECTIVES = ("uplift", "response")
+START = "2026-01"
+
+
+def policy_conf(out: Path, objective: str) -> Path:
+    """The repo's conf with `policy.objective` set."""
+    from tests.conftest import CONF
+
+    conf = out / f"conf-{objective}"
+    if conf.exists():
+        shutil.rmtree(conf)
+    shutil.copytree(CONF, conf)
+    path = conf / "channels.yml"
+    text, n = re.subn(r"^(\s*objective:\s*)\w+", rf"\g<1>{objective}", path.read_text(encoding="utf-8"), flags=re.M)
+    if n != 1:
+        raise RuntimeError(f"{path}: no policy.objective line to set")
+    path.write_text(text, encoding="utf-8")
+    return conf
+
+
+def context(conf: Path, lake: Path, driver_memory: str = "4g"):  # noqa: ANN201
+    from flowops.config import SparkSettings, load_settings
+    from flowops.context import Context
+
+    settings = load_settings(conf, lake_root=str(lake), environ={})
+    spark = SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory=driver_memory, log_level="ERROR",
+                          conf={"spark.sql.adaptive.coalescePartitions.enabled": "true"})
+    return Context(settings.model_copy(update={"spark": spark}))
+
+
+def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int) -> Path:
+    """Every month of the world through the pipeline with one objective; the lake's path."""
+    from flowops.definitions import Definitions
+    from flowops.demo import run_months
+    from flowops.landing import month_days
+    from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
+
+    mine = out / f"raw-{objective}"
+    if mine.exists():
+        shutil.rmtree(mine)
+    shutil.copytree(raw, mine)
+    lake = out / f"lake-{objective}"
+    if lake.exists():
+        shutil.rmtree(lake)
+    ctx = context(policy_conf(out, objective), lake)
+    definitions = Definitions.load(ctx.settings.conf_dir)
+    reference = Reference.load(ctx, definitions)
+    ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
+    ingest_monthly(ctx, mine, months[0], reference)
+    run_months(ctx, mine, months, reference, definitions, seed, target_last=False)
+    return lake
+
+
+def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """Every contact of the measured months with its policy weight and its planted incremental conversion."""
+    from pyspark.sql import functions as F
+
+    from flowops.definitions import Definitions
+    from flowops.synth.response import Propensities, offer_type, true_uplift
+
+    lake = ctx.lake
+    keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
+    targets = (lake.read("gold/scenario_targets")
+               .where(F.col("month").isin(measured) & (F.col("decision") == "targeted")).join(keys, "sub_id")
+               .select("month", "wave", "sub_id", "msisdn", "scenario", "stage", "channel", "product_id", "weight",
+                       "expected_value", "reason").toPandas())
+    types = {p.id: p.type for p in Definitions.load(ctx.settings.conf_dir).catalogue.products}
+    targets["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(targets["product_id"], targets["stage"],
+                                                                             strict=True)]
+    propensities = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
+    targets["true_uplift"] = true_uplift(targets, propensities)
+    return targets
+
+
+def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """Per measured month, the evaluation's incremental orders (the whole campaign's rows) with a 95% interval."""
+    from pyspark.sql import functions as F
+
+    rows = ctx.lake.read("gold/campaign_results").where(F.col("month").isin(measured) & (F.col("channel") == "all")
+                                                         ).toPandas()
+    whole = rows[rows["wave"] == 0]
+    single = rows[(rows["wave"] == 1) & ~rows["scenario"].isin(whole["scenario"])]
+    rows = pd.concat([whole, single])
+    rows = rows[rows["uplift"].notna()]
+    sd = (rows["uplift_high"] - rows["uplift_low"]) / 3.92 * rows["pushed"]
+    return pd.DataFrame({"incremental": [rows["incremental_orders"].sum()], "sd": [float(np.sqrt((sd ** 2).sum()))],
+                         "pushed": [int(rows["pushed"].sum())]})
+
+
+def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3) -> dict:
+    from flowops.synth import generate
+
+    os.environ.setdefault("FLOWOPS_PII_KEY", "validation-key")
+    months = pd.period_range(START, periods=6, freq="M").strftime("%Y-%m").tolist()
+    raw = out / "raw"
+    if raw.exists():
+        shutil.rmtree(raw)
+    generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed, bad_rate=0.0,
+             records_per_day=records_per_day)
+    measured = months[3:5]   # the third and fourth campaigns; the first two taught the estimates
+    result = {}
+    for objective in OBJECTIVES:
+        started = time.perf_counter()
+        lake = run_policy(out, raw, objective, months, seed)
+        ctx = context(out / f"conf-{objective}", lake)
+        result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
+                             "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
+    return result
+
+
+def summary(result: dict) -> str:
+    n = min(len(r["contacts"]) for r in result.values())
+    lines = [f"{'objective':<10}{'contacts':>9}{'planted incremental':>21}{'per contact':>13}"
+             f"{'best ' + str(n):>14}{'evaluated [95% CI]':>30}"]
+    for objective, r in result.items():
+        c = r["contacts"].sort_values("weight", ascending=False)
+        e = r["evaluated"].iloc[0]
+        lines.append(f"{objective:<10}{len(c):>9,}{c['true_uplift'].sum():>21.1f}{c['true_uplift'].mean():>13.4f}"
+                     f"{c['true_uplift'].head(n).sum():>14.1f}"
+                     f"{e['incremental']:>12.1f} [{e['incremental'] - 1.96 * e['sd']:.1f}, "
+                     f"{e['incremental'] + 1.96 * e['sd']:.1f}]")
+    best = {k: r["contacts"].sort_values("weight", ascending=False)["true_uplift"].head(n).sum()
+            for k, r in result.items()}
+    lines.append(f"at an equal number of contacts ({n:,}), uplift / response = "
+                 f"{best['uplift'] / best['response']:.2f}x the planted incremental conversions")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=41)
+    parser.add_argument("--records-per-day", type=float, default=3)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/flowops-targeting"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = compare(args.out, args.subscribers, args.seed, args.records_per_day)
+    for objective, r in result.items():
+        r["contacts"].to_csv(args.out / f"contacts-{objective}.csv", index=False)
+        by = r["contacts"].groupby(["month", "scenario", "channel"]).agg(
+            contacts=("true_uplift", "size"), planted=("true_uplift", "sum")).round(2)
+        print(f"\n{objective}: contacts and planted incremental conversions per month, scenario and channel "
+              f"({r['seconds']:.0f}s)")
+        print(by.to_string())
+    print()
+    print(summary(result))
+    print(f"\ntook {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
