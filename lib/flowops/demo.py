@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 RUN_MONTHS = 3
 TABLES = ("bronze/usage_events", "bronze/quarantine", "silver/usage_daily", "silver/device_daily",
           "silver/subscribers", "silver/billing_monthly", "silver/orders", "silver/feedback", "gold/subscriber_tags",
-          "gold/flow_stages", "gold/scenario_targets", "gold/campaign_results", "ops/contact_history",
+          "gold/flow_stages", "gold/scenario_targets", "gold/campaign_members", "gold/campaign_results",
+          "ops/contact_history",
           "restricted/subscriber_keys", "ops/runs")
 
 

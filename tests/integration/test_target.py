@@ -189,3 +189,44 @@ def test_a_rerun_of_the_month_changes_no_table_and_rewrites_identical_exports(de
     assert again.changed is False
     assert {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()} == files
     assert Path(again.exports).is_dir()
+
+
+def test_the_uplift_model_scores_the_options_when_it_wins_on_the_held_out_month(demo_ctx, conf, monkeypatch):
+    import shutil
+    from dataclasses import replace
+
+    import flowops.models.uplift as uplift_model
+    from flowops.runs import Run
+    from flowops.scenarios.plan import plan_wave
+    from flowops.steps.target import choose_scorer, read_inputs
+
+    lake = demo_ctx.lake
+    policy = conf.channels.policy
+    small = replace(conf, channels=replace(conf.channels, policy=policy.model_copy(update={
+        "uplift_model": policy.uplift_model.model_copy(update={"min_members": 10})})))
+    scores = {}
+    real = uplift_model.qini
+
+    def rigged(df, *, score, **kwargs):   # the model wins the held-out comparison, whatever it scored
+        scores[score] = real(df, score=score, **kwargs).coefficient
+        return replace(real(df, score=score, **kwargs), coefficient=1.0 if score == "uplift_score" else 0.0)
+
+    monkeypatch.setattr(uplift_model, "qini", rigged)
+    run = Run(job="target", params={})
+    folder = Path(lake.root) / "models" / "uplift" / f"month={DEMO_MONTH}"
+    try:
+        inputs = read_inputs(lake, small, DEMO_MONTH, "2026-04", 1, run)
+        # Trained on the first evaluated month, compared on the second, both measured, the winner saved.
+        assert inputs.scorer.name == "model" and folder.is_dir() and run.params["scorer"] == "model"
+        assert (run.params["uplift_model_trained_on"], run.params["uplift_model_held_out"]) == ("2026-01", "2026-02")
+        assert set(scores) == {"uplift_score", "estimate_score"}
+        assert choose_scorer(lake, small, DEMO_MONTH, 2, Run(job="target", params={})).name == "model"   # wave 2
+        plan = plan_wave(inputs.tagged, small, DEMO_MONTH, "2026-04", 1, opt_outs=inputs.opt_outs,
+                         immunity=inputs.immunity, estimates=inputs.estimates, scorer=inputs.scorer)
+        valued = plan.units[plan.units["uplift"].notna()]
+        assert (valued["scorer"] == "model").all()
+        # Per subscriber, not per scenario x channel: the uplift differs within a cell.
+        spread = valued.groupby(["scenario", "channel"])["uplift"].nunique()
+        assert (spread > 1).any(), spread
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

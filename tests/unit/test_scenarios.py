@@ -403,3 +403,51 @@ def test_estimates_learn_uplift_against_the_control_group_not_raw_response():
     prior = conf.channels["outbound"].uplift_prior
     assert abs(few.uplift[("data_no_plan", "outbound")].mean - prior) < 0.04
     assert few.uplift[("idle_no_pack", "outbound")].measured is False
+
+
+def test_a_handset_offer_is_worth_its_margin_and_dear_enough_for_a_call(spark, tag_schema, conf):
+    # Terminals have no monthly fee: their price makes them dear enough for an outbound call even for a low-value
+    # subscriber (value-cost matching), and their margin makes the offer worth a contact at all.
+    old = {"stage": "upgrade", "reason": "over_allowance", "terminal_network_gen": "3G", "dou_mb": 400.0}
+    rows = [subscriber(sub_id="low", value_tier="low", channel_preference="outbound", **old)]
+    [row] = [r for r in rows_of(target(spark, tag_schema, conf, rows, only={"handset_change_2g"}))
+             if r["mode"] == "active"]
+    assert (row["product_id"], row["decision"], row["channel"]) == ("TERM_4G_LOW", "targeted", "outbound")
+    assert row["expected_value"] > 0
+
+
+def test_the_stored_draw_is_kept_when_the_control_rate_changes_between_waves(spark, tag_schema, conf):
+    rows = [subscriber(sub_id=f"s{i:03d}", **NO_PLAN) for i in range(200)]
+    arms = {f"s{i:03d}": ("control" if i % 5 == 0 else "treated") for i in range(200)}
+    after = earlier_wave(spark, [(s, "data_no_plan", arm) for s, arm in arms.items()])
+    edited = replace(conf, scenarios=[replace(s, model=s.model.model_copy(update={"control_rate": 0.5}))
+                                      if s.id == "data_no_plan" else s for s in conf.scenarios])
+    plan = plan_wave(frame(spark, tag_schema, rows), edited, MONTH, CAMPAIGN, 2,
+                     opt_outs=spark.createDataFrame([], "sub_id string, opt_out_all boolean, "
+                                                        "opt_out_channels array<string>"),
+                     immunity=spark.createDataFrame([], "sub_id string, family string, rounds int"),
+                     estimates=estimates(conf, conf.scenarios), scorer=Scorer("estimates"), earlier=after)
+    got = dict(zip(plan.units["sub_id"], plan.units["arm"], strict=True))
+    # Wave 1's control group stays it whatever the rate says now; only its treated arm draws wave 2's holdout.
+    assert {s for s, a in got.items() if a == "control"} == {s for s, a in arms.items() if a == "control"}
+    assert all(arms[s] == "treated" for s, a in got.items() if a == "holdout")
+    assert 0.3 < sum(a == "holdout" for a in got.values()) / 160 < 0.7   # the new rate, for the holdout only
+
+
+def test_max_attempts_limits_a_scenarios_contacts_per_subscriber_and_cycle(spark, tag_schema, conf):
+    def pop_up(scenario, attempts):
+        first, *rest = scenario.model.waves
+        model = scenario.model.model_copy(update={
+            "waves": [first.model_copy(update={"passive": "crm_popup"}), *rest],
+            "strategy": scenario.model.strategy.model_copy(update={"max_attempts": attempts})})
+        return replace(scenario, model=model)
+
+    row = subscriber(sub_id="both", **NO_PLAN)
+    worth = {("data_no_plan", "crm_popup"): 0.05}
+    for attempts, expected in ((2, 2), (1, 1)):
+        edited = replace(conf, scenarios=[pop_up(s, attempts) if s.id == "data_no_plan" else s
+                                          for s in conf.scenarios])
+        plan = target(spark, tag_schema, edited, [row], only={"data_no_plan"}, uplift=worth)
+        # Wave 1's SMS and pop-up, and wave 2's web hall, compete for the scenario's attempts.
+        made = (plan.units["decision"] == "targeted").sum() + plan.planned_later
+        assert made == expected, attempts

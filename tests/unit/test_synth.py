@@ -356,6 +356,23 @@ def test_a_denser_run_splits_the_same_usage_into_more_records(tmp_path: Path) ->
     assert dense.xdr_lines > 6 * sparse.xdr_lines
 
 
+def test_a_sparser_run_merges_the_same_usage_into_fewer_records(tmp_path: Path) -> None:
+    natural = generate(tmp_path / "natural", 25, "2025-02", 1, seed=3, workers=1)
+    sparse = generate(tmp_path / "sparse", 25, "2025-02", 1, seed=3, workers=1, records_per_day=3)
+
+    def usage(out: Path) -> dict:
+        return {(r["msisdn"], r["month"]): (r["bytes"], r["idle_bytes"], r["active_days"])
+                for r in read_csv(out / "_truth" / "usage_monthly.csv")}
+
+    assert usage(sparse.out) == usage(natural.out)   # busy and idle bytes per subscriber-day kept
+    got = reparse(sparse.out, dt.date(2025, 2, 1), dt.date(2025, 2, 28))
+    assert sum(int(r["records"]) for r in read_csv(sparse.out / "_truth" / "usage_monthly.csv")) == sum(
+        c["records"] for c in got["usage"].values())
+    active_days = sum(int(v[2]) for v in usage(sparse.out).values())
+    assert 1.5 <= sparse.xdr_lines / active_days <= 4   # at least one busy and one idle session a day when used
+    assert sparse.xdr_lines * 5 < natural.xdr_lines
+
+
 def test_archetype_proportions_and_stages(out: Path) -> None:
     rows = read_csv(out / "_truth" / "archetypes.csv")
     assert len(rows) == SUBS

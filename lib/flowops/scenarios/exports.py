@@ -34,7 +34,7 @@ def safe_cell(value: object) -> str:
 
 def violations(rows: DataFrame, opt_outs: DataFrame, churned: DataFrame, immune: DataFrame, channels: Channels,
                held_out: DataFrame, earlier_contacts: DataFrame, budgets: dict[str, float],
-               attempts: dict[str, int]) -> DataFrame:
+               attempts: dict[str, int], value_rule: bool = True) -> DataFrame:
     """Every (sub_id, scenario, channel, problem) among the rows about to be exported.
 
     Args:
@@ -47,6 +47,8 @@ def violations(rows: DataFrame, opt_outs: DataFrame, churned: DataFrame, immune:
         earlier_contacts: sub_id, mode, scenario — contacts already made this cycle by other waves.
         budgets: scenario -> yuan still to spend (the budget less earlier waves' spend).
         attempts: scenario -> contacts per subscriber and cycle (strategy.max_attempts).
+        value_rule: no contact with a negative expected value (care scenarios within their ceiling excepted): the
+            uplift objective's rule; the response baseline (`policy.objective: response`) values contacts otherwise.
     """
     policy = channels.policy
     limit = lookup(policy.contacts_per_cycle.model_dump(), F.col("mode"))
@@ -71,7 +73,7 @@ def violations(rows: DataFrame, opt_outs: DataFrame, churned: DataFrame, immune:
         F.when(F.col("_attempts") > lookup(attempts, F.col("scenario")), F.lit("over_attempts")),
         F.when(F.coalesce(F.col("rounds"), F.lit(0)) >= policy.immunity_rounds, F.lit("immune")),
         F.when(F.col("msisdn").isNull() | (F.col("msisdn") == ""), F.lit("no_phone_number")),
-        F.when((F.col("expected_value") < 0)
+        F.when(F.lit(value_rule) & (F.col("expected_value") < 0)
                & ~F.coalesce(F.col("cost_yuan") <= F.col("care_max_cost"), F.lit(False)), F.lit("negative_value")),
     ))
     found = checked.select("sub_id", "scenario", "channel", F.explode(problems).alias("problem"))

@@ -125,7 +125,7 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
     with recorded_run(lake, "target", {"month": month, "wave": wave, "scenarios": len(conf.scenarios)}) as run:
         result = Targets(month, wave, run)
         with run.step("read"):
-            inputs = read_inputs(lake, conf, month, wave, run)
+            inputs = read_inputs(lake, conf, month, campaign, wave, run)
         with run.step("decide") as counts:
             try:
                 plan = plan_wave(inputs.tagged, conf, month, campaign, wave, opt_outs=inputs.opt_outs,
@@ -153,8 +153,8 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
             rows = export_rows(lake, targeted, month, conf)
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
             refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out))
-            result.exports, result.changed = write_exports(Path(lake.root) / EXPORTS, month, wave, rows.toPandas(),
-                                                           conf.channels, run.run_id)
+            result.exports, result.changed = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave,
+                                                           rows.toPandas(), conf.channels, run.run_id)
             counts.update(rows=sum(result.targeted.values()), changed=int(result.changed))
         with run.step("write targets"):
             run.wrote(SCENARIO_TARGETS.name, _overwrite_wave(lake, SCENARIO_TARGETS.name, decided, month, wave, run))
@@ -192,7 +192,7 @@ def _record(run: Run, result: Targets, plan: Plan, units: pd.DataFrame) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ reading
-def read_inputs(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) -> Inputs:
+def read_inputs(lake: Lake, conf: Definitions, month: str, campaign: str, wave: int, run: Run) -> Inputs:
     """Every input of the policy, read once (see the module text)."""
     settings = conf.channels.policy.uplift_model
     tags = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
@@ -208,7 +208,7 @@ def read_inputs(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) 
     cells = read_cells(lake, month)
     estimates = estimate(cells, [s.id for s in conf.scenarios], conf.channels)
     run.params.update({f"estimates.{k}": f"{v:.6g}" for k, v in estimates.fit.items()})
-    earlier = read_earlier(lake, conf, month, wave) if wave > 1 else None
+    earlier = read_earlier(lake, month, campaign, wave) if wave > 1 else None
     held_out = (lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
                 .where(F.col("arm").isin(CONTROL, HOLDOUT) & (F.col("wave") < wave)).select("sub_id", "scenario")
                 if wave > 1 else lake.spark.createDataFrame([], "sub_id string, scenario string"))
@@ -362,7 +362,7 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
     return Scorer("model", model, features)
 
 
-def read_earlier(lake: Lake, conf: Definitions, month: str, wave: int) -> Earlier:
+def read_earlier(lake: Lake, month: str, campaign: str, wave: int) -> Earlier:
     """What the month's earlier waves did: the previous wave's non-converters of both arms (the control group
     stays the control group), whose contact was not delivered, and the contacts, booked days and spend so far."""
     targets = lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
@@ -370,7 +370,7 @@ def read_earlier(lake: Lake, conf: Definitions, month: str, wave: int) -> Earlie
     arms = previous.groupBy("sub_id", "scenario").agg(
         F.first("arm").alias("arm"), F.first("offers").alias("offers"), F.min("window_start").alias("window_start"),
         F.max("window_end").alias("window_end"), F.min("contact_date").alias("contact_date"))
-    orders = lake.read("silver/orders", partitions={"month": [next_month(month)]})
+    orders = lake.read("silver/orders", partitions={"month": [campaign]})
     stayed = ordered(arms.withColumn("wave", F.lit(wave - 1)), placed_orders(orders)).where(~F.col("converted"))
     members = arms.join(stayed.select("sub_id", "scenario"), ["sub_id", "scenario"], "left_semi").select(
         "sub_id", "scenario", F.when(F.col("arm") == HOLDOUT, TREATED).otherwise(F.col("arm")).alias("arm"))
@@ -475,7 +475,8 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
     budgets = {s.id: s.model.budget_yuan - spent.get(s.id, 0.0) for s in conf.scenarios if s.model.budget_yuan}
     attempts = {s.id: s.model.strategy.max_attempts for s in conf.scenarios}
     problems = violations(rows, read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf),
-                          conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts)
+                          conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts,
+                          value_rule=conf.channels.policy.objective == "uplift")
     found = problems.groupBy("problem").count().collect()
     if found:
         shown = ", ".join(f"{r['count']} {r.problem}" for r in sorted(found, key=lambda r: r.problem))
@@ -483,7 +484,8 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
                             f"rules: {shown}")
 
 
-def write_exports(root: Path, month: str, wave: int, rows, channels: Channels, run_id: str) -> tuple[Path, bool]:  # noqa: ANN001
+def write_exports(root: Path, month: str, campaign: str, wave: int, rows, channels: Channels,  # noqa: ANN001
+                  run_id: str) -> tuple[Path, bool]:
     """Write `root/month=M/wave=W/channel=C/<scenario>.csv` and a manifest.json per channel folder, files 0600 and
     folders 0700. The wave's folder is replaced as a whole; when every file would be byte-identical the existing
     folder (and its manifest) is kept. Returns the wave folder and whether it changed."""
@@ -510,7 +512,7 @@ def write_exports(root: Path, month: str, wave: int, rows, channels: Channels, r
     for name, body in files.items():
         _private_write(staging / name, body)
     for channel, entries in manifests.items():
-        manifest = {"month": month, "campaign_month": next_month(month), "wave": wave, "channel": channel,
+        manifest = {"month": month, "campaign_month": campaign, "wave": wave, "channel": channel,
                     "run_id": run_id, "files": entries,
                     "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         _private_write(staging / f"channel={channel}" / "manifest.json",
