@@ -146,8 +146,9 @@ def test_a_policy_naming_a_passive_channel_for_vips_or_an_unknown_model_feature_
     (conf / "channels.yml").write_text(text.replace("vip_channel: manager", "vip_channel: app"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"channels\.yml: .*policy\.vip_channel: channel app is passive, not active"):
         load_channels(conf)
-    (conf / "channels.yml").write_text(text.replace("numeric: [arpu_yuan,", "numeric: [arpu_yuanx,"), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"policy\.uplift_model\.numeric: unknown tag\(s\) arpu_yuanx"):
+    (conf / "channels.yml").write_text(text.replace("numeric: [tenure_months,", "numeric: [tenure_monthsx,"),
+                                      encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"policy\.uplift_model\.numeric: unknown tag\(s\) tenure_monthsx"):
         Definitions.load(conf)
 
 

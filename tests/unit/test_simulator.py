@@ -75,21 +75,25 @@ def test_each_scenario_like_pool_mixes_kinds_and_the_mix_differs_between_pools(p
     for name, (home, offer) in pools.items():
         pool = planted[(planted["home"] == home) & (planted["offer_type"] == offer)]
         mix = pool["kind"].value_counts(normalize=True)
-        assert set(mix.index) == set(KINDS) and (mix >= 0.05).sum() >= 3, (name, mix)
+        assert (mix >= 0.05).sum() >= 2 and mix.max() < 0.9, (name, mix)
         mixes[name] = mix
     persuadable = pd.Series({name: mix["persuadable"] for name, mix in mixes.items()})
-    assert persuadable.max() - persuadable.min() > 0.15, persuadable
+    sure = pd.Series({name: mix["sure_thing"] for name, mix in mixes.items()})
+    # The situation behind a pool matters: who pays pay-per-use or overflows mostly orders on their own, a
+    # feature-phone user with no data needs the push.
+    assert persuadable.max() - persuadable.min() > 0.4, persuadable
+    assert min(sure["data_no_plan"], sure["overflow_plan_upgrade"]) > 0.5 > sure["zero_usage_feature_phone"], sure
 
 
 def test_within_a_pool_the_tags_predict_the_kind_usefully_but_not_perfectly(planted):
     from flowops.synth import archetypes as A
 
-    pool = planted[(planted["home"] == A.NO_PLAN) & (planted["offer_type"] == "data_plan")].reset_index(drop=True)
+    pool = planted[(planted["home"] == A.LOW_SMART) & (planted["offer_type"] == "app")].reset_index(drop=True)
     train, test = pool[pool.index % 2 == 0], pool[pool.index % 2 == 1]
     guess = train.groupby("identity")["kind"].agg(lambda k: k.value_counts().index[0])
     accuracy = (test["identity"].map(guess) == test["kind"]).mean()
     majority = (test["kind"] == train["kind"].value_counts().index[0]).mean()
-    assert majority + 0.08 < accuracy < 0.85, (majority, accuracy)
+    assert majority + 0.05 < accuracy < 0.85, (majority, accuracy)
 
 
 def test_ranking_by_response_picks_sure_things_and_ranking_by_effect_picks_persuadables(planted):

@@ -4,6 +4,8 @@ One generated world (a history month, four run months and the month after, whose
 campaign), copied twice; each copy runs every month of the pipeline with the channel simulator answering each
 campaign — once with `policy.objective: uplift`, once with `response` (the ranking quantity targeting used before:
 the conversion of the contacted, organic buyers included; the same optimiser, estimates, rules and exploration).
+Both runs send at most SMS_PER_DAY_PER_1000 SMS a day per 1,000 subscribers (a gateway quota): the same number of
+contacts, so what differs is whom each policy gives them to.
 The first two campaigns teach the estimates (and the uplift model, from the third); the last two are measured:
 
 - against the planted truth: each contact's planted incremental conversion (`synth.response.true_uplift`: delivery
@@ -33,8 +35,13 @@ OBJECTIVES = ("uplift", "response")
 START = "2026-01"
 
 
-def policy_conf(out: Path, objective: str) -> Path:
-    """The repo's conf with `policy.objective` set."""
+# The SMS gateway's daily quota in both runs, per 1,000 subscribers: about a third of the SMS each month's candidates
+# could get, so both policies make the same number of contacts and choose whom to give them.
+SMS_PER_DAY_PER_1000 = 15
+
+
+def policy_conf(out: Path, objective: str, subscribers: int) -> Path:
+    """The repo's conf with `policy.objective` set and the SMS gateway's daily quota."""
     from tests.conftest import CONF
 
     conf = out / f"conf-{objective}"
@@ -45,6 +52,10 @@ def policy_conf(out: Path, objective: str) -> Path:
     text, n = re.subn(r"^(\s*objective:\s*)\w+", rf"\g<1>{objective}", path.read_text(encoding="utf-8"), flags=re.M)
     if n != 1:
         raise RuntimeError(f"{path}: no policy.objective line to set")
+    quota = round(SMS_PER_DAY_PER_1000 * subscribers / 1000)
+    text, n = re.subn(r"(\{id: sms, [^}]*?)(reach: any)", rf"\g<1>daily_capacity: {quota}, \g<2>", text)
+    if n != 1:
+        raise RuntimeError(f"{path}: no sms channel to give a daily quota")
     path.write_text(text, encoding="utf-8")
     return conf
 
@@ -59,7 +70,7 @@ def context(conf: Path, lake: Path, driver_memory: str = "4g"):  # noqa: ANN201
     return Context(settings.model_copy(update={"spark": spark}))
 
 
-def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int) -> Path:
+def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int, subscribers: int) -> Path:
     """Every month of the world through the pipeline with one objective; the lake's path."""
     from flowops.definitions import Definitions
     from flowops.demo import run_months
@@ -73,7 +84,7 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     lake = out / f"lake-{objective}"
     if lake.exists():
         shutil.rmtree(lake)
-    ctx = context(policy_conf(out, objective), lake)
+    ctx = context(policy_conf(out, objective, subscribers), lake, driver_memory="8g")
     definitions = Definitions.load(ctx.settings.conf_dir)
     reference = Reference.load(ctx, definitions)
     ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
@@ -132,7 +143,7 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3) 
     result = {}
     for objective in OBJECTIVES:
         started = time.perf_counter()
-        lake = run_policy(out, raw, objective, months, seed)
+        lake = run_policy(out, raw, objective, months, seed, subscribers)
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
                              "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}

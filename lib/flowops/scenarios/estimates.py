@@ -7,18 +7,21 @@ those experiments:
 - `organic_rates`: per scenario, the share of candidates who order the offer unprompted (the control groups'
   conversion). A beta-binomial model: each scenario's rate is drawn from one Beta(a, b) fitted to every
   scenario's control group by maximum marginal likelihood; a scenario's estimate is its posterior mean
-  (a + converted) / (a + b + members). Until three scenarios have been measured, the Beta is the policy's
-  prior (`organic_prior`, worth `prior_strength` members).
+  (a + converted) / (a + b + members). The fit is worth at most `prior_strength` members (a + b is capped):
+  with a few orders per control group the likelihood cannot tell the scenarios apart and its maximum would pool
+  them all into one rate, while organic rates differ tenfold between situations (who already pays pay-per-use
+  orders a plan on their own; who never used data does not). Until three scenarios have been measured, the Beta
+  is the policy's prior (`organic_prior`, worth `prior_strength` members).
 - `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the conversion of those
   contacted on the channel minus the scenario's organic rate (above: its whole control group, shrunk across
   scenarios, so a control group of three cannot make a channel look harmful). A normal-normal random-effects
-  model: cell i measures u_i with sampling variance v_i around its true uplift, and the true uplifts scatter
-  around the channel's prior (`uplift_prior` in conf/channels.yml) plus one shift m with variance t2. t2 is
-  fitted to the cells by DerSimonian and Laird's method of moments; m is their precision-weighted mean, itself
-  shrunk toward 0 (the priors are right) by its own prior spread `uplift_prior_sd`, so a few noisy cells cannot
-  move every channel's prior at once; each cell's estimate is its posterior mean, the measured uplift shrunk
-  toward prior + m by v_i / (v_i + t2) — a noisy cell moves little, a well-measured one a lot. A cell never
-  measured gets prior + m.
+  model: cell i measures u_i with sampling variance v_i around its true uplift; the true uplifts of a channel
+  scatter with variance t2 around the channel's level. Each level is learnt from the channel's own cells (their
+  precision-weighted mean) and its prior N(uplift_prior, uplift_prior^2) from conf/channels.yml, which may be off
+  by its own size: a manager's 12 points come down to what managers' measured contacts show. t2 is fitted to
+  all cells by DerSimonian and Laird's method of moments; each cell's estimate is its posterior mean, the
+  measured uplift shrunk toward its channel's level by v_i / (v_i + t2) — a noisy cell moves little, a
+  well-measured one a lot. A cell never measured gets its channel's level.
 - `response_rates`: per scenario x channel, the conversion of the contacted, organic buyers included (a Beta
   prior updated by the counts): what targeting used before it measured uplift, kept as the baseline.
 """
@@ -110,54 +113,61 @@ def _fit_beta(n: np.ndarray, k: np.ndarray, a0: float, b0: float) -> tuple[float
     result = optimize.minimize(loss, np.log([a0, b0]), method="Nelder-Mead",
                                options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
     a, b = np.exp(result.x)
-    # a + b beyond ~1e6 says the scenarios do not differ at all; keep the fit but bounded (a finite prior).
     if not result.success or not np.isfinite([a, b]).all():
         return a0, b0, False
-    scale = min(1.0, 1e6 / (a + b))
+    scale = min(1.0, (a0 + b0) / (a + b))   # never pooled harder than the prior's strength
     return float(a * scale), float(b * scale), True
 
 
 def uplift_rates(cells: list[Cell], scenarios: list[str], channels: Channels, organic: dict[str, Estimate]
                  ) -> tuple[dict[tuple[str, str], Estimate], dict]:
-    """Per scenario x channel, incremental conversion per contact: random-effects empirical Bayes."""
+    """Per scenario x channel, incremental conversion per contact: random-effects empirical Bayes (module text)."""
     prior = {c.id: c.uplift_prior for c in channels.channels}
     usable = [c for c in cells if c.treated > 0 and c.channel in prior and c.scenario in organic]
-    measured_diffs = [_diff(c, organic[c.scenario], prior[c.channel]) for c in usable]
-    y = np.array([d - prior[c.channel] for c, (d, _) in zip(usable, measured_diffs, strict=True)])
-    v = np.array([var for _, var in measured_diffs])
-    shift, shift_var, spread = 0.0, 0.0, None
-    if len(usable) >= 2:
-        w = 1 / v
-        fixed = float((w * y).sum() / w.sum())
-        q = float((w * (y - fixed) ** 2).sum())
-        spread = max(0.0, (q - (len(usable) - 1)) / (w.sum() - (w ** 2).sum() / w.sum()))
-        wr = 1 / (v + max(spread, MIN_SPREAD))
-        shift, shift_var = _shrunk(float((wr * y).sum() / wr.sum()), float(1 / wr.sum()), channels)
-    elif len(usable) == 1:
-        shift, shift_var = _shrunk(float(y[0]), float(v[0]), channels)
-    measured = {(c.scenario, c.channel): (yi, vi) for c, yi, vi in zip(usable, y, v, strict=True)}
+    measured = {(c.scenario, c.channel): _diff(c, organic[c.scenario], prior[c.channel]) for c in usable}
+    spread = _spread(usable, measured)
+    t2 = max(spread if spread is not None else 0.0, MIN_SPREAD)
+    level = {}
+    for channel, mean0 in prior.items():
+        own = [measured[(c.scenario, c.channel)] for c in usable if c.channel == channel]
+        precision0 = 1 / max(mean0, 0.005) ** 2       # the prior, worth about its own size
+        w = np.array([1 / (v + t2) for _, v in own])
+        y = np.array([d for d, _ in own])
+        precision = precision0 + w.sum()
+        level[channel] = ((precision0 * mean0 + (w * y).sum()) / precision, 1 / precision)
     out = {}
     for scenario in scenarios:
         for channel in prior:
-            # Before two cells are measured, true uplifts are assumed to scatter around their prior by the prior.
-            t2 = max(spread if spread is not None else prior[channel] ** 2, MIN_SPREAD)
-            base = prior[channel] + shift
+            mean, var = level[channel]
             if (scenario, channel) in measured:
                 yi, vi = measured[(scenario, channel)]
                 weight = t2 / (t2 + vi)
-                mean = base + weight * (yi - shift)
-                var = weight * vi + (1 - weight) ** 2 * shift_var
-                out[(scenario, channel)] = Estimate(mean, var ** 0.5, True)
+                out[(scenario, channel)] = Estimate(mean + weight * (yi - mean),
+                                                    (weight * vi + (1 - weight) ** 2 * var) ** 0.5, True)
             else:
-                out[(scenario, channel)] = Estimate(base, (t2 + shift_var) ** 0.5, False)
-    return out, {"uplift_shift": shift, "uplift_spread_sd": (spread or 0.0) ** 0.5, "uplift_cells": float(len(usable))}
+                out[(scenario, channel)] = Estimate(mean, (t2 + var) ** 0.5, False)
+    fit = {f"uplift_level.{c}": level[c][0] for c in prior}
+    return out, {**fit, "uplift_spread_sd": t2 ** 0.5, "uplift_cells": float(len(usable))}
 
 
-def _shrunk(mean: float, var: float, channels: Channels) -> tuple[float, float]:
-    """The measured common shift of the priors combined with its prior N(0, uplift_prior_sd^2)."""
-    prior_var = channels.policy.uplift_prior_sd ** 2
-    weight = prior_var / (prior_var + var)
-    return weight * mean, weight * var
+def _spread(usable: list[Cell], measured: dict[tuple[str, str], tuple[float, float]]) -> float | None:
+    """DerSimonian and Laird's variance of the true uplifts around their channel's mean, over every channel's cells
+    (None while no channel has two measured cells)."""
+    by_channel: dict[str, list[tuple[float, float]]] = {}
+    for c in usable:
+        by_channel.setdefault(c.channel, []).append(measured[(c.scenario, c.channel)])
+    q = df = sw = sw2 = 0.0
+    for own in by_channel.values():
+        y = np.array([d for d, _ in own])
+        w = 1 / np.array([v for _, v in own])
+        fixed = (w * y).sum() / w.sum()
+        q += float((w * (y - fixed) ** 2).sum())
+        df += len(own) - 1
+        sw += float(w.sum())
+        sw2 += float((w ** 2).sum() / w.sum())
+    if df < 1:
+        return None
+    return max(0.0, (q - df) / (sw - sw2))
 
 
 def _diff(cell: Cell, organic: Estimate, prior: float) -> tuple[float, float]:

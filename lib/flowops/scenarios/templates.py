@@ -81,8 +81,7 @@ class PolicyModel(StrictModel):
     max_offers: int = Field(3, ge=1)
     credit_cap_share_of_bill: float = Field(0.5, gt=0, le=1)
     organic_prior: float = Field(0.02, ge=0, lt=1)   # share of a scenario's candidates who order unprompted
-    uplift_prior_sd: float = Field(0.01, gt=0)   # how far the channels' uplift priors may be off, all together
-    prior_strength: float = Field(100, gt=0)   # pseudo-members behind organic_prior until scenarios are measured
+    prior_strength: float = Field(20, gt=0)   # pseudo-members behind organic_prior; the most a rate is pooled
     # What a contact is worth: "uplift" = incremental conversions x margin less every cost (the policy);
     # "response" = conversions of the contacted (organic buyers included) x margin: the old ranking, kept as the
     # baseline the validation compares with.

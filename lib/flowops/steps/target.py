@@ -152,7 +152,7 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
         with run.step("exports") as counts:
             rows = export_rows(lake, targeted, month, conf)
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
-            refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out))
+            refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs)
             result.exports, result.changed = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave,
                                                            rows.toPandas(), conf.channels, run.run_id)
             counts.update(rows=sum(result.targeted.values()), changed=int(result.changed))
@@ -342,7 +342,10 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
         return Scorer("estimates")
     from flowops.models.uplift import qini, train_uplift
 
-    model = train_uplift(train, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"])
+    # Main effects of the tags and one effect per scenario x channel for the contacted; the control arm, never
+    # contacted, has no channel: its few orders go to the scenario and the tags.
+    model = train_uplift(train, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"],
+                         interactions=[("scenario", "channel")], control_without=("channel",))
     held = rows.where(F.col("month") == held_month)
     prior = estimate(read_cells(lake, held_month), [s.id for s in conf.scenarios], conf.channels)
     held = model.transform(held).withColumn("estimate_score", lookup(
@@ -463,18 +466,21 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
 
 
 def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions,
-                      earlier_waves: Earlier | None, held_out: DataFrame) -> None:
+                      earlier_waves: Earlier | None, held_out: DataFrame, inputs: Inputs | None = None) -> None:
     """Re-check every export row against the lake's opt-outs, churn, immunity, the stored draw (`held_out`: the
     control group and holdouts, sub_id and scenario), the contact cap, each scenario's attempts and its budget
     over the waves, and the rule that no contact is worth less than nothing (care scenarios within their cost
-    ceiling excepted)."""
+    ceiling excepted). The rules are derived from the lake's tables (as read for the step, `inputs`, or read
+    again), not from the policy's decisions."""
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string, scenario string")
     spent = earlier_waves.spent if earlier_waves else {}
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
         earlier = lake.read(CONTACT_HISTORY.name, partitions={"month": [month]}).where(F.col("wave") < wave)
     budgets = {s.id: s.model.budget_yuan - spent.get(s.id, 0.0) for s in conf.scenarios if s.model.budget_yuan}
     attempts = {s.id: s.model.strategy.max_attempts for s in conf.scenarios}
-    problems = violations(rows, read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf),
+    opt_outs, churned, immunity = ((inputs.opt_outs, inputs.churned, inputs.immunity) if inputs else
+                                   (read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf)))
+    problems = violations(rows, opt_outs, churned, immunity,
                           conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts,
                           value_rule=conf.channels.policy.objective == "uplift")
     found = problems.groupBy("problem").count().collect()

@@ -61,6 +61,20 @@ _KIND_RULES = (
 _OFFER_GROUPS = {"all": OFFER_TYPES, "self_serve": SELF_SERVE, "upgrade": ("plan_upgrade", "terminal", "booster"),
                  "premium": ("plan_upgrade", "terminal", "retention"), "app": ("app",), "booster": ("booster",),
                  "terminal": ("terminal",)}
+# The situation behind each scenario's pool (the subscriber's usual archetype) x the offer: who pays pay-per-use
+# for data or overflows every month mostly orders the plan that saves them money on their own; who never used
+# data, or little of it, or is new, needs the push; an idle-time user rarely cares for an idle pack; falling users
+# can be won back; churn risks either stay for an offer or are put off by it; complainers do not want marketing;
+# steady subscribers stay anyway.
+_SITUATION = (
+    (A.NO_PLAN, ("data_plan",), SURE_THING, 3.0), (A.OVERFLOW, ("plan_upgrade", "booster"), SURE_THING, 3.0),
+    (A.ZERO_SMART, ("data_plan", "app"), PERSUADABLE, 2.0), (A.LOW_SMART, ("app", "data_plan"), PERSUADABLE, 1.6),
+    (A.NEW, ("data_plan", "app"), PERSUADABLE, 1.6), (A.ZERO_FEATURE, ("terminal",), PERSUADABLE, 1.6),
+    (A.LOW_FEATURE, ("terminal",), PERSUADABLE, 1.6), (A.IDLE_NO_PACK, ("idle_pack",), LOST_CAUSE, 1.2),
+    (A.FALLING, ("retention",), PERSUADABLE, 1.4), (A.CHURN_RISK, ("retention",), PERSUADABLE, 0.8),
+    (A.CHURN_RISK, ("retention",), DO_NOT_DISTURB, 1.0), (A.COMPLAINER, ("retention",), DO_NOT_DISTURB, 1.8),
+    (A.STEADY, ("retention",), SURE_THING, 1.0),
+)
 FIT_WEIGHT = {PERSUADABLE: 0.4, SURE_THING: 1.1}    # times the fit level
 NO_FIT_WEIGHT = {LOST_CAUSE: 2.0}                   # times (1 - fit level)
 
@@ -160,6 +174,8 @@ def planted_outcomes(planner: Planner, seed: int) -> pd.DataFrame:
     w = np.tile(np.array(_KIND_BASE), (n, n_of, 1))
     for name, group, kind, v in _KIND_RULES:
         w[:, :, kind] += v * (who[name][:, None] & offers[group][None, :])
+    for home, group, kind, v in _SITUATION:
+        w[:, :, kind] += v * ((pop.home == home)[:, None] & np.isin(np.array(OFFER_TYPES), group)[None, :])
     for kind, v in FIT_WEIGHT.items():
         w[:, :, kind] += v * fit
     for kind, v in NO_FIT_WEIGHT.items():
