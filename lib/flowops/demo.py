@@ -99,8 +99,8 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     evaluation, targets, stages, tagged = loop.evaluation, loop.targets, loop.stages, loop.tagged
     simulated, second_waves = loop.simulated, loop.second_waves
     counts = ingested.counts
-    # Accepted lines of a monthly file include its header.
-    landed_monthly = ", ".join(f"{_source(f.source_file)} {f.accepted - 1:,} rows" for f in monthly.files if f.accepted)
+    landed_monthly = ", ".join(f"{_source(f.source_file)} {f.accepted:,} rows" for f in monthly.files
+                               if f.status == "ok")
     key_env = ctx.settings.pii.key_env
     pseudonyms = (f"sub_id keyed from ${key_env}" if os.environ.get(key_env) else
                   f"sub_id keyed with the labelled DEMO key (set ${key_env} for real data)")

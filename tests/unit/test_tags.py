@@ -6,7 +6,7 @@ Five subscribers for 2026-03 (window 2025-12 .. 2026-03):
 - sub_b: activated 2026-03-20, voice-only plan, no usage, no bill line yet.
 - sub_c: feature phone, voice-only plan, no data ever, 50 minutes a month, 2 complaints in March.
 - sub_d: nulls: no identity, city or VIP level in CRM, an unknown TAC, no bill line at all; 350 MB of
-  unidentified traffic on a 300 MB plan.
+  unidentified traffic on a 300 MB plan; opted out of outbound calls in the CRM, and of SMS by a reply in February.
 - sub_e: churned on 2026-03-10.
 - sub_f: churned on 2026-02-15, still listed in March's CRM snapshot.
 """
@@ -81,7 +81,7 @@ def sources(spark):
             identity="student", vip_level=0, account_manager_id=None),
         *[crm("sub_c", m, **c_profile) for m in ("2026-01", "2026-02")],
         crm("sub_c", MONTH, complaints=2, **c_profile),
-        crm("sub_d", "2026-02", **d_profile), crm("sub_d", MONTH, **d_profile),
+        crm("sub_d", "2026-02", **d_profile), crm("sub_d", MONTH, opt_out_channels=["outbound"], **d_profile),
         *[crm("sub_e", m, **e_profile) for m in ("2026-01", "2026-02")],
         crm("sub_e", MONTH, status="churned", churn_date=dt.date(2026, 3, 10), **e_profile),
         # Left in February but still listed in March's snapshot: not a subscriber of March.
@@ -129,6 +129,8 @@ def sources(spark):
         # sub_e: an outbound call accepted but never connected is not a response; one connected and accepted is.
         receipt("sub_e", MONTH, "outbound", delivered=False, clicked=True),
         receipt("sub_e", "2026-01", "outbound", clicked=True),
+        # sub_d: unsubscribed from SMS by reply in February (targeting never uses SMS for them again); no response.
+        receipt("sub_d", "2026-02", "sms", reply="unsubscribe"),
     ]
     return Sources(
         subscribers=frame(spark, SUBSCRIBERS, subscribers),
@@ -232,6 +234,16 @@ def test_value_and_complaints(tags):
 def test_channel_preference_is_the_channel_responded_to_best_and_never_one_unsubscribed_from(tags):
     expect(tags, ["channel_preference"], [
         ("sub_a", "app"), ("sub_b", None), ("sub_c", None), ("sub_d", None), ("sub_e", "outbound"),
+    ])
+
+
+def test_opt_outs_say_what_targeting_respects_the_crm_flags_and_the_unsubscribe_replies(tags):
+    expect(tags, ["opt_out_all", "opt_out_channels"], [
+        ("sub_a", False, []),
+        ("sub_b", False, []),
+        ("sub_c", False, ["sms"]),               # replied TD to an SMS this month
+        ("sub_d", False, ["outbound", "sms"]),   # the CRM's outbound, and a TD reply in February
+        ("sub_e", False, []),
     ])
 
 

@@ -2,8 +2,10 @@
 typed for silver.
 
 Each file is read as numbered lines, so a bad row is quarantined with its file and line number like an
-xDR line. The header must be exactly the contract's; a file whose header is not is quarantined whole.
-Quarantine rows of monthly files use `dt = YYYY-MM` (the landing month), apart from the usage days.
+xDR line. The first line must be exactly the contract's header; a file whose first line is not is quarantined
+whole. The header is checked, not counted: a file's rows are the lines after it, and those are what its
+reconciliation adds up. Quarantine rows of monthly files use `dt = YYYY-MM` (the landing month), apart from the
+usage days.
 (The reads and writes are in `flowops.steps.ingest`.)
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -84,6 +86,10 @@ def _date(text: Column) -> Column:
     return F.try_to_date(text, "yyyy-MM-dd")
 
 
+def _timestamp(text: Column) -> Column:
+    return F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss"))
+
+
 def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column, Column]:
     """(reason, detail) for one row of `source`; reason is null for a good row."""
     msisdn_ok = normalise_msisdn(fields["msisdn"]).isNotNull()
@@ -118,10 +124,13 @@ def judge(source: Source, fields: dict[str, Column], month: str) -> tuple[Column
             (~fields["satisfaction"].rlike(r"^[1-5]?$"), "bad_number", "satisfaction"),
         ]
     else:
+        ordered = _timestamp(fields["order_time"])
         checks += [
             (fields["order_id"] == "", "bad_value", "order_id"),
-            (F.try_to_timestamp(fields["order_time"], F.lit("yyyy-MM-dd HH:mm:ss")).isNull(), "bad_timestamp",
-             "order_time"),
+            (ordered.isNull(), "bad_timestamp", "order_time"),
+            # An order belongs to the file of the month it was placed in: the evaluation and the tags read a month's
+            # orders from that month's file only, so one in another month's file would be silently missed.
+            (F.date_format(ordered, "yyyy-MM") != month, "wrong_month", "order_time"),
             (fields["product_id"] == "", "bad_value", "product_id"),
             (~fields["action"].isin("order", "cancel"), "bad_value", "action"),
             (~_money(fields["fee_yuan"]), "bad_number", "fee_yuan"),
@@ -173,7 +182,7 @@ def to_silver(source: Source, fields: dict[str, Column], month: str,
         ]
     return common + [
         fields["order_id"].alias("order_id"),
-        F.try_to_timestamp(fields["order_time"], F.lit("yyyy-MM-dd HH:mm:ss")).alias("order_time"),
+        _timestamp(fields["order_time"]).alias("order_time"),
         fields["product_id"].alias("product_id"),
         *[F.nullif(fields[c], F.lit("")).alias(c) for c in ("product_type", "channel", "campaign_id")],
         fields["action"].alias("action"), fields["fee_yuan"].try_cast(MONEY).alias("fee_yuan"),
@@ -193,11 +202,25 @@ def parse_rows(lines_df: DataFrame, source: Source, month: str,
     )
     fields = {name: F.coalesce(F.trim(F.col(f"_row.`{name}`")), F.lit("")) for name in source.header}
     reason, detail = judge(source, fields, month)
+    is_unreadable = ~F.is_valid_utf8("value") | (F.col("_n") != len(source.header))
     reason = (F.when(~F.is_valid_utf8("value"), "bad_encoding")
               .when(F.col("_n") != len(source.header), "wrong_field_count").otherwise(reason))
-    return parsed.select("source_file", "line_no", "value", reason.alias("reason"), detail.alias("detail"),
-                         normalise_msisdn(fields["msisdn"]).alias("msisdn"),
-                         *to_silver(source, fields, month, pseudonymise))
+    detail = F.when(is_unreadable, F.lit(None).cast("string")).otherwise(detail)  # no field to name
+    rows_df = parsed.select("source_file", "line_no", "value", reason.alias("reason"), detail.alias("detail"),
+                            normalise_msisdn(fields["msisdn"]).alias("msisdn"),
+                            *to_silver(source, fields, month, pseudonymise))
+    return rows_df.transform(with_repeated_orders) if source is ORDER_LINES else rows_df
+
+
+def with_repeated_orders(rows_df: DataFrame) -> DataFrame:
+    """An order id is one order: of the rows that pass every other check, the first with an id (by file and line)
+    is kept and every later one is rejected as `duplicate_order_id` (a replayed row or a clash, either way not a
+    second order). A rejected row does not use up its id."""
+    is_good = F.col("reason").isNull()
+    first = Window.partitionBy("order_id", is_good).orderBy("source_file", "line_no")
+    is_repeated = is_good & (F.row_number().over(first) > 1)
+    return rows_df.withColumns({"reason": F.when(is_repeated, F.lit("duplicate_order_id")).otherwise(F.col("reason")),
+                                "detail": F.when(is_repeated, F.lit("order_id")).otherwise(F.col("detail"))})
 
 
 def quarantine_text(source: Source, value: Column) -> Column:

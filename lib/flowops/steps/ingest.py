@@ -16,7 +16,9 @@ Usage days (`ingest_days`: one landing day, or every landed day of a month, as o
    silver/device_daily (recompute every day the delivery touched, from bronze);
 6. every file is reconciled, lines in = accepted + quarantined + duplicates, with accepted and quarantined
    read back from the tables, so the rerun after a crash between two commits still tells the truth.
-Monthly sources (`ingest_monthly`): the CRM snapshot, bills and orders into silver, with per-row quarantine.
+Monthly sources (`ingest_monthly`): the CRM snapshot, bills, orders and channel receipts into silver, with per-row
+quarantine; each file is reconciled on its data rows (the header is checked, not counted): rows in = accepted +
+quarantined, with quarantined read back from the table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -569,17 +571,31 @@ def ingest_monthly(ctx: Context, raw: str | Path, month: str, reference: Referen
                 merged = merged.unionByName(frame)
             run.wrote(QUARANTINE.name, ctx.lake.write(merged, QUARANTINE, mode="overwrite", partitions={"dt": [month]},
                                                       metadata=_meta(run, key)))
-            run.rows_in = sum(f.lines_in for f in run.files)
-            run.rows_out = sum(f.accepted for f in run.files)
-            unbalanced = [f for f in run.files if not f.balanced]
-            if unbalanced:
-                raise FlowopsError(f"reconciliation failed: {unbalanced}")
+            _reconcile_monthly(ctx, run, month)
     finally:
         for frame in cached:
             frame.unpersist()
         read.unpersist()
         pseudonymiser.close()
     return run
+
+
+def _reconcile_monthly(ctx: Context, run: Run, month: str) -> None:
+    """Data rows in = accepted + quarantined for every monthly file (the header is the file's check, not a row):
+    rows in counted by the reader, accepted by the parse (their sum checked against silver as it was written),
+    quarantined read back from bronze/quarantine; fail loudly when a file does not add up."""
+    kept = (ctx.lake.read(QUARANTINE.name, partitions={"dt": [month]}).groupBy("source_file")
+            .agg(F.sum("line_count").alias("rows")).collect())
+    quarantined = {r.source_file: r.rows for r in kept}
+    run.files = [replace(f, quarantined=quarantined.get(f.source_file, 0)) for f in run.files]
+    run.rows_in = sum(f.lines_in for f in run.files)
+    run.rows_out = sum(f.accepted for f in run.files)
+    unbalanced = [f for f in run.files if not f.balanced]
+    if unbalanced:
+        raise FlowopsError(f"reconciliation failed for {len(unbalanced)} of {len(run.files)} monthly files (data rows "
+                           f"in != accepted + quarantined): {unbalanced[:3]}")
+    log.info("reconciled %d monthly files: %d data rows in = %d accepted + %d quarantined (headers not counted)",
+             len(run.files), run.rows_in, run.rows_out, sum(f.quarantined for f in run.files))
 
 
 def _land_feedback(ctx: Context, run: Run, receipts: list[LandedFile], strays: list[str], month: str,
@@ -647,9 +663,9 @@ def _land_source(ctx: Context, run: Run, source: Source, files: list[LandedFile]
         if name in refused:
             reconciliations.append(refused[name])
             continue
-        good, bad = accepted.get(name, 0), rejected.get(name, 0)
-        # The header line is accepted: it is the contract, not data.
-        reconciliations.append(FileReconciliation(name, "ok", firsts[(name, None)].file_lines, good + 1, bad, 0))
+        # The header (line 1) passed its check in `_refuse`; the rows are the lines after it.
+        rows = firsts[(name, None)].file_lines - 1
+        reconciliations.append(FileReconciliation(name, "ok", rows, accepted.get(name, 0), rejected.get(name, 0), 0))
     return reconciliations, quarantine
 
 
@@ -666,15 +682,25 @@ def _refuse(ctx: Context, run: Run, source: Source, landed: LandedFile, month: s
     if check.ok and found == source.header:
         return None
     if check.ok:
-        # The found "header" may be a data row with phone numbers: log its shape, not its content.
+        # The found "header" may be a data row with phone numbers: log its shape, not its content, and name only the
+        # contract's columns.
         log.error("%s: the first line (%d fields) is not the header %s; the file is quarantined",
                   name, len(found), list(source.header))
-        check = FileCheck(name, "bad_header", check.lines, "header differs from the landing contract")
+        check = FileCheck(name, "bad_header", check.lines, header_detail(source, found))
     else:
         log.warning("%s: %s; silver %s %s", name, check.status, source.table.name,
                     f"{month} is rewritten from the month's other files" if replace_empty else
                     f"keeps its previous {month} rows, if any")
     run.count(f"{source.name}.not_landed", 1)
+    rows = max(check.lines - 1, 0)  # line 1 is the header's place; the rows after it are quarantined with the file
     whole = ctx.spark.createDataFrame([(month, source.name, name, None, check.status, check.detail, None,
-                                        check.lines, run.run_id)], QUARANTINE.schema)
-    return FileReconciliation(name, check.status, check.lines, 0, check.lines, 0), whole
+                                        rows, run.run_id)], QUARANTINE.schema)
+    return FileReconciliation(name, check.status, rows, 0, rows, 0), whole
+
+
+def header_detail(source: Source, found: tuple[str, ...]) -> str:
+    """Why a first line is not `source`'s header, naming only the contract's columns (the line may be personal)."""
+    names = {part.strip().strip('"') for part in found}
+    missing = [column for column in source.header if column not in names]
+    why = f"missing {', '.join(missing)}" if missing else "columns in another order, quoted, spaced or extra"
+    return f"the first line is not the header {','.join(source.header)} ({why})"

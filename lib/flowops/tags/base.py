@@ -109,7 +109,10 @@ BASE_COLUMNS: tuple[BaseColumn, ...] = (
             "channel the subscriber responds to best (clicks, accepting replies and accepted calls per delivered "
             "contact, over every receipt up to the tag month; channels they unsubscribed from left out); empty "
             "until they have responded to a campaign"),
-           ("contact_responses", "int", "campaign contacts the subscriber responded to, up to the tag month")),
+           ("contact_responses", "int", "campaign contacts the subscriber responded to, up to the tag month"),
+           ("reply_opt_out_channels", "array<string>",
+            "channels the subscriber unsubscribed from by a reply (TD, 退订, ...), in any month up to the tag month; "
+            "targeting never uses them again")),
 )
 BASE_TYPES: dict[str, str] = {c.name: c.type for c in BASE_COLUMNS}
 
@@ -319,18 +322,25 @@ def orders_base(orders_df: DataFrame) -> DataFrame:
 
 def feedback_base(feedback: DataFrame) -> DataFrame:
     """The channel each subscriber responds to best: most responses per delivered contact, then most responses,
-    then the latest response; a channel they unsubscribed from never counts."""
-    responded = F.coalesce(F.col("clicked"), F.lit(False)) | F.coalesce(F.col("reply") == "accept", F.lit(False))
-    per_channel = feedback.where(F.coalesce(F.col("delivered"), F.lit(False))).groupBy("sub_id", "channel").agg(
-        F.count("*").alias("delivered"), F.count(F.when(responded, 1)).alias("responses"),
+    then the latest response; a channel they unsubscribed from never counts. And the channels they unsubscribed
+    from by a reply (any receipt, delivered or not, as targeting's opt-outs read them)."""
+    is_delivered = F.coalesce(F.col("delivered"), F.lit(False))
+    responded = is_delivered & (F.coalesce(F.col("clicked"), F.lit(False))
+                                | F.coalesce(F.col("reply") == "accept", F.lit(False)))
+    per_channel = feedback.groupBy("sub_id", "channel").agg(
+        F.count(F.when(is_delivered, 1)).alias("delivered"), F.count(F.when(responded, 1)).alias("responses"),
         F.max(F.when(responded, F.col("contact_date"))).alias("last_response"),
         F.bool_or(F.coalesce(F.col("reply") == "unsubscribe", F.lit(False))).alias("unsubscribed"))
-    usable = per_channel.where((F.col("responses") > 0) & ~F.col("unsubscribed")).withColumn(
-        "ranked", F.struct((F.col("responses") / F.col("delivered")).alias("rate"), "responses", "last_response",
-                           F.col("channel")))
-    return (usable.groupBy("sub_id").agg(F.max("ranked").alias("best"), F.sum("responses").alias("responses"))
+    is_usable = (F.col("responses") > 0) & ~F.col("unsubscribed")
+    ranked = F.struct((F.col("responses") / F.col("delivered")).alias("rate"), "responses", "last_response",
+                      F.col("channel"))
+    return (per_channel.groupBy("sub_id")
+            .agg(F.max(F.when(is_usable, ranked)).alias("best"),
+                 F.sum(F.when(is_usable, F.col("responses"))).alias("responses"),
+                 F.array_sort(F.collect_set(F.when(F.col("unsubscribed"), F.col("channel"))))
+                 .alias("reply_opt_out_channels"))
             .select("sub_id", F.col("best.channel").alias("contact_preferred_channel"),
-                    F.col("responses").cast("int").alias("contact_responses")))
+                    F.col("responses").cast("int").alias("contact_responses"), "reply_opt_out_channels"))
 
 
 def base_aggregates(sources: Sources, window: Window) -> DataFrame:
@@ -384,6 +394,7 @@ def base_aggregates(sources: Sources, window: Window) -> DataFrame:
         "cancellations_m0": F.coalesce(F.col("cancellations_m0"), F.lit(0)),
         "data_product_ordered_m0": F.coalesce(F.col("data_product_ordered_m0"), F.lit(False)),
         "contact_responses": F.coalesce(F.col("contact_responses"), F.lit(0)),
+        "reply_opt_out_channels": F.coalesce(F.col("reply_opt_out_channels"), F.array().cast("array<string>")),
     }
     out = df.withColumns(columns)
     return out.select("sub_id", *[F.col(c.name).cast(spark_type(c.type)).alias(c.name) for c in BASE_COLUMNS])
