@@ -111,8 +111,8 @@ def add_demo(sub: Sub, common: argparse.ArgumentParser) -> None:
     # Thousands of subscribers, so that campaigns measured against 10% control groups give intervals that mean
     # something at realistic conversion rates; few records each, since a run's time is mostly Spark's fixed cost.
     p.add_argument("--subscribers", type=int, default=4000, metavar="N")
-    p.add_argument("--records-per-day", type=float, default=3, metavar="R",
-                   help="xDR records per active subscriber-day (default 3; real probes write hundreds)")
+    p.add_argument("--records-per-day", type=float, default=2, metavar="R",
+                   help="xDR records per active subscriber-day (default 2; real probes write hundreds)")
     p.add_argument("--month", default="2026-03", metavar="YYYY-MM", help="the month the pipeline runs for")
     p.add_argument("--seed", type=int, default=7, metavar="S")
     p.add_argument("--bad-rate", type=float, default=0.01, metavar="R")

@@ -151,8 +151,8 @@ def test_a_refused_export_leaves_no_trace_of_having_been_sent(demo_ctx, demo_run
     files = {p: p.read_bytes() for p in (demo_run.lake / "exports").rglob("*") if p.is_file()}
     real = step.violations
 
-    def one_problem(rows, *args):
-        return real(rows, *args).limit(0).unionByName(rows.limit(1).select(
+    def one_problem(rows, *args, **kwargs):
+        return real(rows, *args, **kwargs).limit(0).unionByName(rows.limit(1).select(
             "sub_id", "scenario", "channel", F.lit("planted").alias("problem")))
 
     monkeypatch.setattr(step, "violations", one_problem)
@@ -230,3 +230,20 @@ def test_the_uplift_model_scores_the_options_when_it_wins_on_the_held_out_month(
         assert (spread > 1).any(), spread
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_byte_identical_rerun_keeps_one_run_id_in_the_wave_manifest_and_the_contact_history(demo_ctx, demo_run):
+    lake = demo_ctx.lake
+    first = run_target(demo_ctx, DEMO_MONTH)   # the decisions as the lake now has them (other tests rerun steps)
+
+    again = run_target(demo_ctx, DEMO_MONTH)
+
+    assert again.changed is False and again.run.run_id != first.run.run_id
+    manifest = json.loads((Path(again.exports) / "manifest.json").read_text())
+    history = lake.read("ops/contact_history", partitions={"month": [DEMO_MONTH]}).where("wave = 1").collect()
+    assert {r.run_id for r in history} == {manifest["run_id"]} != {again.run.run_id}   # the first run's, in both
+    # Every channel of the wave's scenarios is listed, those nobody was sent to with 0 rows.
+    per_channel = Counter(r.channel for r in history)
+    assert {c: e["rows"] for c, e in manifest["channels"].items() if e["rows"]} == dict(per_channel)
+    assert [c for c, e in manifest["channels"].items() if e["rows"] == 0]
+    assert not [p for p in (demo_run.lake / "exports").rglob("*") if p.name.startswith(".")]

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 OBJECTIVES = ("uplift", "response")
+DONE = "_validation_done"   # written in a lake once every month ran: --reuse keeps such a lake
 START = "2026-01"
 
 
@@ -90,6 +91,7 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
     ingest_monthly(ctx, mine, months[0], reference)
     run_months(ctx, mine, months, reference, definitions, seed, target_last=False)
+    (lake / DONE).write_text("ok\n", encoding="utf-8")
     return lake
 
 
@@ -129,21 +131,26 @@ def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
                          "pushed": [int(rows["pushed"].sum())]})
 
 
-def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3) -> dict:
+def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False) -> dict:
+    """Both policies on one world; with `reuse`, the world and any lake that finished are kept from an earlier
+    run with the same arguments."""
     from flowops.synth import generate
 
     os.environ.setdefault("FLOWOPS_PII_KEY", "validation-key")
     months = pd.period_range(START, periods=6, freq="M").strftime("%Y-%m").tolist()
     raw = out / "raw"
-    if raw.exists():
-        shutil.rmtree(raw)
-    generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed, bad_rate=0.0,
-             records_per_day=records_per_day)
+    if not (reuse and (raw / "_truth" / "manifest.json").is_file()):
+        if raw.exists():
+            shutil.rmtree(raw)
+        generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed, bad_rate=0.0,
+                 records_per_day=records_per_day)
     measured = months[3:5]   # the third and fourth campaigns; the first two taught the estimates
     result = {}
     for objective in OBJECTIVES:
         started = time.perf_counter()
-        lake = run_policy(out, raw, objective, months, seed, subscribers)
+        lake = out / f"lake-{objective}"
+        if not (reuse and (lake / DONE).is_file()):
+            lake = run_policy(out, raw, objective, months, seed, subscribers)
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
                              "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
@@ -174,10 +181,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=41)
     parser.add_argument("--records-per-day", type=float, default=3)
     parser.add_argument("--out", type=Path, default=Path("/tmp/flowops-targeting"))
+    parser.add_argument("--reuse", action="store_true", help="keep the world and the lakes an earlier run finished")
     args = parser.parse_args()
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.out, args.subscribers, args.seed, args.records_per_day)
+    result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse)
     for objective, r in result.items():
         r["contacts"].to_csv(args.out / f"contacts-{objective}.csv", index=False)
         by = r["contacts"].groupby(["month", "scenario", "channel"]).agg(

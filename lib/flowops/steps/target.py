@@ -26,9 +26,9 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,8 @@ from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
 from flowops.evaluation.funnel import ordered, placed_orders
-from flowops.lake import Lake
+from flowops.lake import Lake, dropfolder
+from flowops.lake.dropfolder import Leftovers
 from flowops.lake.tables import (
     CAMPAIGN_MEMBERS,
     CONTACT_HISTORY,
@@ -56,7 +57,7 @@ from flowops.scenarios.estimates import Cell, Estimates, estimate
 from flowops.scenarios.exports import EXPORT_COLUMNS, safe_cell, violations
 from flowops.scenarios.messages import SMS_SEGMENT
 from flowops.scenarios.plan import Earlier, Plan, Scorer, plan_wave
-from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup
+from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup, route
 from flowops.scenarios.templates import Channels
 
 log = logging.getLogger(__name__)
@@ -153,13 +154,18 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
             rows = export_rows(lake, targeted, month, conf)
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
             refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs)
-            result.exports, result.changed = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave,
-                                                           rows.toPandas(), conf.channels, run.run_id)
-            counts.update(rows=sum(result.targeted.values()), changed=int(result.changed))
+            written = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave, rows.toPandas(), conf.channels,
+                                    run.run_id, _wave_scenarios(conf, campaign, wave), job=lake.job,
+                                    lock_timeout_s=ctx.settings.lake.lock_timeout_s,
+                                    lock_stale_s=ctx.settings.lake.lock_stale_s)
+            result.exports, result.changed = written.folder, written.changed
+            run.count("export_leftovers_removed", len(written.leftovers.removed))
+            counts.update(rows=sum(result.targeted.values()), changed=int(result.changed),
+                          leftovers_removed=len(written.leftovers.removed), restored=len(written.leftovers.restored))
         with run.step("write targets"):
             run.wrote(SCENARIO_TARGETS.name, _overwrite_wave(lake, SCENARIO_TARGETS.name, decided, month, wave, run))
         with run.step("contact history"):
-            history = _history(lake, units, run.run_id, conf.channels)
+            history = _history(lake, units, written.run_id, conf.channels)   # the exports' run id
             run.wrote(CONTACT_HISTORY.name, _overwrite_wave(lake, CONTACT_HISTORY.name, history, month, wave, run))
         _record(run, result, plan, units)
     return result
@@ -490,47 +496,136 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
                             f"rules: {shown}")
 
 
+@dataclass(frozen=True)
+class WaveScenario:
+    """A scenario's part in a wave, as the wave's manifest lists it: its contact window and every channel its units
+    could take (the union of its routes), whether or not a contact went there."""
+
+    window_start: dt.date
+    window_end: dt.date
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WaveExport:
+    """What `write_exports` did."""
+
+    folder: Path
+    changed: bool
+    run_id: str             # the wave's manifests' run id: the first run's when byte-identical files were kept
+    leftovers: Leftovers    # what dead runs had left under the exports, removed (or put back) first
+
+
 def write_exports(root: Path, month: str, campaign: str, wave: int, rows, channels: Channels,  # noqa: ANN001
-                  run_id: str) -> tuple[Path, bool]:
-    """Write `root/month=M/wave=W/channel=C/<scenario>.csv` and a manifest.json per channel folder, files 0600 and
-    folders 0700. The wave's folder is replaced as a whole; when every file would be byte-identical the existing
-    folder (and its manifest) is kept. Returns the wave folder and whether it changed."""
-    kinds = {c.id: c.kind for c in channels.channels}
+                  run_id: str, scenarios: Mapping[str, WaveScenario], *, job: str = "target",
+                  lock_timeout_s: float = 600.0, lock_stale_s: float = 30.0) -> WaveExport:
+    """Write `root/month=M/wave=W/`: `channel=C/<scenario>.csv` with a manifest.json per channel folder, then, last,
+    the wave's `manifest.json` (every channel of the wave's `scenarios`, 0 rows included, with its files, rows and
+    sha256; the run id, the campaign month, the contact windows). Files 0600 and folders 0700, fsynced, the wave's
+    folder swapped in whole (`lake/dropfolder.py`). Holding the exports' lock, it first removes what dead runs
+    left anywhere under `root`. When the files would be byte-identical (the manifests but for run id and time),
+    the folder is kept with its run id, which the result carries for the contact history."""
+    files, manifest = _wave_files(month, campaign, wave, rows, channels, run_id, scenarios)
     final = root / f"month={month}" / f"wave={wave}"
-    staging = root / f"month={month}" / f".wave={wave}.{run_id}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    _private_dirs(root, staging)
+    with dropfolder.exclusive(root, job, lock_timeout_s, lock_stale_s) as lock:
+        leftovers = dropfolder.clean_leftovers(root)
+        kept = _kept_run_id(final, files, manifest)
+        if kept:
+            return WaveExport(final, False, kept, leftovers)
+        lock.check()
+        dropfolder.publish(final.parent, final.name, files, run_id)
+    return WaveExport(final, True, run_id, leftovers)
+
+
+def _wave_scenarios(conf: Definitions, campaign: str, wave: int) -> dict[str, WaveScenario]:
+    """Each scenario with a wave W: the wave's window, and every channel a unit of it could take: its routes over
+    every preference, value tier and retry of an undelivered contact (`scenarios/policy.py`'s `route`)."""
+    channels = conf.channels
+    out = {}
+    for scenario in conf.scenarios:
+        if wave > len(scenario.waves):
+            continue
+        spec = scenario.waves[wave - 1]
+        before = scenario.waves[wave - 2].fallback if wave > 1 else None
+        high = scenario.model.strategy.high_value
+        tiers = [None, *channels.policy.vip_tiers, *(high.tiers if high else [])]
+        used = {c for mode, first in (("active", spec.active), ("passive", spec.passive)) if first
+                for preference in [None, *channels.ids] for tier in tiers for retry in {None, before}
+                for c in route(scenario, mode, first, spec.fallback, channels, preference, tier, retry)}
+        start, end = spec.window(campaign)
+        out[scenario.id] = WaveScenario(start, end, tuple(c for c in channels.ids if c in used))
+    return out
+
+
+def _wave_files(month: str, campaign: str, wave: int, rows, channels: Channels, run_id: str,  # noqa: ANN001
+                scenarios: Mapping[str, WaveScenario]) -> tuple[dict[str, bytes], dict]:
+    """The wave folder's files in writing order (the CSV files, each channel's manifest, the wave's manifest last),
+    and the wave's manifest."""
+    unknown = sorted(set(rows["scenario"]) - set(scenarios))
+    if unknown:
+        raise FlowopsError(f"export rows of scenario(s) {', '.join(unknown)}, which wave {wave} of {month} does not "
+                           f"have (its scenarios: {', '.join(sorted(scenarios)) or 'none'})")
+    by_id = {c.id: c for c in channels.channels}
+    written_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     files: dict[str, bytes] = {}
-    manifests: dict[str, list[dict]] = {}
+    listed: dict[str, list[dict]] = {}
     for (channel, scenario), group in sorted(rows.groupby(["channel", "scenario"]), key=lambda kv: kv[0]):
-        kind = kinds[channel]
+        kind = by_id[channel].kind
         ordered_rows = group.sort_values(["priority", "sub_id"]) if kind == "call" else group.sort_values("sub_id")
         body = _csv(ordered_rows, kind)
-        name = f"channel={channel}/{scenario}.csv"
-        files[name] = body
-        manifests.setdefault(channel, []).append({"file": f"{scenario}.csv", "scenario": scenario,
-                                                  "rows": len(ordered_rows),
-                                                  "sha256": hashlib.sha256(body).hexdigest()})
-    if final.exists() and _same_files(final, files):
-        shutil.rmtree(staging)
-        return final, False
-    for name, body in files.items():
-        _private_write(staging / name, body)
-    for channel, entries in manifests.items():
-        manifest = {"month": month, "campaign_month": campaign, "wave": wave, "channel": channel,
-                    "run_id": run_id, "files": entries,
-                    "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        _private_write(staging / f"channel={channel}" / "manifest.json",
-                       json.dumps(manifest, ensure_ascii=False, indent=2).encode())
-    if final.exists():
-        old = final.with_name(f".wave={wave}.{run_id}.old")
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
-    return final, True
+        files[f"channel={channel}/{scenario}.csv"] = body
+        listed.setdefault(channel, []).append({"file": f"{scenario}.csv", "scenario": scenario,
+                                               "rows": len(ordered_rows), "sha256": hashlib.sha256(body).hexdigest()})
+    for channel, entries in listed.items():
+        files[f"channel={channel}/manifest.json"] = _json({
+            "month": month, "campaign_month": campaign, "wave": wave, "channel": channel, "run_id": run_id,
+            "files": entries, "written_at": written_at})
+    possible = {c for s in scenarios.values() for c in s.channels} | set(listed)
+    windows = [(s.window_start, s.window_end) for s in scenarios.values()]
+    manifest = {
+        "month": month, "campaign_month": campaign, "wave": wave, "run_id": run_id,
+        "contact_window": _window(min(w[0] for w in windows), max(w[1] for w in windows)) if windows else None,
+        "scenarios": {sid: {"contact_window": _window(s.window_start, s.window_end), "channels": list(s.channels)}
+                      for sid, s in sorted(scenarios.items())},
+        "channels": {channel: {
+            "mode": by_id[channel].mode, "kind": by_id[channel].kind,
+            "scenarios": sorted({sid for sid, s in scenarios.items() if channel in s.channels}
+                                | {e["scenario"] for e in listed.get(channel, [])}),
+            "rows": sum(e["rows"] for e in listed.get(channel, [])),
+            "files": [{**e, "file": f"channel={channel}/{e['file']}"} for e in listed.get(channel, [])],
+        } for channel in channels.ids if channel in possible},
+        "rows": len(rows),
+        "written_at": written_at,
+    }
+    files["manifest.json"] = _json(manifest)
+    return files, manifest
+
+
+def _window(start: dt.date, end: dt.date) -> dict[str, str]:
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def _json(value: dict) -> bytes:
+    return json.dumps(value, ensure_ascii=False, indent=2).encode()
+
+
+def _kept_run_id(folder: Path, files: dict[str, bytes], manifest: dict) -> str | None:
+    """The run id of the wave folder there, when its files are the ones about to be written (its manifest the same
+    but for the run id and the time); else None."""
+    path = folder / "manifest.json"
+    if not path.is_file() or not _same_files(folder, files):
+        return None
+    try:
+        there = json.loads(path.read_bytes())
+    except ValueError:
+        return None
+    if not isinstance(there, dict) or _unstamped(there) != _unstamped(manifest):
+        return None
+    return there.get("run_id") or None
+
+
+def _unstamped(manifest: dict) -> dict:
+    return {k: v for k, v in manifest.items() if k not in ("run_id", "written_at")}
 
 
 def _csv(frame, kind: str) -> bytes:  # noqa: ANN001
@@ -547,19 +642,7 @@ def _csv(frame, kind: str) -> bytes:  # noqa: ANN001
 
 
 def _same_files(folder: Path, files: dict[str, bytes]) -> bool:
+    """The folder's CSV files are exactly these, byte for byte."""
+    csvs = {name: body for name, body in files.items() if name.endswith(".csv")}
     existing = {p.relative_to(folder).as_posix() for p in folder.rglob("*.csv")}
-    return existing == set(files) and all((folder / name).read_bytes() == body for name, body in files.items())
-
-
-def _private_dirs(root: Path, folder: Path) -> None:
-    for path in [*reversed(folder.relative_to(root.parent).parents), folder.relative_to(root.parent)]:
-        target = root.parent / path
-        if str(path) != "." and not target.exists():
-            target.mkdir(mode=0o700)
-
-
-def _private_write(path: Path, body: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(body)
+    return existing == set(csvs) and all((folder / name).read_bytes() == body for name, body in csvs.items())
