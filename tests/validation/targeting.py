@@ -8,11 +8,16 @@ Both runs send at most SMS_PER_DAY_PER_1000 SMS a day per 1,000 subscribers (a g
 contacts, so what differs is whom each policy gives them to.
 The first two campaigns teach the estimates (and the uplift model, from the third); the last two are measured:
 
-- against the planted truth: each contact's planted incremental conversion (`synth.response.true_uplift`: delivery
-  x effect, from the generator's potential outcomes), summed over each policy's contacts, and over each policy's
-  best N contacts by its own ranking (`weight`), N the smaller policy's number of contacts;
-- by the evaluation itself: each campaign's incremental orders (uplift per contact x contacted, per scenario, the
-  whole campaign's row) with a 95% interval.
+- the ranking quantity on its own: every eligible candidate of the measured months (scenario x channel of its
+  route's first choice) ranked by the uplift the pipeline had learnt by then, and by the conversion of the
+  contacted it had learnt (today's ranking), the best N of each taken at several depths (the same N for both),
+  and the planted incremental conversions of each selection summed (`synth.response.true_uplift`: delivery x
+  effect, from the generator's potential outcomes);
+- the campaigns each policy ran: the planted incremental conversions and value of its contacts, in all and over
+  its best N contacts by its own weight (N the smaller policy's number of contacts);
+- by the evaluation itself: the measured uplift with its 95% interval of the scenario x channel cells each ranking
+  puts first, and each campaign's incremental orders (uplift per contact x contacted, per scenario, the whole
+  campaign's row).
 
     .venv/bin/python -m tests.validation.targeting --subscribers 4000 --seed 41 --out /tmp/targeting
 
@@ -116,6 +121,73 @@ def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN0
     return targets
 
 
+def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:  # noqa: ANN001
+    """Planted incremental conversions of the best N eligible candidates by learnt uplift and by learnt response."""
+    from pyspark.sql import functions as F
+
+    from flowops.definitions import Definitions
+    from flowops.scenarios.estimates import estimate
+    from flowops.steps.target import read_cells
+    from flowops.synth.response import Propensities, offer_type, true_uplift
+
+    conf = Definitions.load(ctx.settings.conf_dir)
+    types = {p.id: p.type for p in conf.catalogue.products}
+    lake = ctx.lake
+    keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
+    frames = []
+    for month in measured:
+        learnt = estimate(read_cells(lake, month), [s.id for s in conf.scenarios], conf.channels)
+        units = (lake.read("gold/scenario_targets", partitions={"month": [month]})
+                 .where((F.col("wave") == 1) & F.col("arm").isNotNull() & F.col("channel").isNotNull())
+                 .join(keys, "sub_id").select("msisdn", "scenario", "stage", "channel", "product_id").toPandas())
+        units["uplift_learnt"] = [learnt.uplift[(s, c)].mean for s, c in zip(units["scenario"], units["channel"],
+                                                                             strict=True)]
+        units["response_learnt"] = [learnt.response[(s, c)] for s, c in zip(units["scenario"], units["channel"],
+                                                                             strict=True)]
+        frames.append(units)
+    units = pd.concat(frames, ignore_index=True)
+    units["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(units["product_id"], units["stage"],
+                                                                           strict=True)]
+    units["true_uplift"] = true_uplift(units, Propensities.from_frame(
+        pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str)))
+    units["tie"] = np.random.default_rng(0).random(len(units))   # ties (one cell) in a random order
+    rows = []
+    for depth in depths:
+        n = int(len(units) * depth)
+        by = {key: units.sort_values([key, "tie"], ascending=False).head(n)["true_uplift"].sum()
+              for key in ("uplift_learnt", "response_learnt")}
+        rows.append({"depth": depth, "candidates": n, "by_uplift": round(by["uplift_learnt"], 1),
+                     "by_response": round(by["response_learnt"], 1),
+                     "ratio": round(by["uplift_learnt"] / by["response_learnt"], 2)})
+    return pd.DataFrame(rows)
+
+
+def cells(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """The evaluation's measured uplift (wave 1, per scenario x channel, pooled over the measured months) with a
+    95% interval, beside the conversion of the contacted."""
+    from pyspark.sql import functions as F
+
+    from flowops.evaluation.uplift import Uplift
+    from flowops.steps.target import experiment_rows
+
+    members = experiment_rows(ctx.lake.read("gold/campaign_members").where(
+        F.col("month").isin(measured) & (F.col("wave") == 1)))
+    counts = members.groupBy("scenario", "channel").agg(
+        F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
+        F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
+    ).toPandas()
+    rows = []
+    for r in counts.itertuples(index=False):
+        u = Uplift(int(r.nt), int(r.kt), int(r.nc), int(r.kc))
+        interval = u.interval()
+        if interval is None or r.nt < 100:
+            continue
+        rows.append({"scenario": r.scenario, "channel": r.channel, "contacted": int(r.nt), "control": int(r.nc),
+                     "response": round(u.treated_rate, 4), "uplift": round(u.uplift, 4),
+                     "low": round(interval[0], 4), "high": round(interval[1], 4)})
+    return pd.DataFrame(rows).sort_values("response", ascending=False)
+
+
 def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     """Per measured month, the evaluation's incremental orders (the whole campaign's rows) with a 95% interval."""
     from pyspark.sql import functions as F
@@ -154,13 +226,21 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
                              "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
+        if objective == "uplift":   # the ranking comparison on the uplift policy's candidates and what it learnt
+            result["ranking"] = ranking(ctx, out / f"raw-{objective}", measured)
+            result["cells"] = cells(ctx, measured)
     return result
 
 
 def summary(result: dict) -> str:
+    ranked, measured_cells = result.pop("ranking"), result.pop("cells")
+    lines = ["the ranking quantity: the best N eligible candidates of the measured months by learnt uplift and by "
+             "learnt response (planted incremental conversions)", ranked.to_string(index=False), "",
+             "the evaluation's own uplift of the cells (wave 1, measured months), by the conversion of the contacted",
+             measured_cells.to_string(index=False), "", "the campaigns each policy ran (both under the same SMS quota)"]
     n = min(len(r["contacts"]) for r in result.values())
-    lines = [f"{'objective':<10}{'contacts':>9}{'planted incremental':>21}{'per contact':>13}"
-             f"{'best ' + str(n):>14}{'evaluated [95% CI]':>30}"]
+    lines.append(f"{'objective':<10}{'contacts':>9}{'planted incremental':>21}{'per contact':>13}"
+                 f"{'best ' + str(n):>14}{'evaluated [95% CI]':>30}")
     for objective, r in result.items():
         c = r["contacts"].sort_values("weight", ascending=False)
         e = r["evaluated"].iloc[0]
@@ -187,6 +267,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse)
     for objective, r in result.items():
+        if objective not in OBJECTIVES:
+            continue
         r["contacts"].to_csv(args.out / f"contacts-{objective}.csv", index=False)
         by = r["contacts"].groupby(["month", "scenario", "channel"]).agg(
             contacts=("true_uplift", "size"), planted=("true_uplift", "sum")).round(2)

@@ -236,7 +236,8 @@ SCENARIO_TARGETS = TableSpec(
         ("mode", STRING), ("decision", STRING), ("reason", STRING), ("arm", STRING), ("explore", T.BooleanType()),
         ("control", T.BooleanType()), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("family", STRING),
         ("saving_yuan", DOUBLE), ("incentive", STRING), ("incentive_yuan", DOUBLE), ("incentive_cost", DOUBLE),
-        ("incentive_on_order", T.BooleanType()), ("channel", STRING), ("window_start", T.DateType()),
+        ("incentive_on_order", T.BooleanType()), ("channel", STRING), ("intended_channel", STRING),
+        ("window_start", T.DateType()),
         ("window_end", T.DateType()), ("contact_date", T.DateType()), ("organic", DOUBLE), ("uplift", DOUBLE),
         ("expected_value", DOUBLE), ("weight", DOUBLE), ("cost_yuan", DOUBLE), ("scorer", STRING),
         ("message", STRING),
@@ -246,7 +247,8 @@ SCENARIO_TARGETS = TableSpec(
     version=2,
     description="subscriber x scenario x wave x mode of a month: every candidate a scenario's target rule found, "
                 "with its offer, decision (targeted, control, or suppressed with the reason), its arm of the "
-                "experiment (treated, control, holdout: drawn once, stored), channel, day, window, message, and the "
+                "experiment (treated, control, holdout: drawn once, stored), channel, intended channel (the first "
+                "its route offered, before the allocation: the same rule in both arms), day, window, message, and the "
                 "estimates it was valued by (organic conversion, uplift, expected incremental value, the weight the "
                 "allocation maximised under the policy's objective, expected cost). The month is the data month "
                 "the tags come from; the contact windows fall in the month after.",
@@ -275,14 +277,15 @@ CAMPAIGN_MEMBERS = TableSpec(
     schema=table_fields(
         ("month", STRING), ("campaign_month", STRING), ("sub_id", STRING), ("scenario", STRING),
         ("wave", T.IntegerType()), ("arm", STRING), ("contacted", T.BooleanType()), ("channel", STRING),
-        ("delivered", T.BooleanType()), ("converted", T.BooleanType()), ("run_id", STRING),
+        ("contacted_channel", STRING), ("delivered", T.BooleanType()), ("converted", T.BooleanType()),
+        ("run_id", STRING),
     ),
     partition_by=("month",),
     version=1,
     description="Every member of a month's experiments, per scenario and wave: arm (treated, control, holdout), "
-                "whether contacted and on which channel (the channel the control member would have had), delivery "
-                "per the channel's receipt, and whether they ordered an offered product in the window. What the "
-                "next months' estimates and the uplift model learn from.",
+                "channel (the one intended before the allocation, the same rule in both arms), whether contacted "
+                "and on which channel, delivery per the channel's receipt, and whether they ordered an offered "
+                "product in the window. What the next months' estimates and the uplift model learn from.",
 )
 
 CAMPAIGN_RESULTS = TableSpec(

@@ -12,9 +12,10 @@ those experiments:
   them all into one rate, while organic rates differ tenfold between situations (who already pays pay-per-use
   orders a plan on their own; who never used data does not). Until three scenarios have been measured, the Beta
   is the policy's prior (`organic_prior`, worth `prior_strength` members).
-- `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the conversion of those
-  contacted on the channel minus the scenario's organic rate (above: its whole control group, shrunk across
-  scenarios, so a control group of three cannot make a channel look harmful). A normal-normal random-effects
+- `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the treated arm's
+  conversion minus its control members' (both intended for the channel before the allocation: the same rule in
+  both arms), the control rate pooled toward the scenario's organic rate (above) so that a control group of three
+  cannot make a channel look harmful, divided by the share of the treated arm contacted. A normal-normal random-effects
   model: cell i measures u_i with sampling variance v_i around its true uplift; the true uplifts of a channel
   scatter with variance t2 around the channel's level. Each level is learnt from the channel's own cells (their
   precision-weighted mean) and its prior N(uplift_prior, uplift_prior^2) from conf/channels.yml, which may be off
@@ -43,7 +44,8 @@ MIN_SPREAD = 0.002 ** 2
 
 @dataclass(frozen=True)
 class Cell:
-    """One scenario x channel experiment of earlier months: treated and control members, and who converted."""
+    """One scenario x channel experiment of earlier months: the treated arm and the control members intended for
+    the channel, who converted, and how many of the treated arm were contacted (None: all of them)."""
 
     scenario: str
     channel: str
@@ -51,6 +53,7 @@ class Cell:
     treated_converted: int
     control: int
     control_converted: int
+    contacted: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ def uplift_rates(cells: list[Cell], scenarios: list[str], channels: Channels, or
     """Per scenario x channel, incremental conversion per contact: random-effects empirical Bayes (module text)."""
     prior = {c.id: c.uplift_prior for c in channels.channels}
     usable = [c for c in cells if c.treated > 0 and c.channel in prior and c.scenario in organic]
-    measured = {(c.scenario, c.channel): _diff(c, organic[c.scenario], prior[c.channel]) for c in usable}
+    strength = channels.policy.prior_strength
+    measured = {(c.scenario, c.channel): _diff(c, organic[c.scenario], prior[c.channel], strength) for c in usable}
     spread = _spread(usable, measured)
     t2 = max(spread if spread is not None else 0.0, MIN_SPREAD)
     level = {}
@@ -170,14 +174,22 @@ def _spread(usable: list[Cell], measured: dict[tuple[str, str], tuple[float, flo
     return max(0.0, (q - df) / (sw - sw2))
 
 
-def _diff(cell: Cell, organic: Estimate, prior: float) -> tuple[float, float]:
-    """The contacted's conversion minus the scenario's organic rate, and its sampling variance: the binomial
-    variance at the rate the model expects (organic + prior) or the measured one, whichever is larger, so that
-    0 of n still has a variance; plus the organic estimate's."""
+def _diff(cell: Cell, organic: Estimate, prior: float, strength: float) -> tuple[float, float]:
+    """Uplift per contact of a cell and its sampling variance: the treated arm's conversion minus its control
+    members' (their rate pooled `strength` members deep toward the scenario's organic rate: the cell's control
+    group is small, and its members, intended for the channel like the treated, may order more or less than the
+    scenario's), divided by the share of the treated arm contacted. The binomial variances are taken at the rate
+    the model expects (organic + prior) or the measured one, whichever is larger, so that 0 of n still has one."""
+    share = (cell.contacted / cell.treated) if cell.contacted is not None and cell.treated else 1.0
+    share = max(share, 0.05)
     rate = cell.treated_converted / cell.treated
+    control = (cell.control_converted + strength * organic.mean) / (cell.control + strength)
     expected = min(max(organic.mean + prior, 1e-4), 0.99)
     spread = max(rate * (1 - rate), expected * (1 - expected))
-    return rate - organic.mean, spread / cell.treated + organic.sd ** 2
+    held = max(control * (1 - control), organic.mean * (1 - organic.mean))
+    variance = spread / cell.treated + held / (cell.control + strength) + organic.sd ** 2 * (
+        strength / (cell.control + strength)) ** 2
+    return (rate - control) / share, variance / share ** 2
 
 
 def response_rates(cells: list[Cell], scenarios: list[str], channels: Channels,

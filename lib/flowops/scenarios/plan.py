@@ -167,10 +167,11 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     chosen = best.chosen
     out = frame[frame["wave"] == wave].reset_index(drop=True)
     picked = chosen[chosen["wave"] == wave].set_index(UNIT)
-    # The control group and holdouts: the channel and day they would have had (their best option, its window's
-    # first day), for per-channel comparison with the contacted.
-    held = (opts[opts["arm"].isin([CONTROL, HOLDOUT]) & (opts["wave"] == wave)]
-            .sort_values(["weight", "rank"], ascending=[False, True]).drop_duplicates(UNIT).set_index(UNIT))
+    # Every unit's intended channel: the first its route offers (an explorer's drawn one), chosen before the
+    # allocation by the same rule in both arms, so experiments can be compared per channel. The control group and
+    # holdouts get it as the channel and day (its window's first) they would have had.
+    first = opts[opts["wave"] == wave].sort_values([*UNIT, "rank"]).drop_duplicates(UNIT).set_index(UNIT)
+    held = first[first["arm"].isin([CONTROL, HOLDOUT])]
     held = held.assign(contact_date=held["window_start"])
     index = pd.MultiIndex.from_frame(out[UNIT])
     is_picked = index.isin(picked.index)
@@ -179,6 +180,7 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     for column in ("channel", "contact_date", "organic", "uplift", "expected_value", "weight", "cost_yuan",
                    "message"):
         out[column] = both[column].reindex(index).to_numpy() if len(both) else None
+    out["intended_channel"] = first["channel"].reindex(index).to_numpy() if len(first) else None
     out["decision"] = np.where(is_picked, "targeted", np.where(is_held, "control", "suppressed"))
     out["reason"] = _reasons(out, problem, chosen, limits, is_picked)
     out["control"] = out["decision"] == "control"

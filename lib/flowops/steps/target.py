@@ -285,26 +285,29 @@ def read_immunity(lake: Lake, month: str, conf: Definitions) -> DataFrame:
 
 
 def experiment_rows(members: DataFrame) -> DataFrame:
-    """The members whose comparison is randomised, with `treated` (1 contacted, 0 held out): wave 1's contacted
-    treated arm against its control group; a later wave's contacted against that wave's holdout (drawn among the
-    same earlier non-converters). Treated-arm members the optimisation did not contact are left out: who was
-    contacted among them was chosen by value, not at random."""
-    is_treated = (F.col("arm") == TREATED) & F.col("contacted")
+    """The members whose comparison is randomised, with `treated` (1 in the treated arm, 0 held out) and
+    `contacted`: wave 1's treated arm against its control group; a later wave's treated arm against that wave's
+    holdout (drawn among the same earlier non-converters). The treated arm is compared whole, contacted or not (the
+    allocation chose whom to contact by value, not at random), within the channel each member was intended for
+    before the allocation (the same rule in both arms)."""
+    is_treated = F.col("arm") == TREATED
     is_held = ((F.col("wave") == 1) & (F.col("arm") == CONTROL)) | ((F.col("wave") > 1) & (F.col("arm") == HOLDOUT))
-    return members.where(is_treated | is_held).withColumn("treated", is_treated.cast("int")).withColumn(
-        "converted", F.col("converted").cast("int"))
+    return members.where(is_treated | is_held).withColumns({
+        "treated": is_treated.cast("int"), "converted": F.col("converted").cast("int"),
+        "contacted": (is_treated & F.col("contacted")).cast("int")})
 
 
 def read_cells(lake: Lake, month: str) -> list[Cell]:
-    """Per scenario x channel, the randomised comparisons of the months before M (gold/campaign_members)."""
+    """Per scenario x intended channel, the randomised comparisons of the months before M (gold/campaign_members)."""
     if not lake.exists(CAMPAIGN_MEMBERS.name):
         return []
     rows = experiment_rows(lake.read(CAMPAIGN_MEMBERS.name).where(F.col("month") < month)).groupBy(
         "scenario", "channel").agg(
         F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
         F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
+        F.sum("contacted").alias("ct"),
     ).where(F.col("channel").isNotNull()).collect()
-    return [Cell(r.scenario, r.channel, int(r.nt), int(r.kt), int(r.nc), int(r.kc)) for r in rows]
+    return [Cell(r.scenario, r.channel, int(r.nt), int(r.kt), int(r.nc), int(r.kc), int(r.ct)) for r in rows]
 
 
 def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) -> Scorer:
