@@ -12,17 +12,15 @@ estimates and the uplift model); for wave 2 and later, gold/scenario_targets (th
 month's silver/orders (who did not convert); restricted/subscriber_keys and the month's CRM snapshot (numbers
 and account managers, for the exports only).
 Writes, in this order, only when the export check passed: LAKE/exports/month=M/wave=W/channel=C/<scenario>.csv
-with a manifest.json per channel folder; gold/scenario_targets (M: every candidate and its decision);
-ops/contact_history (M: every exported contact). A refused or failed export therefore leaves no trace of
-having been sent, and a rerun writes the same files.
+with a manifest.json per channel folder and, last, the wave's manifest.json (under the exports' lock, fsynced,
+swapped in whole; what a dead run left is removed first: lake/dropfolder.py); gold/scenario_targets (M: every
+candidate and its decision); ops/contact_history (M: every exported contact, with the exports' run id). A refused
+or failed export therefore leaves no trace of having been sent, and a rerun writes the same files.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
-import io
 import json
 import logging
 import math
@@ -54,10 +52,16 @@ from flowops.lake.tables import (
 from flowops.landing import next_month, parse_month
 from flowops.runs import Run, recorded_run
 from flowops.scenarios.estimates import Cell, Estimates, estimate
-from flowops.scenarios.exports import EXPORT_COLUMNS, safe_cell, violations
+from flowops.scenarios.exports import (
+    WaveScenario,
+    unstamped,
+    violations,
+    wave_files,
+    wave_scenarios,
+)
 from flowops.scenarios.messages import SMS_SEGMENT
 from flowops.scenarios.plan import Earlier, Plan, Scorer, plan_wave
-from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup, route
+from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup
 from flowops.scenarios.templates import Channels
 
 log = logging.getLogger(__name__)
@@ -155,7 +159,7 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
             refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs)
             written = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave, rows.toPandas(), conf.channels,
-                                    run.run_id, _wave_scenarios(conf, campaign, wave), job=lake.job,
+                                    run.run_id, wave_scenarios(conf, campaign, wave), job=lake.job,
                                     lock_timeout_s=ctx.settings.lake.lock_timeout_s,
                                     lock_stale_s=ctx.settings.lake.lock_stale_s)
             result.exports, result.changed = written.folder, written.changed
@@ -500,16 +504,6 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
 
 
 @dataclass(frozen=True)
-class WaveScenario:
-    """A scenario's part in a wave, as the wave's manifest lists it: its contact window and every channel its units
-    could take (the union of its routes), whether or not a contact went there."""
-
-    window_start: dt.date
-    window_end: dt.date
-    channels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class WaveExport:
     """What `write_exports` did."""
 
@@ -528,7 +522,7 @@ def write_exports(root: Path, month: str, campaign: str, wave: int, rows, channe
     folder swapped in whole (`lake/dropfolder.py`). Holding the exports' lock, it first removes what dead runs
     left anywhere under `root`. When the files would be byte-identical (the manifests but for run id and time),
     the folder is kept with its run id, which the result carries for the contact history."""
-    files, manifest = _wave_files(month, campaign, wave, rows, channels, run_id, scenarios)
+    files, manifest = wave_files(month, campaign, wave, rows, channels, run_id, scenarios)
     final = root / f"month={month}" / f"wave={wave}"
     with dropfolder.exclusive(root, job, lock_timeout_s, lock_stale_s) as lock:
         leftovers = dropfolder.clean_leftovers(root)
@@ -538,78 +532,6 @@ def write_exports(root: Path, month: str, campaign: str, wave: int, rows, channe
         lock.check()
         dropfolder.publish(final.parent, final.name, files, run_id)
     return WaveExport(final, True, run_id, leftovers)
-
-
-def _wave_scenarios(conf: Definitions, campaign: str, wave: int) -> dict[str, WaveScenario]:
-    """Each scenario with a wave W: the wave's window, and every channel a unit of it could take: its routes over
-    every preference, value tier and retry of an undelivered contact (`scenarios/policy.py`'s `route`)."""
-    channels = conf.channels
-    out = {}
-    for scenario in conf.scenarios:
-        if wave > len(scenario.waves):
-            continue
-        spec = scenario.waves[wave - 1]
-        before = scenario.waves[wave - 2].fallback if wave > 1 else None
-        high = scenario.model.strategy.high_value
-        tiers = [None, *channels.policy.vip_tiers, *(high.tiers if high else [])]
-        used = {c for mode, first in (("active", spec.active), ("passive", spec.passive)) if first
-                for preference in [None, *channels.ids] for tier in tiers for retry in {None, before}
-                for c in route(scenario, mode, first, spec.fallback, channels, preference, tier, retry)}
-        start, end = spec.window(campaign)
-        out[scenario.id] = WaveScenario(start, end, tuple(c for c in channels.ids if c in used))
-    return out
-
-
-def _wave_files(month: str, campaign: str, wave: int, rows, channels: Channels, run_id: str,  # noqa: ANN001
-                scenarios: Mapping[str, WaveScenario]) -> tuple[dict[str, bytes], dict]:
-    """The wave folder's files in writing order (the CSV files, each channel's manifest, the wave's manifest last),
-    and the wave's manifest."""
-    unknown = sorted(set(rows["scenario"]) - set(scenarios))
-    if unknown:
-        raise FlowopsError(f"export rows of scenario(s) {', '.join(unknown)}, which wave {wave} of {month} does not "
-                           f"have (its scenarios: {', '.join(sorted(scenarios)) or 'none'})")
-    by_id = {c.id: c for c in channels.channels}
-    written_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    files: dict[str, bytes] = {}
-    listed: dict[str, list[dict]] = {}
-    for (channel, scenario), group in sorted(rows.groupby(["channel", "scenario"]), key=lambda kv: kv[0]):
-        kind = by_id[channel].kind
-        ordered_rows = group.sort_values(["priority", "sub_id"]) if kind == "call" else group.sort_values("sub_id")
-        body = _csv(ordered_rows, kind)
-        files[f"channel={channel}/{scenario}.csv"] = body
-        listed.setdefault(channel, []).append({"file": f"{scenario}.csv", "scenario": scenario,
-                                               "rows": len(ordered_rows), "sha256": hashlib.sha256(body).hexdigest()})
-    for channel, entries in listed.items():
-        files[f"channel={channel}/manifest.json"] = _json({
-            "month": month, "campaign_month": campaign, "wave": wave, "channel": channel, "run_id": run_id,
-            "files": entries, "written_at": written_at})
-    possible = {c for s in scenarios.values() for c in s.channels} | set(listed)
-    windows = [(s.window_start, s.window_end) for s in scenarios.values()]
-    manifest = {
-        "month": month, "campaign_month": campaign, "wave": wave, "run_id": run_id,
-        "contact_window": _window(min(w[0] for w in windows), max(w[1] for w in windows)) if windows else None,
-        "scenarios": {sid: {"contact_window": _window(s.window_start, s.window_end), "channels": list(s.channels)}
-                      for sid, s in sorted(scenarios.items())},
-        "channels": {channel: {
-            "mode": by_id[channel].mode, "kind": by_id[channel].kind,
-            "scenarios": sorted({sid for sid, s in scenarios.items() if channel in s.channels}
-                                | {e["scenario"] for e in listed.get(channel, [])}),
-            "rows": sum(e["rows"] for e in listed.get(channel, [])),
-            "files": [{**e, "file": f"channel={channel}/{e['file']}"} for e in listed.get(channel, [])],
-        } for channel in channels.ids if channel in possible},
-        "rows": len(rows),
-        "written_at": written_at,
-    }
-    files["manifest.json"] = _json(manifest)
-    return files, manifest
-
-
-def _window(start: dt.date, end: dt.date) -> dict[str, str]:
-    return {"start": start.isoformat(), "end": end.isoformat()}
-
-
-def _json(value: dict) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=2).encode()
 
 
 def _kept_run_id(folder: Path, files: dict[str, bytes], manifest: dict) -> str | None:
@@ -622,26 +544,9 @@ def _kept_run_id(folder: Path, files: dict[str, bytes], manifest: dict) -> str |
         there = json.loads(path.read_bytes())
     except ValueError:
         return None
-    if not isinstance(there, dict) or _unstamped(there) != _unstamped(manifest):
+    if not isinstance(there, dict) or unstamped(there) != unstamped(manifest):
         return None
     return there.get("run_id") or None
-
-
-def _unstamped(manifest: dict) -> dict:
-    return {k: v for k, v in manifest.items() if k not in ("run_id", "written_at")}
-
-
-def _csv(frame, kind: str) -> bytes:  # noqa: ANN001
-    """One export file: the kind's columns, every cell written so that no spreadsheet reads it as a formula."""
-    columns = {"sms": {"text": "message"}, "call": {"script": "message"}, "manager": {"talking_points": "message"},
-               "display": {"content": "message"}}[kind]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS[kind])
-    for row in frame.itertuples(index=False):
-        values = row._asdict()
-        writer.writerow([safe_cell(values[columns.get(c, c)]) for c in EXPORT_COLUMNS[kind]])
-    return buffer.getvalue().encode("utf-8")
 
 
 def _same_files(folder: Path, files: dict[str, bytes]) -> bool:
