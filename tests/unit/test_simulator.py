@@ -217,6 +217,18 @@ def test_measured_treated_minus_control_is_the_planted_difference_negative_and_z
         out.orders["msisdn"])
 
 
+def test_members_the_allocation_left_out_order_on_their_own_and_are_not_the_control_group():
+    props, contacted, held = world(20_000, {"data_no_plan": ("sure_thing", 0.05, 0.0, 0.0)})
+    # Half of the held-out rows are treated-arm members the allocation did not contact.
+    held = held.assign(group=np.where(np.arange(len(held)) % 2 == 0, "held_out", "uncontacted"))
+    out = respond(contacted, held, props, np.random.default_rng(3))
+    buyers = set(out.orders["msisdn"])
+    left_out = held[held["group"] == "uncontacted"]["msisdn"].isin(buyers).mean()
+    control = held[held["group"] == "held_out"]["msisdn"].isin(buyers).mean()
+    assert abs(left_out - 0.05) < 0.006 and abs(left_out - control) < 0.008   # they order like anybody not contacted
+    assert out.planted.set_index("scenario").loc["data_no_plan", "held_out"] == 10_000   # only the control group
+
+
 def test_several_contacts_add_their_effects_and_the_chance_never_falls_below_zero():
     props, contacted, held = world(20_000, {"idle_no_pack": ("do_not_disturb", 0.08, -0.06, 0.3)})
     call = contacted.assign(channel="crm_popup", kind="display")        # answers like outbound, reached 25%

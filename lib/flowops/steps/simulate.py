@@ -106,7 +106,10 @@ def run_simulate(ctx: Context, raw: str | Path, month: str, wave: int = 1, seed:
 
 
 def _read_campaign(ctx: Context, month: str, wave: int, conf: Definitions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the exported contacts, the control group) of month M's wave W, with numbers, offers and windows."""
+    """(the exported contacts, everyone else in the wave's experiment) of month M's wave W, with numbers, offers and
+    windows. The others are the control group and holdouts (`group` held_out: what the contacted are compared with)
+    and the treated arm's members the allocation left out (`group` uncontacted): every one of them may order on
+    their own, as anybody not contacted does."""
     lake = ctx.lake
     folder = Path(lake.root) / "exports" / f"month={month}" / f"wave={wave}"
     if not folder.is_dir():
@@ -122,10 +125,10 @@ def _read_campaign(ctx: Context, month: str, wave: int, conf: Definitions) -> tu
         raise LakeError(f"gold/scenario_targets has nothing for {month}")
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
     targets = (lake.read(SCENARIO_TARGETS.name, partitions={"month": [month]})
-               .where((F.col("wave") == wave) & F.col("decision").isin("targeted", "control"))
+               .where((F.col("wave") == wave) & F.col("arm").isNotNull())
                .join(keys, "sub_id")
-               .select("msisdn", "scenario", "wave", "channel", "decision", "product_id", "stage", "contact_date",
-                       "window_end").toPandas())
+               .select("msisdn", "scenario", "wave", "channel", "decision", "product_id", "stage",
+                       F.coalesce("contact_date", "window_start").alias("contact_date"), "window_end").toPandas())
     kinds = {c.id: c.kind for c in conf.channels.channels}
     types = {p.id: p.type for p in conf.catalogue.products}
     targets["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(targets["product_id"], targets["stage"],
@@ -136,7 +139,11 @@ def _read_campaign(ctx: Context, month: str, wave: int, conf: Definitions) -> tu
         raise FlowopsError(f"{len(exports) - len(contacted)} exported row(s) of {month} wave {wave} match no targeted "
                            "row of gold/scenario_targets: the exports and the lake disagree")
     contacted["kind"] = contacted["channel"].map(kinds)
-    return contacted, targets[targets["decision"] == "control"].reset_index(drop=True)
+    contacted_keys = set(zip(contacted["msisdn"], contacted["scenario"], strict=True))
+    others = targets[targets["decision"] != "targeted"].copy()
+    others = others[[(m, s) not in contacted_keys for m, s in zip(others["msisdn"], others["scenario"], strict=True)]]
+    others["group"] = others["decision"].map({"control": "held_out"}).fillna("uncontacted")
+    return contacted, others.reset_index(drop=True)
 
 
 def _replace_lines(path: Path, keep, rows: list[tuple], header: tuple[str, ...]) -> None:  # noqa: ANN001

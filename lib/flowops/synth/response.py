@@ -163,8 +163,9 @@ def respond(contacted: pd.DataFrame, held_out: pd.DataFrame, propensities: Prope
     Args:
         contacted: one row per exported contact: msisdn, scenario, wave, channel, kind, product_id, offer_type,
             contact_date, window_end (dates).
-        held_out: one row per control member: msisdn, scenario, wave, product_id, offer_type, contact_date,
-            window_end.
+        held_out: one row per member not contacted: msisdn, scenario, wave, product_id, offer_type, contact_date,
+            window_end, and optionally `group`: held_out (the control group, what the contacted are compared with;
+            the default) or uncontacted (in the treated arm, left out by the allocation). Both order on their own.
     """
     contacted = contacted.reset_index(drop=True)
     n = len(contacted)
@@ -174,7 +175,8 @@ def respond(contacted: pd.DataFrame, held_out: pd.DataFrame, propensities: Prope
     delivered = rng.random(n) < q
 
     # One row per subscriber, scenario and wave (the contacted first), and which of them each contact belongs to.
-    people = pd.concat([contacted.assign(group="contacted"), held_out.assign(group="held_out")], ignore_index=True)
+    groups = held_out.get("group", "held_out")
+    people = pd.concat([contacted.assign(group="contacted"), held_out.assign(group=groups)], ignore_index=True)
     first = people.groupby(KEYS, sort=True, as_index=False).agg(
         group=("group", "first"), product_id=("product_id", "first"), offer_type=("offer_type", "first"),
         contact_date=("contact_date", "min"), window_end=("window_end", "max"))
@@ -223,9 +225,10 @@ def _expected_order(p0: np.ndarray, member: np.ndarray, q: np.ndarray, effect: n
 def _planted(first: pd.DataFrame, p0: np.ndarray, expected: np.ndarray) -> pd.DataFrame:
     """Per scenario and wave: the planted uplift of the contacted and the expected treated-minus-control difference."""
     treated = (first["group"] == "contacted").to_numpy()
+    held = (first["group"] == "held_out").to_numpy()
     people = pd.DataFrame({"scenario": first["scenario"], "wave": first["wave"], "treated": treated,
                            "lift": np.where(treated, expected - p0, np.nan), "p1": np.where(treated, expected, np.nan),
-                           "p0": np.where(treated, np.nan, p0)})
+                           "p0": np.where(held, p0, np.nan)})
     planted = people.groupby(["scenario", "wave"], sort=True, as_index=False).agg(
         contacted=("treated", "sum"), planted_uplift=("lift", "mean"), held_out=("p0", "count"),
         treated_p1=("p1", "mean"), control_p0=("p0", "mean"))
