@@ -91,7 +91,9 @@ class PiiSettings(StrictModel):
 
 
 class MlflowSettings(StrictModel):
-    tracking_uri: str = "sqlite:///mlruns.db"
+    # None: a SQLite store and an artifact folder under the lake (LAKE/_mlflow/); MLFLOW_TRACKING_URI overrides both.
+    tracking_uri: str | None = None
+    experiment: str = "flowops"
 
 
 class Settings(StrictModel):
