@@ -91,6 +91,8 @@ class PiiSettings(StrictModel):
 
 
 class MlflowSettings(StrictModel):
+    # False: jobs are not tracked as MLflow runs (the variable FLOWOPS_TRACKING=on|off overrides it).
+    enabled: bool = True
     # None: a SQLite store and an artifact folder under the lake (LAKE/_mlflow/); MLFLOW_TRACKING_URI overrides both.
     tracking_uri: str | None = None
     experiment: str = "flowops"

@@ -35,6 +35,10 @@ class Context:
 
     @cached_property
     def lake(self) -> Lake:
+        from flowops import tracking
+
         lake = self.settings.lake
-        return Lake(self.spark, lake.root, lake.engine, lock_timeout_s=lake.lock_timeout_s,
-                    lock_stale_s=lake.lock_stale_s, job=self.app_name)
+        opened = Lake(self.spark, lake.root, lake.engine, lock_timeout_s=lake.lock_timeout_s,
+                      lock_stale_s=lake.lock_stale_s, job=self.app_name)
+        tracking.register(opened.root, self.settings)   # the jobs writing to it are tracked under these settings
+        return opened

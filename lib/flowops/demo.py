@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowops import tracking
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.landing import month_days, previous_months
@@ -54,23 +55,32 @@ def run_months(ctx: Context, raw: Path, months: list[str], reference: Reference,
     last month only lands and measures (its campaign month exists to evaluate the one before)."""
     out = MonthsRun()
     for m, previous in zip(months[1:], months, strict=False):
-        # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
-        out.monthly = ingest_monthly(ctx, raw, m, reference)
-        if previous != months[0]:
-            # Wave 1 measured, wave 2 goes to its non-converters, then the whole campaign is measured again.
-            run_evaluate(ctx, previous, definitions)
-            out.second_waves.append(run_target(ctx, previous, 2, definitions))
-            out.simulated.append(run_simulate(ctx, raw, previous, 2, seed, definitions))
+        with tracking.month_run(ctx.settings, ctx.lake, m, command="demo"):   # the month's jobs nest under it
+            # The month's CRM, bills, orders and the receipts of the previous month's campaign (simulated) land.
             out.monthly = ingest_monthly(ctx, raw, m, reference)
-            out.evaluation = run_evaluate(ctx, previous, definitions)
-        if m == months[-1] and not target_last:
-            break
-        out.tagged = run_tags(ctx, m, definitions)
-        _, out.stages = run_segment(ctx, m, definitions)
-        out.targets = run_target(ctx, m, definitions=definitions)
-        if m != months[-1]:
-            out.simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
+            if previous != months[0]:
+                # Wave 1 measured, wave 2 goes to its non-converters, then the whole campaign is measured again.
+                run_evaluate(ctx, previous, definitions)
+                out.second_waves.append(run_target(ctx, previous, 2, definitions))
+                out.simulated.append(run_simulate(ctx, raw, previous, 2, seed, definitions))
+                out.monthly = ingest_monthly(ctx, raw, m, reference)
+                out.evaluation = run_evaluate(ctx, previous, definitions)
+            if m == months[-1] and not target_last:
+                break
+            out.tagged = run_tags(ctx, m, definitions)
+            _, out.stages = run_segment(ctx, m, definitions)
+            out.targets = run_target(ctx, m, definitions=definitions)
+            if m != months[-1]:
+                out.simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
     return out
+
+
+def tracked_at(ctx: Context) -> str:
+    """Where the demo's MLflow runs are, as the command that opens them."""
+    if not tracking.enabled(ctx.settings):
+        return "off (mlflow.enabled: false or FLOWOPS_TRACKING=off)"
+    where = tracking.tracking(ctx.settings)
+    return f"mlflow ui --backend-store-uri {where.uri}  (experiment {where.experiment})"
 
 
 def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int, bad_rate: float,
@@ -131,6 +141,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         "  tables         " + ", ".join(t for t in TABLES if lake.exists(t)),
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",
+        f"  tracking       {tracked_at(ctx)}",
         f"  took           {time.perf_counter() - started:.0f}s",
     ]
     return "\n".join(lines)

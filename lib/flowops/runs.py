@@ -8,9 +8,11 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
+from typing import Any
 
 import flowops
+from flowops import tracking
 from flowops.ingest.pii import mask_digits_text
 from flowops.lake import Lake
 from flowops.lake.tables import RUNS
@@ -75,13 +77,15 @@ def new_run_id() -> str:
 
 @contextmanager
 def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator[Run]:
-    """Run a job body and append its ops/runs row at the end, with status `ok` or `failed`.
+    """Run a job body and append its ops/runs row at the end, with status `ok` or `failed`; the run is tracked in
+    MLflow too (`flowops.tracking`: nested under the month's run when there is one), which never fails the job.
 
     The failure is re-raised after it is recorded; a failure to record never hides the job's own error.
     """
     run = Run(job=job, params={key: str(value) for key, value in params.items() if value is not None})
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
+    tracked = tracking.start_job(lake, run, started)
     log.info("%s started (run %s)", job, run.run_id)
     status, error = "ok", None
     try:
@@ -91,13 +95,21 @@ def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator
         raise
     finally:
         seconds = time.perf_counter() - clock
+        record = run_record(lake, run, started, seconds, status, error)
+        unrecorded = None
         try:
-            write_run_row(lake, run, started, seconds, status, error)
+            lake.write_rows([tuple(record.values())], RUNS, metadata={"flowops.runId": run.run_id})
         except Exception as exc:  # noqa: BLE001 - the job's own outcome matters more than its record
             if status == "ok":
-                raise
-            log.error("could not record the failed run %s in ops/runs: %s", run.run_id, exc)
-        log.info("%s %s in %.1fs (run %s)", job, "finished" if status == "ok" else "FAILED", seconds, run.run_id)
+                unrecorded = exc
+                record = {**record, "status": "failed", "error": describe_error(exc)}
+            else:
+                log.error("could not record the failed run %s in ops/runs: %s", run.run_id, exc)
+        tracking.finish_job(tracked, lake, run, {**record, "files": [asdict(f) for f in run.files]})
+        log.info("%s %s in %.1fs (run %s)", job, "finished" if record["status"] == "ok" else "FAILED", seconds,
+                 run.run_id)
+        if unrecorded is not None:
+            raise unrecorded
 
 
 def describe_error(exc: BaseException) -> str:
@@ -107,12 +119,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {mask_digits_text(first)}"
 
 
-def write_run_row(lake: Lake, run: Run, started: dt.datetime, seconds: float, status: str,
-                  error: str | None) -> int:
-    """Append one row to ops/runs."""
-    row = (run.run_id, run.job, run.params, started, started + dt.timedelta(seconds=seconds), seconds, status,
-           error, run.rows_in, run.rows_out, run.counts, run.table_versions,
-           [astuple(f) for f in run.files], lake.engine_name,
-           flowops.__version__, lake.spark.sparkContext.master)
-    return lake.write_rows([row], RUNS, metadata={"flowops.runId": run.run_id})
+def run_record(lake: Lake, run: Run, started: dt.datetime, seconds: float, status: str,
+               error: str | None) -> dict[str, Any]:
+    """A run's ops/runs row, column by column in the table's order."""
+    values = (run.run_id, run.job, run.params, started, started + dt.timedelta(seconds=seconds), seconds, status,
+              error, run.rows_in, run.rows_out, run.counts, run.table_versions,
+              [astuple(f) for f in run.files], lake.engine_name,
+              flowops.__version__, lake.spark.sparkContext.master)
+    return dict(zip(RUNS.schema.names, values, strict=True))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from flowops import tracking
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
@@ -60,11 +61,20 @@ class MonthRun:
 
 
 def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False) -> MonthRun:
-    """Every step of month M in order, skipping those whose output is current (none with `force`)."""
+    """Every step of month M in order, skipping those whose output is current (none with `force`). The month is one
+    MLflow run with each step that runs nested under it."""
     parse_month(month)
     raw_root = require_raw(raw).resolve()
     definitions = Definitions.load(ctx.settings.conf_dir)   # all of conf/ checked before anything runs
     result = MonthRun(month)
+    with tracking.month_run(ctx.settings, ctx.lake, month, command="run", force=force) as month_metrics:
+        _run_steps(ctx, raw_root, month, definitions, result, force)
+        month_metrics.update(steps_ran=len(result.ran), steps_skipped=len(result.skipped))
+    return result
+
+
+def _run_steps(ctx: Context, raw_root: Path, month: str, definitions: Definitions, result: MonthRun,
+               force: bool) -> None:
     done = {} if force else _finished(ctx, raw_root, month)
     after: dt.datetime | None = None
     previous = previous_months(month, 1)[0]
@@ -90,7 +100,6 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
         result.ran.append(step)
         after = dt.datetime.now(dt.UTC)
         done = {}   # everything after a step that ran is stale
-    return result
 
 
 def _finished(ctx: Context, raw_root: Path, month: str) -> dict[str, dt.datetime]:

@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from flowops import tracking
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.errors import FlowopsError, LakeError
@@ -375,6 +376,7 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
     if not wins:
         return Scorer("estimates")
     model.save(str(folder))
+    tracking.log_folder(run, folder, "uplift_model")   # the model the month's waves score with, in its MLflow run
     return Scorer("model", model, features)
 
 

@@ -1,0 +1,77 @@
+"""flowops.tracking without a pipeline: the switch, a store that cannot open, what a run is logged with."""
+
+from __future__ import annotations
+
+from flowops import tracking
+from tests.conftest import make_settings
+
+
+def test_tracking_can_be_switched_off_and_never_fails_a_job(tmp_path, monkeypatch, caplog):
+    settings = make_settings(tmp_path / "lake")
+    monkeypatch.setenv(tracking.SWITCH, "off")
+    assert not tracking.enabled(settings)
+    monkeypatch.setenv(tracking.SWITCH, "on")
+    assert tracking.enabled(settings.model_copy(update={"mlflow": settings.mlflow.model_copy(
+        update={"enabled": False})}))
+    monkeypatch.delenv(tracking.SWITCH)
+    # A store that cannot be opened: one warning, no run, the block runs all the same.
+    bad = settings.model_copy(update={"mlflow": settings.mlflow.model_copy(
+        update={"tracking_uri": "nosuchscheme://nowhere"})})
+    ran = []
+    with caplog.at_level("WARNING", logger="flowops.tracking"), \
+            tracking.month_run(bad, _FakeLake(str(tmp_path / "lake")), "2026-01") as metrics:
+        metrics["x"] = 1.0
+        ran.append(True)
+    assert ran
+    assert [r.message for r in caplog.records if "tracking stops" in r.message]
+
+
+class _FakeLake:
+    engine_name = "delta-rs"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+
+
+def test_conf_hash_changes_with_any_file(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "tags").mkdir(parents=True)
+    (conf / "pipeline.yml").write_text("a: 1\n")
+    (conf / "tags" / "x.yml").write_text("b: 2\n")
+    first = tracking.conf_hash(conf)
+    (conf / ".hidden").write_text("ignored")
+    assert tracking.conf_hash(conf) == first
+    (conf / "tags" / "x.yml").write_text("b: 3\n")
+    assert tracking.conf_hash(conf) != first
+
+
+def test_job_metrics_derive_rates_and_shares():
+    ingest = tracking.job_metrics("ingest", {"accepted": 90, "quarantined": 8, "duplicates": 2,
+                                             "unknown_app_bytes_ppm": 50_000, "step_ms.parse": 1500}, {})
+    assert ingest["quarantine_rate"] == 0.08 and ingest["duplicate_rate"] == 0.02
+    assert ingest["unknown_app_share.bytes"] == 0.05 and ingest["step_s.parse"] == 1.5
+    segment = tracking.job_metrics("segment", {"stage.wake": 30, "stage.retain": 70}, {"month": "2026-03"})
+    assert segment["stage_share.wake"] == 0.3 and "month" not in segment
+    target = tracking.job_metrics("target", {"targeted.hvc.sms": 5, "targeted.low.sms": 2, "targeted.hvc.call": 1,
+                                             "suppressed.cap": 4}, {"wave": "1"})
+    assert target["targeted_by_channel.sms"] == 7 and target["targeted_total"] == 8 and target["wave"] == 1
+
+
+def test_evaluation_metrics_take_the_whole_campaign_and_each_channel():
+    rows = [
+        {"scenario": "a", "channel": "all", "wave": 0, "pushed": 10, "converted": 2, "uplift": 0.05,
+         "incentive_cost_yuan": 3.0, "channel_cost_yuan": 1.0},
+        {"scenario": "a", "channel": "all", "wave": 1, "pushed": 6, "converted": 1, "uplift": 0.02},
+        {"scenario": "a", "channel": "sms", "wave": 1, "pushed": 6, "converted": 1},
+        {"scenario": "a", "channel": "sms", "wave": 2, "pushed": 4, "converted": 1},
+    ]
+    metrics = tracking.evaluation_metrics(rows)
+    assert metrics["w0.a.uplift"] == 0.05 and metrics["w1.a.uplift"] == 0.02
+    assert metrics["campaign.pushed"] == 10 and metrics["campaign.cost_yuan"] == 4.0
+    assert metrics["channel.sms.pushed"] == 10 and metrics["channel.sms.converted"] == 2
+
+
+def test_run_names():
+    assert tracking.run_name("target", {"month": "2026-03", "wave": "2"}) == "target 2026-03 wave 2"
+    assert tracking.run_name("ingest", {"date": "2026-01-05"}) == "ingest 2026-01-05"
