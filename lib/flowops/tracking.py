@@ -21,7 +21,9 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,12 +78,53 @@ def configure(settings: Settings) -> Tracking:
 
     where = tracking(settings)
     if where.artifacts:
-        Path(where.uri.removeprefix("sqlite:///")).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seed_store(Path(where.uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(where.uri)
     if mlflow.get_experiment_by_name(where.experiment) is None:
         mlflow.create_experiment(where.experiment, artifact_location=where.artifacts)
     mlflow.set_experiment(where.experiment)
     return where
+
+
+def seed_store(db: Path) -> None:
+    """Create a lake's SQLite store, when it has none, as a copy of an empty store already migrated to this MLflow's
+    schema: MLflow builds a new store by running its whole migration history, about 10 to 25 s on this machine, so
+    that runs once per MLflow version and machine (the copy is kept in ~/.cache/flowops/) instead of once per lake.
+    MLflow checks the copy's schema version when it opens it, as it does any store's."""
+    import mlflow
+
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if db.exists():
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flowops"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.exists():
+        _migrate_template(template)
+    staged = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    shutil.copyfile(template, staged)
+    try:
+        os.link(staged, db)   # never over a store another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
+
+
+def _migrate_template(template: Path) -> None:
+    import fcntl
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with open(template.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # one process migrates, the others wait for its copy
+        if template.exists():
+            return
+        staged = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+        staged.unlink(missing_ok=True)
+        store = SqlAlchemyStore(f"sqlite:///{staged}", staged.parent.as_uri())
+        store.engine.dispose()
+        os.replace(staged, template)
 
 
 def enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
@@ -104,8 +147,13 @@ _SETTINGS: dict[str, Settings] = {}
 
 def register(lake_root: str, settings: Settings) -> None:
     """Track the jobs that write to the lake at `lake_root` (spelled as `Lake.root`) under `settings`. A lake nobody
-    registered (a `Lake` built by hand, as unit tests do) is not tracked."""
+    registered (a `Lake` built by hand, as unit tests do) is not tracked.
+
+    The store is opened in a background thread from here on: importing MLflow's store takes several seconds of
+    Python, which then overlaps the JVM's start and the job's first Spark work instead of adding to them."""
     _SETTINGS[lake_root] = settings
+    if enabled(settings):
+        threading.Thread(target=_store, args=(settings,), name="flowops-tracking-open", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -127,6 +175,7 @@ class Tracked:
 # One store per (URI, experiment) and process, opened on first use; None after a failure (tracking stops there).
 _STORES: dict[tuple[str, str], _Store | None] = {}
 _MONTH: ContextVar[Tracked | None] = ContextVar("flowops_month_run", default=None)
+_OPENING = threading.Lock()
 _JOBS: dict[str, Tracked] = {}   # the open run of each job, by its ops/runs run id
 _WARNED: set[str] = set()
 
@@ -134,12 +183,13 @@ _WARNED: set[str] = set()
 def _store(settings: Settings) -> _Store | None:
     where = tracking(settings)
     key = (where.uri, where.experiment)
-    if key not in _STORES:
-        _STORES[key] = None
-        try:
-            _STORES[key] = _open(where)
-        except Exception as exc:  # noqa: BLE001 - tracking never fails a job
-            _give_up(key, "open the experiment", exc)
+    with _OPENING:   # one thread opens a store; the others wait for it
+        if key not in _STORES:
+            _STORES[key] = None
+            try:
+                _STORES[key] = _open(where)
+            except Exception as exc:  # noqa: BLE001 - tracking never fails a job
+                _give_up(key, "open the experiment", exc)
     return _STORES[key]
 
 
@@ -150,6 +200,8 @@ def _open(where: Tracking) -> _Store:
         # MLflow retries a store it cannot open for most of an hour: refuse one this user cannot write at once.
         db = Path(where.uri.removeprefix("sqlite:///"))
         db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.access(db.parent, os.W_OK | os.X_OK):
+            seed_store(db)
         if not os.access(db.parent, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.R_OK | os.W_OK)):
             raise PermissionError(f"{db} cannot be written by this user")
     client = MlflowClient(tracking_uri=where.uri)
@@ -500,3 +552,22 @@ def _number(value: object) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def job_run_id(lake: Lake, run: Run) -> str | None:
+    """The MLflow run id `start_job` opened for `run` (found by its `ops_run_id` param), or None when the job is not
+    tracked: for a job that logs more than params and counts to its own run, such as a trained model."""
+    settings = _SETTINGS.get(lake.root)
+    if settings is None or not enabled(settings):
+        return None
+    where = tracking(settings)
+    store = _STORES.get((where.uri, where.experiment))
+    if store is None:
+        return None
+
+    def find() -> str | None:
+        found = store.client.search_runs([store.experiment_id], filter_string=f"params.ops_run_id = '{run.run_id}'",
+                                         max_results=1)
+        return found[0].info.run_id if found else None
+
+    return _attempt(store, f"find the run of {run.job}", find)

@@ -39,7 +39,7 @@ def test_each_month_is_a_parent_run_with_its_jobs_nested(tracked, demo_run):
         jobs = {r.data.tags["flowops.job"] for r in children}
         assert {"ingest-monthly", "tags", "segment", "target"} <= jobs, (month, jobs)
         if month != RUN_MONTHS[0]:   # the months after the first evaluate the campaign before them
-            assert {"evaluate", "simulate"} <= jobs, (month, jobs)
+            assert "evaluate" in jobs, (month, jobs)
         assert all(r.data.params["month"] in (month, _previous(month)) for r in children
                    if "month" in r.data.params)
 
@@ -56,7 +56,7 @@ def test_step_runs_carry_identity_and_metrics(tracked, demo_run):
         row = by_id[params["ops_run_id"]]                      # the same job as its ops/runs row
         assert params["job"] == row["job"] == run.data.tags["flowops.job"]
         assert params["engine"] == row["engine"] == "delta-rs"
-        assert params["code_version"].startswith(row["code_version"])
+        assert params["code_version"].startswith(row["flowops_version"])
         assert metrics["rows_out"] == row["rows_out"]
         assert metrics["seconds"] == pytest.approx(row["seconds"])
         assert run.data.tags["flowops.status"] == row["status"] == "ok"
@@ -78,7 +78,7 @@ def test_job_metrics_are_the_pipelines_figures(tracked, demo_run):
     target = latest[("target", DEMO_MONTH)]
     by_channel = {k: v for k, v in target.data.metrics.items() if k.startswith("targeted_by_channel.")}
     assert sum(by_channel.values()) == target.data.metrics["targeted_total"] > 0
-    evaluate = latest[("evaluate", "2026-03")]
+    evaluate = latest[("evaluate", "2026-02")]   # the last campaign evaluated: 2026-02's, answered in 2026-03
     metrics = evaluate.data.metrics
     assert metrics["campaign.pushed"] >= metrics["campaign.delivered"] >= metrics["campaign.converted"]
     assert any(k.startswith("w0.") and k.endswith(".uplift") for k in metrics)

@@ -75,3 +75,20 @@ def test_evaluation_metrics_take_the_whole_campaign_and_each_channel():
 def test_run_names():
     assert tracking.run_name("target", {"month": "2026-03", "wave": "2"}) == "target 2026-03 wave 2"
     assert tracking.run_name("ingest", {"date": "2026-01-05"}) == "ingest 2026-01-05"
+
+
+def test_a_new_lake_store_is_a_copy_of_the_migrated_empty_one(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    tracking.seed_store(first)
+    templates = list((tmp_path / "cache" / "flowops").glob("mlflow-*-empty.db"))
+    assert len(templates) == 1 and first.read_bytes() == templates[0].read_bytes()
+    tracking.seed_store(second)
+    client = MlflowClient(tracking_uri=f"sqlite:///{second}")
+    client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())
+    assert client.get_experiment_by_name("x") is not None
+    assert MlflowClient(tracking_uri=f"sqlite:///{first}").get_experiment_by_name("x") is None
+    tracking.seed_store(second)   # an existing store is left alone
+    assert MlflowClient(tracking_uri=f"sqlite:///{second}").get_experiment_by_name("x") is not None
