@@ -159,7 +159,13 @@ def limits_of(conf: Definitions, earlier: Earlier | None) -> allocate.Limits:
 def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: int, scorer: str,
             earlier: Earlier | None, time_limit: float) -> Plan:
     limits = limits_of(conf, earlier)
-    treated = opts[opts["arm"] == TREATED].reset_index(drop=True)
+    # One canonical order of the options, whatever order Spark collected them in: ties between equal options (the
+    # solver's and the greedy's) then break the same way on any cluster, partitioning and run. The order is a fixed
+    # hash of each unit, not its name, so a tie does not always go to the same scenario or subscriber.
+    treated = opts[opts["arm"] == TREATED]
+    treated = (treated.assign(_order=pd.util.hash_pandas_object(treated[UNIT], index=False).to_numpy())
+               .sort_values(["_order", *UNIT, "rank", "channel"], kind="stable").drop(columns="_order")
+               .reset_index(drop=True))
     problem = treated.assign(unit=treated.groupby(UNIT, sort=False).ngroup(), sub=treated["sub_id"],
                              value=treated["weight"], cost=treated["cost_yuan"])
     best = allocate.solve(problem, limits, time_limit=time_limit)
