@@ -1,6 +1,6 @@
 """spark-submit entry point: ingest one landing day (or month) of xDR files.
 
-    spark-submit --py-files flowops.whl jobs/ingest_usage.py --raw RAW --lake LAKE --date 2026-01-05
+    spark-submit --py-files flowops.zip jobs/ingest_usage.py --raw RAW --lake LAKE --date 2026-01-05
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: flowops run for one month.
 
-    spark-submit --py-files flowops.whl jobs/run.py --raw RAW --lake LAKE --month 2026-03
+    spark-submit --py-files flowops.zip jobs/run.py --raw RAW --lake LAKE --month 2026-03
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: flowops segment for one month.
 
-    spark-submit --py-files flowops.whl jobs/segment.py --lake LAKE --month 2026-03
+    spark-submit --py-files flowops.zip jobs/segment.py --lake LAKE --month 2026-03
 """
 
 import sys

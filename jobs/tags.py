@@ -1,6 +1,6 @@
 """spark-submit entry point: flowops tags for one month.
 
-    spark-submit --py-files flowops.whl jobs/tags.py --lake LAKE --month 2026-03
+    spark-submit --py-files flowops.zip jobs/tags.py --lake LAKE --month 2026-03
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: flowops target for one month.
 
-    spark-submit --py-files flowops.whl jobs/target.py --raw RAW --lake LAKE --month 2026-03
+    spark-submit --py-files flowops.zip jobs/target.py --raw RAW --lake LAKE --month 2026-03
 """
 
 import sys
