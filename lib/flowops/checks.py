@@ -29,5 +29,7 @@ def check_conf(ctx: Context) -> list[str]:
         f"ok  products.yml       {len(conf.catalogue.products)} products",
         f"ok  channels.yml       {len(conf.channels.channels)} channels",
         f"ok  scenarios/         {len(conf.scenarios)} scenarios covering {', '.join(covered)}; target rules analysed",
+        f"ok  models.yml         churn: {len(conf.models.churn.features)} features (tags), horizon "
+        f"{conf.models.churn.horizon_months} months, {conf.models.churn.learner}",
     ]
 

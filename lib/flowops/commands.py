@@ -129,6 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args, app_name="flowops-demo", demo=True)
     print(demo(ctx, out=out, subscribers=args.subscribers, month=args.month, seed=args.seed,
                bad_rate=args.bad_rate, records_per_day=args.records_per_day))
+    print(quality_line(ctx, args.month))
     return 0
 
 
@@ -323,6 +324,24 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_report(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("report", parents=[common], help="write a month's run report (one self-contained HTML page)",
+                       description="Write LAKE/reports/month=M/index.html: stage sizes and transitions, contacts and "
+                                   "suppressions, funnels, uplift with intervals, cost against incremental revenue, "
+                                   "top apps, unknown-app share, quarantine, step timings and data quality, each "
+                                   "chart with its numbers and the table they came from.")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month to report")
+    p.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from flowops.steps.report import run_report as report_job
+
+    ctx = Context.from_args(args, app_name="flowops-report")
+    print(f"report {args.month}: {report_job(ctx, args.month)}")
+    return 0
+
+
 def add_target(sub: Sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("target", parents=[common], help="match scenarios and write per-channel target lists",
                        description="Match every scenario of conf/scenarios to month M's tags and stages, decide each "
@@ -449,6 +468,8 @@ def run_month(args: argparse.Namespace) -> int:
           f"{', '.join(result.skipped) or 'nothing'}")
     if result.targets:
         print(format_targets(result.targets))
+    print(quality_line(ctx, args.month))
+    print(f"report: {result.report}")
     return 0
 
 
@@ -491,7 +512,61 @@ def run_check(args: argparse.Namespace) -> int:
     ctx = Context.from_args(args, app_name="flowops-check")
     for line in check_conf(ctx):
         print(line)
+    print(check_quality_conf(args.conf)[-1])
     return 0
+
+
+def add_train(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a model on the lake and register it in MLflow",
+                       description="Train a model of conf/models.yml on the lake's labelled months, measure it on the "
+                                   "latest of them against the rule and the current champion, log and register it "
+                                   "in MLflow, and make it champion when it beats the current one.")
+    models = p.add_subparsers(dest="model", required=True, metavar="MODEL")
+    churn = models.add_parser("churn", parents=[common], help="the churn model (leaves within the horizon)",
+                              description="Train the churn model at month M: fitted on the labelled tag months "
+                                          "before the latest one (a tag month T is labelled once the CRM snapshots "
+                                          "of T+1 .. T+horizon landed), measured on the latest; registered as "
+                                          "flowops-churn, alias champion when it beats the current champion there.")
+    churn.add_argument("--month", required=True, metavar="YYYY-MM", help="the month training runs at")
+    churn.add_argument("--raw", metavar="RAW", help="landing folder (not read by this step; accepted for symmetry)")
+    churn.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from flowops.steps.train import run_train_churn
+
+    ctx = Context.from_args(args, app_name="flowops-train")
+    print(format_training(run_train_churn(ctx, args.month)))
+    return 0
+
+
+def format_training(result: Any) -> str:
+    """The model's, the rule's (and the champion's) measures on the validation month, the calibration table and
+    what happened in the registry."""
+    lines = [f"train churn {result.month}: fitted on {', '.join(result.fit_months)}, validated on "
+             f"{result.validation_month} ({result.model.rows:,} subscribers, {result.model.positives:,} churners; "
+             f"run {result.run.run_id})",
+             f"  {'score':<22}{'ROC-AUC':>9}{'PR-AUC':>9}{'top-10% lift':>14}{'Brier':>9}"]
+    shown = [("model (new)", result.model), ("rule (churn_rule_score)", result.rule)]
+    if result.champion is not None:
+        shown.append((f"champion (v{result.champion_version})", result.champion))
+    for name, measured in shown:
+        m = measured.metrics
+        lines.append(f"  {name:<22}{m['roc_auc']:>9.4f}{m['pr_auc']:>9.4f}{m['top_decile_lift']:>14.2f}"
+                     f"{m['brier']:>9.4f}")
+    lines.append("  calibration of the new model on the validation month (deciles of its score, highest first):")
+    table = result.model.calibration
+    for row in table.itertuples(index=False):
+        lines.append(f"    decile {row.decile:>2}: {row.rows:>8,.0f} rows  mean score {row.mean_score:.4f}  "
+                     f"observed {row.observed_rate:.4f}  gap {row.gap:+.4f}")
+    if result.version is None:
+        lines.append("  not registered: MLflow tracking is off (mlflow.enabled / FLOWOPS_TRACKING)")
+    elif result.is_champion:
+        lines.append(f"  registered flowops-churn v{result.version}: champion now (flowops tags scores with it)")
+    else:
+        lines.append(f"  registered flowops-churn v{result.version}: not champion (v{result.champion_version} "
+                     "stays: it scores as well or better on this validation month)")
+    return "\n".join(lines)
 
 
 def add_jvm_archive(sub: Sub, common: argparse.ArgumentParser) -> None:
@@ -512,5 +587,90 @@ def run_jvm_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_quality(sub: Sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("quality", parents=[common], help="check conf/expectations, or print a month's quality results",
+                       description="Data-quality gates (conf/expectations/*.yml). --check loads and checks every "
+                                   "expectation (unknown expectation, unknown column, an argument GX refuses), naming "
+                                   "the file and the key. --month prints the month's rows of ops/quality_results and "
+                                   "where the Data Docs site is (LAKE/_quality; its pages load their styles from the "
+                                   "internet, ops/quality_results is the offline view).")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--check", action="store_true", help="check conf/expectations only")
+    what.add_argument("--month", metavar="YYYY-MM", help="print the results of the checks of this month's data")
+    p.add_argument("--failed", action="store_true", help="with --month: only the failed expectations")
+    p.set_defaults(handler=run_quality)
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    if args.check:
+        for line in check_quality_conf(args.conf):
+            print(line)
+        return 0
+    from pyspark.sql import functions as F
+
+    from flowops.lake.tables import QUALITY_RESULTS
+    from flowops.landing import parse_month
+    from flowops.steps.quality import docs_index
+
+    parse_month(args.month)
+    ctx = Context.from_args(args, app_name="flowops-quality")
+    lake = ctx.lake
+    if not lake.exists(QUALITY_RESULTS.name):
+        raise LakeError(f"no quality results in {lake.root}: no gated step has run there yet")
+    of_month = F.col("partition").startswith(args.month) | F.col("partition").contains(f"..{args.month}")
+    rows = lake.read(QUALITY_RESULTS.name).where(of_month & (~F.col("success") if args.failed else F.lit(True)))
+    shown = rows.orderBy("checked_at", "table", "expectation").collect()
+    for r in shown:
+        status = "ok  " if r.success else ("FAIL" if r.severity == "critical" else "warn")
+        failed = (f"{r.unexpected_count:,} of {r.element_count:,} rows failed" if r.unexpected_count is not None
+                  else f"observed {r.observed_value}")
+        examples = f"  e.g. {'; '.join(r.examples)}" if r.examples and not r.success else ""
+        print(f"{status} {r.table:<24}{r.partition:<26}{r.expectation}({r.column or ''}): {failed}  run {r.run_id}"
+              f"{examples}")
+    print(f"{len(shown):,} results for {args.month} in {lake.root}/{QUALITY_RESULTS.name}")
+    docs = docs_index(lake.root, ctx.settings)
+    if docs and Path(docs).is_file():
+        print(f"Data Docs: {docs} (its pages load their styles from CDNs; offline, read the lines above)")
+    return 0
+
+
+def check_quality_conf(conf: str) -> list[str]:
+    """conf/expectations loaded and checked against the tables' schemas and the tag library; one line per table."""
+    from flowops.config import load_settings
+    from flowops.quality.suites import known_columns, load_suites
+    from flowops.tags.definitions import load_library
+
+    conf_dir = load_settings(conf).conf_dir
+    suites = load_suites(conf_dir, known_columns(load_library(conf_dir).names))
+    lines = [f"ok  {table:<24}{len(checks)} expectations ({sum(c.severity == 'critical' for c in checks)} critical)"
+             for table, checks in suites.checks.items()]
+    return [*lines, f"ok  expectations/       {suites.count} expectations on {len(suites.checks)} tables, arguments "
+                    "checked by GX"]
+
+
+def quality_line(ctx: Context, month: str) -> str:
+    """The quality gates' line of a command's output: what this lake's gates checked, the failures, where the
+    results and the Data Docs are (built here, once per command, for the validations it ran)."""
+    from pyspark.sql import functions as F
+
+    from flowops.lake.tables import QUALITY_RESULTS
+    from flowops.steps.quality import build_docs
+
+    lake = ctx.lake
+    docs = build_docs(lake.root, ctx.settings)
+    if not lake.exists(QUALITY_RESULTS.name):
+        return "  quality        no gated step ran"
+    is_failed = ~F.col("success")
+    row = lake.read(QUALITY_RESULTS.name).agg(
+        F.count("*").alias("checked"), F.sum((is_failed & (F.col("severity") == "warn")).cast("long")).alias("warn"),
+        F.sum((is_failed & (F.col("severity") == "critical")).cast("long")).alias("critical")).first()
+    shown = f"Data Docs {docs} (its pages load their styles from CDNs)" if docs else "Data Docs off"
+    return (f"  quality        {row['checked']:,} expectation results in {QUALITY_RESULTS.name}: "
+            f"{row['warn'] or 0:,} warn and {row['critical'] or 0:,} critical failures "
+            f"(flowops quality --month {month} --lake {lake.root}); "
+            f"{shown}")
+
+
 REGISTRARS = [add_generate, add_ingest, add_tags, add_segment, add_target, add_evaluate, add_run, add_demo,
-              add_simulate, add_show, add_apps, add_terminals, add_scenarios, add_check, add_jvm_archive]
+              add_simulate, add_show, add_apps, add_terminals, add_scenarios, add_check, add_jvm_archive, add_train,
+              add_quality, add_report]

@@ -98,6 +98,13 @@ class MlflowSettings(StrictModel):
     experiment: str = "flowops"
 
 
+class QualitySettings(StrictModel):
+    # A checked frame of at most this many rows is collected once (Arrow) and validated by GX's pandas engine; a
+    # larger one by GX's Spark engine on the cached frame. 0: always Spark.
+    collect_below_rows: int = Field(1_000_000, ge=0)
+    data_docs: bool = True   # the Data Docs site under LAKE/_quality, built at the end of a command
+
+
 class Settings(StrictModel):
     """Everything in conf/pipeline.yml, after env and CLI overrides."""
 
@@ -106,6 +113,7 @@ class Settings(StrictModel):
     pipeline: PipelineSettings = PipelineSettings()
     pii: PiiSettings = PiiSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    quality: QualitySettings = QualitySettings()
     conf_dir: str = Field(default=str(DEFAULT_CONF_DIR), exclude=True)
 
 

@@ -15,3 +15,7 @@ class LakeError(FlowopsError):
 
 class LandingError(FlowopsError):
     """Landing data is missing or unusable as a whole."""
+
+
+class QualityGateFailed(FlowopsError):
+    """A critical expectation failed on data about to be written or read downstream: the run stops there."""

@@ -31,7 +31,7 @@ def test_help_lists_the_commands():
 
 
 COMMANDS = ["generate", "ingest", "tags", "segment", "target", "evaluate", "run", "demo", "simulate", "show", "apps",
-            "terminals", "scenarios", "check", "jvm-archive"]
+            "terminals", "scenarios", "check", "jvm-archive", "quality"]
 
 
 def test_no_production_step_reaches_the_channel_simulator():

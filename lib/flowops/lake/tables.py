@@ -91,6 +91,19 @@ RUNS = TableSpec(
 
 BOOL, INT = T.BooleanType(), T.IntegerType()
 
+QUALITY_RESULTS = TableSpec(
+    name="ops/quality_results",
+    schema=table_fields(
+        ("run_id", STRING), ("job", STRING), ("table", STRING), ("partition", STRING), ("expectation", STRING),
+        ("gx_type", STRING), ("column", STRING), ("arguments", STRING), ("severity", STRING), ("success", BOOL),
+        ("element_count", LONG), ("unexpected_count", LONG), ("observed_value", STRING),
+        ("examples", T.ArrayType(STRING)), ("checked_at", TIMESTAMP),
+    ),
+    description="One row per expectation and job run (conf/expectations): the table and partition checked, the "
+                "expectation as declared and the GX type it ran as, its arguments (json, bounds resolved), severity, "
+                "success, rows checked and failed or the observed value, a few failing examples (masked).",
+)
+
 USAGE_EVENTS = TableSpec(
     name="bronze/usage_events",
     schema=table_fields(
@@ -350,6 +363,7 @@ def spec_for(name: str) -> TableSpec:
         raise LakeError(f"unknown table {name!r}; known tables: {known}") from None
 
 
-register(RUNS, USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, USER_AGENTS, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
+register(RUNS, QUALITY_RESULTS)
+register(USAGE_EVENTS, QUARANTINE, USAGE_DAILY, DEVICE_DAILY, USER_AGENTS, SUBSCRIBERS, BILLING_MONTHLY, ORDERS,
          USAGE_CELLS, SUBSCRIBER_KEYS, FLOW_STAGES, SCENARIO_TARGETS, CONTACT_HISTORY, FEEDBACK, CAMPAIGN_MEMBERS,
          CAMPAIGN_RESULTS)

@@ -26,11 +26,12 @@ import logging
 import math
 import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -51,6 +52,8 @@ from flowops.lake.tables import (
     SUBSCRIBER_TAGS,
 )
 from flowops.landing import next_month, parse_month
+from flowops.quality.frames import export_checks
+from flowops.quality.suites import EXPORT_CONTACTS
 from flowops.runs import Run, recorded_run
 from flowops.scenarios.estimates import Cell, Estimates, estimate
 from flowops.scenarios.exports import (
@@ -64,6 +67,7 @@ from flowops.scenarios.messages import SMS_SEGMENT
 from flowops.scenarios.plan import Earlier, Plan, Scorer, plan_wave
 from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup
 from flowops.scenarios.templates import Channels
+from flowops.steps.quality import gate
 
 log = logging.getLogger(__name__)
 EXPORTS = "exports"
@@ -154,11 +158,14 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
                           control=sum(result.control.values()), options=plan.optimal.options,
                           contested=plan.optimal.contested)
         decided = _targets_frame(lake, units)
+        gate(lake, ctx.settings, run, SCENARIO_TARGETS.name, decided, f"{month}/wave={wave}")
         targeted = decided.where(F.col("decision") == "targeted").localCheckpoint()
         with run.step("exports") as counts:
-            rows = export_rows(lake, targeted, month, conf)
+            rows = export_rows(lake, targeted, month, conf).localCheckpoint()   # checked twice, then written
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
-            refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs)
+            refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs,
+                              gate_rows=lambda checked: gate(lake, ctx.settings, run, EXPORT_CONTACTS, checked,
+                                                             f"{month}/wave={wave}"))
             written = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave, rows.toPandas(), conf.channels,
                                     run.run_id, wave_scenarios(conf, campaign, wave), job=lake.job,
                                     lock_timeout_s=ctx.settings.lake.lock_timeout_s,
@@ -481,12 +488,14 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
 
 
 def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions,
-                      earlier_waves: Earlier | None, held_out: DataFrame, inputs: Inputs | None = None) -> None:
+                      earlier_waves: Earlier | None, held_out: DataFrame, inputs: Inputs | None = None,
+                      gate_rows: Callable[[DataFrame], object] | None = None) -> None:
     """Re-check every export row against the lake's opt-outs, churn, immunity, the stored draw (`held_out`: the
     control group and holdouts, sub_id and scenario), the contact cap, each scenario's attempts and its budget
     over the waves, and the rule that no contact is worth less than nothing (care scenarios within their cost
     ceiling excepted). The rules are derived from the lake's tables (as read for the step, `inputs`, or read
-    again), not from the policy's decisions."""
+    again), not from the policy's decisions. `gate_rows` (the exports' quality gate) checks the rows with the
+    never-exported rules they break first (`quality.frames.export_checks`)."""
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string, scenario string")
     spent = earlier_waves.spent if earlier_waves else {}
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
@@ -497,8 +506,13 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
                                    (read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf)))
     problems = violations(rows, opt_outs, churned, immunity,
                           conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts,
-                          value_rule=conf.channels.policy.objective == "uplift")
-    found = problems.groupBy("problem").count().collect()
+                          value_rule=conf.channels.policy.objective == "uplift").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        if gate_rows is not None:
+            gate_rows(export_checks(rows, problems, month, wave))
+        found = problems.groupBy("problem").count().collect()
+    finally:
+        problems.unpersist()
     if found:
         shown = ", ".join(f"{r['count']} {r.problem}" for r in sorted(found, key=lambda r: r.problem))
         raise ExportRefused(f"export of {month} wave {wave} refused, nothing written: rows that break the contact "
