@@ -1,8 +1,9 @@
 """Everything in conf/ besides pipeline.yml, loaded and checked once per command and passed down to the steps.
 
 `Definitions.load` reads the app rules, the TAC reference, the tag library, the segment rules, the product
-catalogue, the channels with the contact policy and the scenario templates, checking each against the others
-(a rule naming an unknown tag, a scenario naming an unknown product or channel...). No job re-reads conf/.
+catalogue, the channels with the contact policy, the scenario templates and the models' settings, checking each
+against the others (a rule naming an unknown tag, a scenario naming an unknown product or channel, a model feature
+that is not a tag...). No job re-reads conf/.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from flowops.ingest.apps import AppRules
 from flowops.ingest.terminals import HandsetClasses, Terminal, load_reference
+from flowops.models.churn import ModelsConf, load_models
 from flowops.products import Catalogue, load_catalogue
 from flowops.scenarios.templates import Channels, Scenario, check_policy_tags, load_channels, load_scenarios
 from flowops.segments import Segments, load_segments
@@ -28,6 +30,7 @@ class Definitions:
     catalogue: Catalogue
     channels: Channels
     scenarios: list[Scenario]
+    models: ModelsConf
 
     @classmethod
     def load(cls, conf_dir: str | Path) -> Definitions:
@@ -38,4 +41,5 @@ class Definitions:
         return cls(apps=AppRules.load(conf_dir), terminals=load_reference(conf_dir),
                    handset_classes=HandsetClasses.load(conf_dir), library=library,
                    segments=load_segments(conf_dir, library), catalogue=catalogue, channels=channels,
-                   scenarios=load_scenarios(conf_dir, library, catalogue, channels))
+                   scenarios=load_scenarios(conf_dir, library, catalogue, channels),
+                   models=load_models(conf_dir, library))

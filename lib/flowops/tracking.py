@@ -553,21 +553,3 @@ def _number(value: object) -> float | None:
         return None
     return number if math.isfinite(number) else None
 
-
-def job_run_id(lake: Lake, run: Run) -> str | None:
-    """The MLflow run id `start_job` opened for `run` (found by its `ops_run_id` param), or None when the job is not
-    tracked: for a job that logs more than params and counts to its own run, such as a trained model."""
-    settings = _SETTINGS.get(lake.root)
-    if settings is None or not enabled(settings):
-        return None
-    where = tracking(settings)
-    store = _STORES.get((where.uri, where.experiment))
-    if store is None:
-        return None
-
-    def find() -> str | None:
-        found = store.client.search_runs([store.experiment_id], filter_string=f"params.ops_run_id = '{run.run_id}'",
-                                         max_results=1)
-        return found[0].info.run_id if found else None
-
-    return _attempt(store, f"find the run of {run.job}", find)

@@ -2,14 +2,18 @@
 
 Definitions are loaded and checked (including Spark's analysis of every expression) before anything is read.
 Reads: silver/subscribers, silver/usage_daily, silver/device_daily, silver/billing_monthly, silver/orders (the
-month and the three before it), silver/feedback (every month up to it: the channel preference).
-Writes: gold/subscriber_tags (one overwrite of the month's partition).
+month and the three before it), silver/feedback (every month up to it: the channel preference), and the churn
+model's `champion` in the MLflow registry when there is one: it then scores `churn_risk_score` (and the tags read
+from it are recomputed), otherwise the rule's score stands; `churn_score_source` and the run's params say which.
+Writes: gold/subscriber_tags (one overwrite of the month's partition, after its quality gate passed), and the
+gate's rows of ops/quality_results.
 """
 
 from __future__ import annotations
 
 import logging
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -20,9 +24,12 @@ from flowops.errors import LakeError
 from flowops.ingest.terminals import reference_df
 from flowops.lake import Lake
 from flowops.lake.tables import SUBSCRIBER_TAGS, TableSpec, spec_for, subscriber_tags_spec
-from flowops.landing import month_days, parse_month
+from flowops.landing import month_days, parse_month, previous_months
+from flowops.models.churn import Champion, score_tags
+from flowops.models.registry import load_champion
 from flowops.products import products_df
 from flowops.runs import Run, recorded_run
+from flowops.steps.quality import gate
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
 from flowops.tags.definitions import TagLibrary
 from flowops.tags.engine import check_expressions, select_tags, with_tags
@@ -84,10 +91,11 @@ def _read_or_empty(lake: Lake, table: str, partitions: dict[str, list[str]]) -> 
     return lake.spark.createDataFrame([], spec_for(table).schema)
 
 
-def compute_tags(sources: Sources, library: TagLibrary, month: str) -> DataFrame:
-    """Every tag for every subscriber in the month's CRM snapshot."""
+def compute_tags(sources: Sources, library: TagLibrary, month: str, champion: Champion | None = None) -> DataFrame:
+    """Every tag for every subscriber in the month's CRM snapshot; the churn score the champion's when given."""
     window = Window(month)
-    return select_tags(with_tags(base_aggregates(sources, window), library), library, month)
+    tagged_df = with_tags(base_aggregates(sources, window), library)
+    return select_tags(score_tags(tagged_df, library, champion), library, month)
 
 
 def run_tags(ctx: Context, month: str, definitions: Definitions | None = None) -> Run:
@@ -99,13 +107,20 @@ def run_tags(ctx: Context, month: str, definitions: Definitions | None = None) -
     check_expressions(ctx.spark, library)
     with recorded_run(lake, "tags", {"month": month, "tags": len(library.tags)}) as run:
         with run.step("compute") as counts:
+            champion = load_champion(ctx.settings)
+            run.params["churn_score_source"] = champion.source if champion else "rule"
             sources = read_sources(lake, Window(month), definitions)
-            tags_df = compute_tags(sources, library, month)
+            tags_df = compute_tags(sources, library, month, champion).persist(StorageLevel.MEMORY_AND_DISK)
+            # The month's tags are checked before they replace what downstream reads (the segment step checks
+            # them again as it reads them).
+            gate(lake, ctx.settings, run, SUBSCRIBER_TAGS, tags_df, month,
+                 previous=(SUBSCRIBER_TAGS, {"month": previous_months(month, 1)}))
             existing = lake.read(SUBSCRIBER_TAGS).schema if lake.exists(SUBSCRIBER_TAGS) else None
             spec = tags_spec(library, existing)
             extra = {f.name: F.lit(None).cast(f.dataType) for f in spec.schema.fields if f.name not in tags_df.columns}
             version = lake.write(tags_df.withColumns(extra), spec, mode="overwrite", partitions={"month": [month]},
                                  metadata={"flowops.runId": run.run_id})
+            tags_df.unpersist()
             run.wrote(SUBSCRIBER_TAGS, version)
             rows = lake.count(SUBSCRIBER_TAGS, partitions={"month": [month]})
             run.rows_out = rows
