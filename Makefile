@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 ARCHIVE := $(VENV)/share/flowops/spark-classes.jsa
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test test-fast bench lint lock check-java clean
+.PHONY: setup demo test test-fast bench cluster-test lint lock check-java clean
 
 setup: check-java $(STAMP) $(ARCHIVE)
 
@@ -35,6 +35,7 @@ demo: setup
 	$(BIN)/flowops demo
 
 test: setup
+	@scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -42,6 +43,12 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks.run
+
+# The jobs of jobs/ with spark-submit and the wheel on a Spark standalone cluster (a master and 2 workers started from
+# the pip-installed pyspark on 127.0.0.1), every table checked against the embedded run; stops every process it
+# started. Not part of `make test`. ARGS: e.g. "--workers 1,2 --record" (BENCHMARKS.md), --rev HEAD, --keep (README).
+cluster-test: setup
+	$(BIN)/python -m tests.cluster.run $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check lib tests jobs

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowops import tracking
+from flowops import logs, tracking
 from flowops.context import Context
 from flowops.definitions import Definitions
 from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
 from flowops.steps.evaluate import run_evaluate
 from flowops.steps.ingest import Reference, ingest_days, ingest_monthly
+from flowops.steps.report import run_report
 from flowops.steps.segment import run_segment
 from flowops.steps.simulate import run_simulate
 from flowops.steps.tags import run_tags
@@ -45,6 +46,7 @@ class MonthsRun:
     evaluation: Any = None
     simulated: list = field(default_factory=list)
     second_waves: list = field(default_factory=list)
+    report: Path | None = None
 
 
 def run_months(ctx: Context, raw: Path, months: list[str], reference: Reference, definitions: Definitions,
@@ -72,6 +74,8 @@ def run_months(ctx: Context, raw: Path, months: list[str], reference: Reference,
             out.targets = run_target(ctx, m, definitions=definitions)
             if m != months[-1]:
                 out.simulated.append(run_simulate(ctx, raw, m, 1, seed, definitions))
+            else:
+                out.report = run_report(ctx, m)   # the last month's, inside its MLflow run
     return out
 
 
@@ -97,7 +101,7 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     months = [*previous_months(month, RUN_MONTHS), month]       # one history month, then the three run months
     generated = generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed,
                          bad_rate=bad_rate, records_per_day=records_per_day)
-    log.info("generated %s", generated.summary().splitlines()[0])
+    log.info("generated %s", generated.summary().splitlines()[0], extra={logs.PROGRESS: True})
     lake = ctx.lake
     # The usage of every month as one batch, as an operator backfills history: one pass, one commit per table.
     reference = Reference.load(ctx, definitions)
@@ -142,6 +146,8 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
         f"  pseudonyms     {pseudonyms}",
         f"  run records    flowops show ops/runs --lake {lake.root}",
         f"  tracking       {tracked_at(ctx)}",
+        *([f"  report         {loop.report}  (open it in a browser; `flowops report --month M` for another month)"]
+          if loop.report else []),
         f"  took           {time.perf_counter() - started:.0f}s",
     ]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ from flowops.landing import (
 )
 from flowops.steps.evaluate import Evaluation, run_evaluate
 from flowops.steps.ingest import ingest
+from flowops.steps.report import run_report
 from flowops.steps.segment import run_segment
 from flowops.steps.tags import run_tags
 from flowops.steps.target import Targets, run_target
@@ -58,6 +59,7 @@ class MonthRun:
     stages: dict[str, int] | None = None
     targets: Targets | None = None
     evaluation: Evaluation | None = None
+    report: Path | None = None
 
 
 def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False) -> MonthRun:
@@ -70,6 +72,7 @@ def run_month(ctx: Context, raw: str | Path, month: str, *, force: bool = False)
     with tracking.month_run(ctx.settings, ctx.lake, month, command="run", force=force) as month_metrics:
         _run_steps(ctx, raw_root, month, definitions, result, force)
         month_metrics.update(steps_ran=len(result.ran), steps_skipped=len(result.skipped))
+        result.report = run_report(ctx, month)   # inside the month's MLflow run, which keeps a copy
     return result
 
 
@@ -83,7 +86,8 @@ def _run_steps(ctx: Context, raw_root: Path, month: str, definitions: Definition
             continue
         ended = done.get(step)
         if ended is not None and (after is None or ended >= after):
-            log.info("run %s: %s is current (ran %s), skipped", month, step, ended.isoformat(timespec="seconds"))
+            log.info("run %s: %s is current (ran %s), skipped", month, step, ended.isoformat(timespec="seconds"),
+                     extra={"progress": True})
             result.skipped.append(step)
             after = ended
             continue
