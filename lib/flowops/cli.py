@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flowops import __version__
+from flowops import __version__, logs
 from flowops.errors import FlowopsError
 
 log = logging.getLogger("flowops")
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flowops` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, log_file=args.command not in QUICK_COMMANDS)
     try:
         return int(args.handler(args) or 0)
     except FlowopsError as exc:
@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("details:", file=sys.stderr)
         traceback.print_exc()
         return 1
+    finally:
+        if logs.current_file() is not None:
+            print(f"full log: {logs.current_file()}", file=sys.stderr)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -48,12 +51,19 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}{where}"
 
 
-def setup_logging(verbose: int = 0) -> None:
-    """One line per step on stderr; Spark's and py4j's chatter stays at warnings."""
+# Commands that read, check or print: no log file of their own (every other command writes one under its lake).
+QUICK_COMMANDS = {"show", "check", "quality", "scenarios", "generate", "jvm-archive", "apps", "terminals"}
+
+
+def setup_logging(verbose: int = 0, *, log_file: bool = False) -> None:
+    """One line per job on stderr (every INFO line with -v, DEBUG with -vv), the whole log in the run's log file
+    (`flowops.logs`); Spark's and py4j's chatter stays at warnings."""
     level = logging.DEBUG if verbose > 1 else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(logs.ConsoleFilter(verbose))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logs.console(verbose, log_file=log_file)
     for noisy in ("py4j", "pyspark", "urllib3", "great_expectations", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # PySpark logs every failed query as JSON before raising it; the CLI reports the error itself.

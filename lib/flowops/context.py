@@ -35,10 +35,11 @@ class Context:
 
     @cached_property
     def lake(self) -> Lake:
-        from flowops import tracking
+        from flowops import logs, tracking
 
         lake = self.settings.lake
         opened = Lake(self.spark, lake.root, lake.engine, lock_timeout_s=lake.lock_timeout_s,
                       lock_stale_s=lake.lock_stale_s, job=self.app_name)
         tracking.register(opened.root, self.settings)   # the jobs writing to it are tracked under these settings
+        logs.attach_file(opened.root, self.app_name)     # under the CLI, the whole log goes beside the lake
         return opened

@@ -12,7 +12,7 @@ from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 import flowops
-from flowops import tracking
+from flowops import logs, tracking
 from flowops.ingest.pii import mask_digits_text
 from flowops.lake import Lake
 from flowops.lake.tables import RUNS
@@ -106,8 +106,8 @@ def recorded_run(lake: Lake, job: str, params: Mapping[str, object]) -> Iterator
             else:
                 log.error("could not record the failed run %s in ops/runs: %s", run.run_id, exc)
         tracking.finish_job(tracked, lake, run, {**record, "files": [asdict(f) for f in run.files]})
-        log.info("%s %s in %.1fs (run %s)", job, "finished" if record["status"] == "ok" else "FAILED", seconds,
-                 run.run_id)
+        log.info("%-28s %s in %5.1fs (run %s)", tracking.run_name(job, run.params),
+                 "done" if record["status"] == "ok" else "FAILED", seconds, run.run_id, extra={logs.PROGRESS: True})
         if unrecorded is not None:
             raise unrecorded
 

@@ -154,7 +154,7 @@ def build_session(settings: Settings, *, app_name: str | None = None, ui: bool |
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(spark_settings.log_level)
     log.info("spark %s on %s (%s cores)", spark.version, spark.sparkContext.master,
-             spark.sparkContext.defaultParallelism)
+             spark.sparkContext.defaultParallelism, extra={"progress": True})
     return spark
 
 

@@ -237,11 +237,11 @@ def resolve_engine(spark: SparkSession, engine: str) -> str:
     if engine == "auto":
         chosen = "spark-delta" if has_delta else "delta-rs"
         reason = "Delta Spark classes found" if has_delta else "Delta Spark classes not on the classpath"
-        log.info("lake engine: %s (auto: %s)", chosen, reason)
+        log.info("lake engine: %s (auto: %s)", chosen, reason, extra={"progress": True})
         return chosen
     if engine not in ("delta-rs", "spark-delta"):
         raise FlowopsError(f"lake.engine must be auto, delta-rs or spark-delta, got {engine!r}")
-    log.info("lake engine: %s (configured)", engine)
+    log.info("lake engine: %s (configured)", engine, extra={"progress": True})
     return engine
 
 

@@ -98,7 +98,7 @@ class TableLock:
                                 f"{self.path})")
             if not told:
                 log.info("%s is being written by %s: waiting (up to %.0fs)", self.folder, holder.describe(),
-                         self.timeout_s)
+                         self.timeout_s, extra={"progress": True})   # shown on the console: why nothing moves
                 told = True
             time.sleep(0.2)
 
