@@ -24,6 +24,8 @@ from flowops.lake.tables import spec_for
 from flowops.steps.train import run_train_churn
 from tests.conftest import CONF, make_settings
 
+pytestmark = pytest.mark.slow   # reads the demo lake the integration tests share
+
 MONTH = "2026-03"
 # A one-month horizon and a few features: the demo's months hold about 150 subscribers each.
 MODELS = """\

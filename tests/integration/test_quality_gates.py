@@ -19,6 +19,8 @@ from flowops.steps.segment import run_segment
 from tests.conftest import make_settings
 from tests.integration.conftest import DEMO_MONTH
 
+pytestmark = pytest.mark.slow   # reads the demo lake the integration tests share
+
 GATED = {"bronze/reconciliation", "silver/usage_daily", "silver/subscribers", "gold/subscriber_tags",
          "gold/flow_stages", "gold/scenario_targets", "exports/contacts"}
 

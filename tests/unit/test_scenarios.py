@@ -291,7 +291,10 @@ def test_a_full_scarce_channel_goes_to_the_contacts_worth_most_and_the_rest_fall
                          uplift={("data_no_plan", "manager"): 0.30}))
     visits = [r for r in out if r["channel"] == "manager"]
     assert len(visits) == 5 and Counter(r["channel"] for r in out)["sms"] == 3
-    assert {r["sub_id"] for r in visits} == {"vip4", "vip5", "vip6", "vip7", "vip3"}
+    # vip4-7 (DP_30) are worth most; vip2 and vip3 (both DP_20, equal value) tie for the fifth slot, which the
+    # options' fixed order gives to one of them.
+    visited = {r["sub_id"] for r in visits}
+    assert {"vip4", "vip5", "vip6", "vip7"} < visited and len(visited & {"vip2", "vip3"}) == 1
     assert sorted(r["contact_date"] for r in visits) == [dt.date(2026, 4, d) for d in range(5, 10)]
     assert all(r["decision"] == "targeted" for r in out)
 
