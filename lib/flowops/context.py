@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -40,6 +41,15 @@ class Context:
         lake = self.settings.lake
         opened = Lake(self.spark, lake.root, lake.engine, lock_timeout_s=lake.lock_timeout_s,
                       lock_stale_s=lake.lock_stale_s, job=self.app_name)
-        tracking.register(opened.root, self.settings)   # the jobs writing to it are tracked under these settings
+        # The jobs writing to it are tracked under these settings; Great Expectations (the quality gates') is
+        # imported in the background meanwhile, when conf/ has suites.
+        has_suites = any((Path(self.settings.conf_dir) / "expectations").glob("*.yml"))
+        tracking.register(opened.root, self.settings, then=_import_gx if has_suites else None)
         logs.attach_file(opened.root, self.app_name)     # under the CLI, the whole log goes beside the lake
         return opened
+
+
+def _import_gx() -> None:
+    from flowops.quality.gx import gx
+
+    gx()

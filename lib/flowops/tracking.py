@@ -145,15 +145,26 @@ def enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> boo
 _SETTINGS: dict[str, Settings] = {}
 
 
-def register(lake_root: str, settings: Settings) -> None:
+def register(lake_root: str, settings: Settings, then: Callable[[], object] | None = None) -> None:
     """Track the jobs that write to the lake at `lake_root` (spelled as `Lake.root`) under `settings`. A lake nobody
     registered (a `Lake` built by hand, as unit tests do) is not tracked.
 
-    The store is opened in a background thread from here on: importing MLflow's store takes several seconds of
-    Python, which then overlaps the JVM's start and the job's first Spark work instead of adding to them."""
+    The store is opened in a background thread from here on, and `then` runs after it in the same thread (one
+    thread, so two slow imports never race each other's module locks): importing MLflow's store takes several
+    seconds of Python, which then overlaps the JVM's start and the job's first Spark work instead of adding to
+    them."""
     _SETTINGS[lake_root] = settings
-    if enabled(settings):
-        threading.Thread(target=_store, args=(settings,), name="flowops-tracking-open", daemon=True).start()
+
+    def warm() -> None:
+        if enabled(settings):
+            _store(settings)
+        if then is not None:
+            try:
+                then()
+            except Exception as exc:  # noqa: BLE001 - a warm-up only; the step that needs it will say what fails
+                log.debug("warm-up failed: %s", exc)
+
+    threading.Thread(target=warm, name="flowops-warm-up", daemon=True).start()
 
 
 @dataclass(frozen=True)
