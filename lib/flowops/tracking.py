@@ -79,11 +79,34 @@ def configure(settings: Settings) -> Tracking:
     where = tracking(settings)
     if where.artifacts:
         seed_store(Path(where.uri.removeprefix("sqlite:///")))
-    mlflow.set_tracking_uri(where.uri)
+    point_mlflow(where.uri)
     if mlflow.get_experiment_by_name(where.experiment) is None:
         mlflow.create_experiment(where.experiment, artifact_location=where.artifacts)
-    mlflow.set_experiment(where.experiment)
+    saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    mlflow.set_experiment(where.experiment)   # which also writes MLFLOW_EXPERIMENT_ID into os.environ: put it back
+    if saved is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = saved
     return where
+
+
+def point_mlflow(uri: str) -> None:
+    """Point MLflow's fluent API (tracking and registry) at `uri` for this process, leaving the environment as it
+    was: MLflow's setters also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, which `tracking()`
+    reads as the user's override, so one lake's store would otherwise become every later lake's in the process."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def seed_store(db: Path) -> None:

@@ -92,3 +92,14 @@ def test_a_new_lake_store_is_a_copy_of_the_migrated_empty_one(tmp_path, monkeypa
     assert MlflowClient(tracking_uri=f"sqlite:///{first}").get_experiment_by_name("x") is None
     tracking.seed_store(second)   # an existing store is left alone
     assert MlflowClient(tracking_uri=f"sqlite:///{second}").get_experiment_by_name("x") is not None
+
+
+def test_pointing_mlflow_at_one_lake_does_not_move_the_next_lakes_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    first, second = make_settings(tmp_path / "a"), make_settings(tmp_path / "b")
+    tracking.configure(first)   # what training a model does
+    assert tracking.tracking(second).uri == f"sqlite:///{(tmp_path / 'b').resolve()}/_mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")   # a user's override still wins
+    tracking.point_mlflow(tracking.tracking(first, environ={}).uri)
+    assert tracking.tracking(second).uri == "http://mlflow.example:5000"

@@ -67,8 +67,7 @@ def load_champion(settings: Settings) -> Champion | None:
     import mlflow.spark
 
     where = tracking.tracking(settings)
-    mlflow.set_tracking_uri(where.uri)
-    mlflow.set_registry_uri(where.uri)
+    tracking.point_mlflow(where.uri)
     model = mlflow.spark.load_model(f"models:/{REGISTERED_MODEL}/{ref.version}")
     return Champion(model=model, version=ref.version)
 

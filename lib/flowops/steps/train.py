@@ -173,7 +173,6 @@ def log_model(settings: Settings, lake: Lake, run: Run, model: PipelineModel, re
     import mlflow.spark
 
     tracking.configure(settings)
-    mlflow.set_registry_uri(tracking.tracking(settings).uri)
     with mlflow.start_run(run_id=run_id):
         for who, measured in (("model", result.model), ("rule", result.rule), ("champion", result.champion)):
             if measured is not None:
