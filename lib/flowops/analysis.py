@@ -21,14 +21,15 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from flowops.lake import Lake
+from flowops.lake import Lake, tables
 from flowops.landing import month_days, previous_months
 
 LAKE_ENV = "FLOWOPS_LAKE_ROOT"
 DEFAULT_LAKE = "demo/lakehouse"
-FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS = "gold/flow_stages", "gold/scenario_targets", "gold/subscriber_tags"
-CAMPAIGN_RESULTS, USAGE, QUARANTINE = "gold/campaign_results", "silver/usage_daily", "bronze/quarantine"
-RUNS, QUALITY_RESULTS = "ops/runs", "ops/quality_results"
+FLOW_STAGES, SCENARIO_TARGETS, SUBSCRIBER_TAGS = tables.FLOW_STAGES.name, tables.SCENARIO_TARGETS.name, \
+    tables.SUBSCRIBER_TAGS
+CAMPAIGN_RESULTS, USAGE, QUARANTINE = tables.CAMPAIGN_RESULTS.name, tables.USAGE_DAILY.name, tables.QUARANTINE.name
+RUNS, QUALITY_RESULTS = tables.RUNS.name, tables.QUALITY_RESULTS.name
 FUNNEL = ["pushed", "delivered", "reached", "converted"]
 
 

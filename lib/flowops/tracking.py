@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import flowops
 from flowops.config import Settings
+from flowops.lake import tables
 
 if TYPE_CHECKING:
     from flowops.lake import Lake
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 
 FOLDER = "_mlflow"
 SWITCH = "FLOWOPS_TRACKING"
-QUALITY_RESULTS = "ops/quality_results"
-CAMPAIGN_RESULTS = "gold/campaign_results"
+QUALITY_RESULTS = tables.QUALITY_RESULTS.name
+CAMPAIGN_RESULTS = tables.CAMPAIGN_RESULTS.name
 REPORTS = "reports"   # a month's run report, LAKE/reports/month=M/, is logged with the month's run when it is there
 ALL_CHANNELS = "all"
 _OFF, _ON = {"off", "0", "false", "no"}, {"on", "1", "true", "yes"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from deltalake import DeltaTable
 
+from flowops.landing import previous_months
 from tests.integration.conftest import DEMO_MONTH
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def test_each_month_is_a_parent_run_with_its_jobs_nested(tracked, demo_run):
         assert {"ingest-monthly", "tags", "segment", "target"} <= jobs, (month, jobs)
         if month != RUN_MONTHS[0]:   # the months after the first evaluate the campaign before them
             assert "evaluate" in jobs, (month, jobs)
-        assert all(r.data.params["month"] in (month, _previous(month)) for r in children
+        assert all(r.data.params["month"] in (month, previous_months(month, 1)[0]) for r in children
                    if "month" in r.data.params)
 
 
@@ -92,7 +93,3 @@ def test_job_metrics_are_the_pipelines_figures(tracked, demo_run):
         + [k for k in ingest.data.metrics if k.startswith("step_s.")]
     assert step_seconds
 
-
-def _previous(month: str) -> str:
-    year, mon = (int(p) for p in month.split("-"))
-    return f"{year - (mon == 1):04d}-{(mon - 2) % 12 + 1:02d}"
