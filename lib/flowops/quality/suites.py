@@ -62,6 +62,15 @@ class ExpectationsFile(StrictModel):
     tables: dict[str, list[ExpectationConf]] = Field(default_factory=dict)
 
 
+def _check_bounds(args: BaseModel, low: str, high: str) -> None:
+    """At least one of two bounds, the lower not above the upper."""
+    lo, hi = getattr(args, low), getattr(args, high)
+    if lo is None and hi is None:
+        raise ValueError(f"give {low}, {high} or both")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"{low} {lo} is above {high} {hi}")
+
+
 class _RowCountArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     min_ratio: float | None = Field(None, ge=0)
@@ -69,10 +78,7 @@ class _RowCountArgs(BaseModel):
 
     @model_validator(mode="after")
     def _one_bound(self) -> _RowCountArgs:
-        if self.min_ratio is None and self.max_ratio is None:
-            raise ValueError("give min_ratio, max_ratio or both")
-        if self.min_ratio is not None and self.max_ratio is not None and self.min_ratio > self.max_ratio:
-            raise ValueError(f"min_ratio {self.min_ratio} is above max_ratio {self.max_ratio}")
+        _check_bounds(self, "min_ratio", "max_ratio")
         return self
 
 
@@ -85,10 +91,7 @@ class _ShareArgs(BaseModel):
 
     @model_validator(mode="after")
     def _one_bound(self) -> _ShareArgs:
-        if self.min_share is None and self.max_share is None:
-            raise ValueError("give min_share, max_share or both")
-        if self.min_share is not None and self.max_share is not None and self.min_share > self.max_share:
-            raise ValueError(f"min_share {self.min_share} is above max_share {self.max_share}")
+        _check_bounds(self, "min_share", "max_share")
         return self
 
 
