@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class DemoRun:
     out: Path
     code: int
     stdout: str
+    ended: float   # epoch seconds when the demo returned: later tests add jobs to the same lake
 
     @property
     def raw(self) -> Path:
@@ -46,7 +48,7 @@ def demo_run(spark, tmp_path_factory) -> DemoRun:
     finally:
         if saved is not None:
             os.environ["FLOWOPS_PII_KEY"] = saved
-    return DemoRun(out, code, buffer.getvalue())
+    return DemoRun(out, code, buffer.getvalue(), time.time())
 
 
 @pytest.fixture(scope="session")
