@@ -49,20 +49,21 @@ def month_days(month: str) -> list[str]:
     return [f"{month}-{day:02d}" for day in range(1, calendar.monthrange(year, mon)[1] + 1)]
 
 
+def shift_month(month: str, k: int) -> str:
+    """`month` plus k months (k may be negative)."""
+    year, mon = (int(part) for part in parse_month(month).split("-"))
+    index = year * 12 + mon - 1 + k
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
 def next_month(month: str) -> str:
     """The month after `month`."""
-    year, mon = (int(part) for part in parse_month(month).split("-"))
-    return f"{year + mon // 12:04d}-{mon % 12 + 1:02d}"
+    return shift_month(month, 1)
 
 
 def previous_months(month: str, count: int) -> list[str]:
     """The `count` months before `month`, oldest first."""
-    year, mon = (int(part) for part in parse_month(month).split("-"))
-    out = []
-    for back in range(count, 0, -1):
-        index = year * 12 + (mon - 1) - back
-        out.append(f"{index // 12:04d}-{index % 12 + 1:02d}")
-    return out
+    return [shift_month(month, -back) for back in range(count, 0, -1)]
 
 
 def require_raw(raw: str | Path) -> Path:

@@ -10,8 +10,11 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from flowops.errors import LandingError
 from flowops.lake.tables import CAMPAIGN_RESULTS
+from flowops.landing import next_month, previous_months, shift_month
 from flowops.scenarios.templates import load_channels
 from flowops.steps import target
 from tests.conftest import CONF, ROOT
@@ -82,3 +85,12 @@ def test_every_documented_manifest_key_is_written_and_every_written_one_document
     assert file_keys - set(written["files"][0]) == set(), "documented in the README but not written"
     assert set(written) - keys == set(), "written but not documented in the README"
     assert set(written["files"][0]) - file_keys == set(), "written but not documented in the README"
+
+
+def test_month_arithmetic_crosses_years_both_ways_and_refuses_a_malformed_month():
+    assert [shift_month("2026-01", k) for k in (-13, -1, 0, 1, 12)] == ["2024-12", "2025-12", "2026-01", "2026-02",
+                                                                        "2027-01"]
+    assert next_month("2026-12") == "2027-01"
+    assert previous_months("2026-02", 3) == ["2025-11", "2025-12", "2026-01"]
+    with pytest.raises(LandingError):
+        shift_month("2026-13", 1)

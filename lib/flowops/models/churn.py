@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from flowops.config import StrictModel, describe_errors, load_yaml
 from flowops.errors import ConfigError
+from flowops.landing import shift_month
 from flowops.models.classifier import SCORE, TrainedClassifier, train_classifier
 from flowops.tags.definitions import TagLibrary
 
@@ -123,16 +124,9 @@ def written_tags(library: TagLibrary) -> list[str]:
 def labelled_months(tag_months: Sequence[str], snapshot_months: Sequence[str], month: str, horizon: int) -> list[str]:
     """Tag months up to `month` - `horizon` whose next `horizon` CRM snapshots have all landed, oldest first."""
     snapshots = set(snapshot_months)
-    last = add_months(month, -horizon)
+    last = shift_month(month, -horizon)
     return sorted(m for m in set(tag_months)
-                  if m <= last and all(add_months(m, k) in snapshots for k in range(1, horizon + 1)))
-
-
-def add_months(month: str, k: int) -> str:
-    """`YYYY-MM` plus k months."""
-    year, mon = (int(part) for part in month.split("-"))
-    index = year * 12 + mon - 1 + k
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+                  if m <= last and all(shift_month(m, k) in snapshots for k in range(1, horizon + 1)))
 
 
 def with_churn_label(tags_df: DataFrame, subscribers_df: DataFrame, horizon: int) -> DataFrame:

@@ -26,7 +26,7 @@ from flowops.definitions import Definitions
 from flowops.errors import FlowopsError
 from flowops.lake import Lake
 from flowops.lake.tables import SUBSCRIBER_TAGS
-from flowops.landing import parse_month
+from flowops.landing import parse_month, shift_month
 from flowops.models.churn import (
     CHAMPION,
     LABEL,
@@ -36,7 +36,6 @@ from flowops.models.churn import (
     SOURCE_TAG,
     Champion,
     ChurnModelConf,
-    add_months,
     beats,
     labelled_months,
     train_churn,
@@ -79,7 +78,7 @@ def read_labelled(lake: Lake, month: str, conf: ChurnModelConf) -> tuple[DataFra
             f"(one to fit, the latest to validate): a tag month T is labelled once the CRM snapshots of T+1 .. "
             f"T+{horizon} have landed; gold/subscriber_tags has {', '.join(sorted(tag_months)) or 'nothing'}, "
             f"silver/subscribers {', '.join(sorted(snapshots)) or 'nothing'}")
-    needed = sorted({add_months(m, k) for m in months for k in range(horizon + 1)})
+    needed = sorted({shift_month(m, k) for m in months for k in range(horizon + 1)})
     tags_df = lake.read(SUBSCRIBER_TAGS, partitions={"month": months}).transform(with_rule_score)
     subscribers_df = lake.read(SUBSCRIBERS, partitions={"month": needed})
     return with_churn_label(tags_df, subscribers_df, horizon), months
