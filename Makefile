@@ -34,12 +34,17 @@ $(ARCHIVE): $(STAMP)
 demo: setup
 	$(BIN)/flowops demo
 
+# Two pytest-xdist workers (each its own Spark): most of a test's time is Spark's fixed cost per query, which one
+# driver spends on one core. Each test module stays on one worker, and the modules reading the shared demo lake on
+# the same one (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: setup
 	@scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks.run
