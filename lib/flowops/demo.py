@@ -13,6 +13,7 @@ from typing import Any
 from flowops import logs, tracking
 from flowops.context import Context
 from flowops.definitions import Definitions
+from flowops.errors import FlowopsError
 from flowops.landing import month_days, previous_months
 from flowops.segments import format_stages
 from flowops.steps.evaluate import run_evaluate
@@ -99,8 +100,11 @@ def run_demo(ctx: Context, *, out: Path, subscribers: int, month: str, seed: int
     started = time.perf_counter()
     raw = out / "raw"
     months = [*previous_months(month, RUN_MONTHS), month]       # one history month, then the three run months
-    generated = generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed,
-                         bad_rate=bad_rate, records_per_day=records_per_day)
+    try:
+        generated = generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed,
+                             bad_rate=bad_rate, records_per_day=records_per_day)
+    except ValueError as exc:   # the generator's check of its arguments: one line, as `flowops generate` says it
+        raise FlowopsError(f"demo: {exc}") from None
     log.info("generated %s", generated.summary().splitlines()[0], extra={logs.PROGRESS: True})
     lake = ctx.lake
     # The usage of every month as one batch, as an operator backfills history: one pass, one commit per table.

@@ -225,3 +225,11 @@ def test_the_demo_replaces_an_earlier_demos_lake_but_never_a_folder_that_is_not_
     with pytest.raises(FlowopsError, match="not a flowops lake"):
         _fresh_demo_lake(other)
     assert (other / "holiday.jpg").exists()
+
+
+def test_a_demo_argument_the_generator_refuses_is_one_line(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--records-per-day", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "flowops demo: error: demo: records_per_day must be between 2 and" in err
+    assert "Traceback" not in err and "details:" not in err

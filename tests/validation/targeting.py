@@ -46,7 +46,7 @@ START = "2026-01"
 SMS_PER_DAY_PER_1000 = 15
 
 
-def policy_conf(out: Path, objective: str, subscribers: int) -> Path:
+def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float = SMS_PER_DAY_PER_1000) -> Path:
     """The repo's conf with `policy.objective` set and the SMS gateway's daily quota."""
     from tests.conftest import CONF
 
@@ -58,7 +58,7 @@ def policy_conf(out: Path, objective: str, subscribers: int) -> Path:
     text, n = re.subn(r"^(\s*objective:\s*)\w+", rf"\g<1>{objective}", path.read_text(encoding="utf-8"), flags=re.M)
     if n != 1:
         raise RuntimeError(f"{path}: no policy.objective line to set")
-    quota = round(SMS_PER_DAY_PER_1000 * subscribers / 1000)
+    quota = round(sms_per_1000 * subscribers / 1000)
     text, n = re.subn(r"(\{id: sms, [^}]*?)(reach: any)", rf"\g<1>daily_capacity: {quota}, \g<2>", text)
     if n != 1:
         raise RuntimeError(f"{path}: no sms channel to give a daily quota")
@@ -76,7 +76,8 @@ def context(conf: Path, lake: Path, driver_memory: str = "4g"):  # noqa: ANN201
     return Context(settings.model_copy(update={"spark": spark}))
 
 
-def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int, subscribers: int) -> Path:
+def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int, subscribers: int,
+               sms_per_1000: float = SMS_PER_DAY_PER_1000) -> Path:
     """Every month of the world through the pipeline with one objective; the lake's path."""
     from flowops.definitions import Definitions
     from flowops.demo import run_months
@@ -90,7 +91,7 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     lake = out / f"lake-{objective}"
     if lake.exists():
         shutil.rmtree(lake)
-    ctx = context(policy_conf(out, objective, subscribers), lake, driver_memory="8g")
+    ctx = context(policy_conf(out, objective, subscribers, sms_per_1000), lake, driver_memory="8g")
     definitions = Definitions.load(ctx.settings.conf_dir)
     reference = Reference.load(ctx, definitions)
     ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
@@ -203,7 +204,8 @@ def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
                          "pushed": [int(rows["pushed"].sum())]})
 
 
-def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False) -> dict:
+def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False,
+            sms_per_1000: float = SMS_PER_DAY_PER_1000) -> dict:
     """Both policies on one world; with `reuse`, the world and any lake that finished are kept from an earlier
     run with the same arguments."""
     from flowops.synth import generate
@@ -222,7 +224,7 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         started = time.perf_counter()
         lake = out / f"lake-{objective}"
         if not (reuse and (lake / DONE).is_file()):
-            lake = run_policy(out, raw, objective, months, seed, subscribers)
+            lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000)
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
                              "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
@@ -262,10 +264,12 @@ def main() -> None:
     parser.add_argument("--records-per-day", type=float, default=3)
     parser.add_argument("--out", type=Path, default=Path("/tmp/flowops-targeting"))
     parser.add_argument("--reuse", action="store_true", help="keep the world and the lakes an earlier run finished")
+    parser.add_argument("--sms-per-1000", type=float, default=SMS_PER_DAY_PER_1000,
+                        help="the SMS gateway's daily quota per 1,000 subscribers, in both runs")
     args = parser.parse_args()
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse)
+    result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse, args.sms_per_1000)
     for objective, r in result.items():
         if objective not in OBJECTIVES:
             continue
