@@ -53,6 +53,7 @@ def pytest_configure(config) -> None:  # noqa: ANN001 - pytest's hook signature
         main.__spec__ = importlib.util.find_spec("tests._worker_main")
 
 
+@pytest.hookimpl(optionalhook=True)   # a hook of pytest-xdist: without it installed, pytest ignores it
 def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - pytest-xdist's hook signature
     """Under pytest-xdist (`make test` runs two workers): each test module's tests run on one worker, so that its
     module-scoped fixtures are built once, and every module reading the shared demo lake runs on the same worker,
