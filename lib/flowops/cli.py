@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     finally:
+        tracking = sys.modules.get("flowops.tracking")   # loaded by the commands that run jobs (not the quick ones)
+        if tracking is not None:
+            tracking.flush()   # the jobs' MLflow runs, written in the background, are written when a command returns
         if logs.current_file() is not None:
             print(f"full log: {logs.current_file()}", file=sys.stderr)
 

@@ -649,24 +649,19 @@ def check_quality_conf(conf: str) -> list[str]:
 
 
 def quality_line(ctx: Context, month: str) -> str:
-    """The quality gates' line of a command's output: what this lake's gates checked, the failures, where the
-    results and the Data Docs are (built here, once per command, for the validations it ran)."""
-    from pyspark.sql import functions as F
-
+    """The quality gates' line of a command's output: what its gates checked, the failures, where the results and
+    the Data Docs are (built here, once per command, for the validations it ran)."""
     from flowops.lake.tables import QUALITY_RESULTS
-    from flowops.steps.quality import build_docs
+    from flowops.steps.quality import build_docs, tally
 
     lake = ctx.lake
     docs = build_docs(lake.root, ctx.settings)
-    if not lake.exists(QUALITY_RESULTS.name):
+    counts = tally(lake.root)
+    if not counts["checked"]:
         return "  quality        no gated step ran"
-    is_failed = ~F.col("success")
-    row = lake.read(QUALITY_RESULTS.name).agg(
-        F.count("*").alias("checked"), F.sum((is_failed & (F.col("severity") == "warn")).cast("long")).alias("warn"),
-        F.sum((is_failed & (F.col("severity") == "critical")).cast("long")).alias("critical")).first()
     shown = f"Data Docs {docs} (its pages load their styles from CDNs)" if docs else "Data Docs off"
-    return (f"  quality        {row['checked']:,} expectation results in {QUALITY_RESULTS.name}: "
-            f"{row['warn'] or 0:,} warn and {row['critical'] or 0:,} critical failures "
+    return (f"  quality        {counts['checked']:,} expectation results written to {QUALITY_RESULTS.name}: "
+            f"{counts['warn']:,} warn and {counts['critical']:,} critical failures "
             f"(flowops quality --month {month} --lake {lake.root}); "
             f"{shown}")
 

@@ -10,6 +10,11 @@ them and its step seconds as metrics; its status and error; its ops/runs row (an
 once that table exists) as artifacts. `month_run` opens a month's parent run, under which the jobs run inside it
 nest. Tracking never fails a job: the first error logs one warning and tracking stops for that store for the rest
 of the process. `mlflow.enabled: false` in conf, or FLOWOPS_TRACKING=off, turns it off.
+
+The runs are written by one background thread, in the order the jobs open and end them, while the jobs go on with
+Spark: a job's run costs a few SQLite commits and artifact files (0.1-0.3 s of Python each) that would otherwise sit
+between the jobs. `flush()` waits for them: every command calls it before it returns, and the process's exit waits
+for the thread.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -200,11 +206,16 @@ class _Store:
 
 @dataclass
 class Tracked:
-    """An open MLflow run and the params already logged to it (params cannot change once logged)."""
+    """An MLflow run being opened or open, and the params already logged to it (params cannot change once logged).
+    The writer thread opens it: `run_id` waits for that (None when it could not be opened)."""
 
     store: _Store
-    run_id: str
+    created: Future
     params: dict[str, str]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.created.result()
 
 
 # One store per (URI, experiment) and process, opened on first use; None after a failure (tracking stops there).
@@ -253,6 +264,29 @@ def _open(where: Tracking) -> _Store:
     return _Store(client, experiment_id, (where.uri, where.experiment))
 
 
+_WRITER: list[ThreadPoolExecutor] = []   # the one writer thread, started on first use
+_WRITTEN: list[Future] = []               # what it has been given and not yet waited for
+_SUBMIT = threading.Lock()
+
+
+def _later(store: _Store, action: str, call: Callable[[], T]) -> Future:
+    """Run `_attempt(store, action, call)` on the writer thread, after everything submitted before it."""
+    with _SUBMIT:
+        if not _WRITER:
+            _WRITER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowops-tracking"))
+        done = _WRITER[0].submit(_attempt, store, action, call)
+        _WRITTEN.append(done)
+    return done
+
+
+def flush() -> None:
+    """Wait until every run opened or ended so far is written (each command calls this before it returns)."""
+    with _SUBMIT:
+        pending, _WRITTEN[:] = list(_WRITTEN), []
+    for done in pending:
+        done.result()   # `_attempt` never raises: a failure was logged and stopped tracking
+
+
 def _attempt(store: _Store, action: str, call: Callable[[], T]) -> T | None:
     """`call()`, or None after one warning, tracking off for the store from then on."""
     if _STORES.get(store.key) is not store:
@@ -290,33 +324,40 @@ def start_job(lake: Lake, run: Run, started: dt.datetime) -> Tracked | None:
         return None
     tags = {"flowops.kind": "step", "flowops.job": run.job}
     parent = _MONTH.get()
-    if parent is not None and parent.store is store:
-        tags["mlflow.parentRunId"] = parent.run_id
     params = {**run.params, **identity(settings, lake.engine_name), "job": run.job, "ops_run_id": run.run_id}
+    name = run_name(run.job, run.params)
 
-    def begin() -> Tracked:
-        created = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
-                                          run_name=run_name(run.job, run.params))
-        opened = Tracked(store, created.info.run_id, {})
-        _log(opened, params=params, when=started)
-        _JOBS[run.run_id] = opened
-        return opened
+    def begin() -> str:
+        if parent is not None and parent.store is store and parent.run_id is not None:   # opened before: no wait
+            tags["mlflow.parentRunId"] = parent.run_id
+        run_id = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
+                                         run_name=name).info.run_id
+        _log(store, run_id, opened.params, params=params, when=started)
+        return run_id
 
-    return _attempt(store, f"start the run of {run.job}", begin)
+    opened = Tracked(store, Future(), {})
+    opened.created = _later(store, f"start the run of {run.job}", begin)
+    _JOBS[run.run_id] = opened
+    return opened
 
 
 def log_folder(run: Run, folder: str | Path, artifact_path: str) -> None:
     """Log a local folder (a saved model, a report) as artifacts of a job's MLflow run, when the job is tracked."""
     tracked = _JOBS.get(run.run_id)
     if tracked is not None:
-        _attempt(tracked.store, f"log {artifact_path} of {run.job}",
-                 lambda: tracked.store.client.log_artifacts(tracked.run_id, str(folder), artifact_path))
+        flush()   # the folder may change once this returns
+        if tracked.run_id is not None:
+            _attempt(tracked.store, f"log {artifact_path} of {run.job}",
+                     lambda: tracked.store.client.log_artifacts(tracked.run_id, str(folder), artifact_path))
 
 
 def active_run_id(run: Run) -> str | None:
     """The MLflow run id of a job's run while it runs (None when the job is not tracked)."""
     tracked = _JOBS.get(run.run_id)
-    return tracked.run_id if tracked is not None and _STORES.get(tracked.store.key) is tracked.store else None
+    if tracked is None:
+        return None
+    flush()   # the caller writes to the run itself: nothing of ours in flight meanwhile
+    return tracked.run_id if _STORES.get(tracked.store.key) is tracked.store else None
 
 
 def finish_job(tracked: Tracked | None, lake: Lake, run: Run, record: Mapping[str, Any]) -> None:
@@ -328,26 +369,28 @@ def finish_job(tracked: Tracked | None, lake: Lake, run: Run, record: Mapping[st
     ended = record["ended_at"]
     metrics = {"seconds": record["seconds"], "rows_in": record["rows_in"], "rows_out": record["rows_out"],
                **job_metrics(run.job, run.counts, run.params)}
-    artifacts: dict[str, Any] = {"ops_run.json": record}
-    if run.job == "evaluate":
-        rows = _read_rows(lake, CAMPAIGN_RESULTS, run.run_id)
-        metrics.update(evaluation_metrics(rows or []))
-    quality = _read_rows(lake, QUALITY_RESULTS, run.run_id)
-    if quality is not None:
-        metrics.update(quality_metrics(quality))
-        artifacts["quality_results.json"] = quality
+    params = dict(run.params)
     tags = {"flowops.status": record["status"], **{f"table_version.{t}": str(v) for t, v in run.table_versions.items()}}
     if record.get("error"):
         tags["flowops.error"] = str(record["error"])[:4000]
 
     def end() -> None:
-        _log(tracked, metrics=metrics, params=run.params, tags=tags, when=ended)
+        if tracked.run_id is None:
+            return
+        artifacts: dict[str, Any] = {"ops_run.json": record}
+        if run.job == "evaluate":
+            metrics.update(evaluation_metrics(_read_rows(lake, CAMPAIGN_RESULTS, run.run_id) or []))
+        quality = _read_rows(lake, QUALITY_RESULTS, run.run_id)
+        if quality is not None:
+            metrics.update(quality_metrics(quality))
+            artifacts["quality_results.json"] = quality
+        _log(tracked.store, tracked.run_id, tracked.params, metrics=metrics, params=params, tags=tags, when=ended)
         for name, content in artifacts.items():
             tracked.store.client.log_text(tracked.run_id, json.dumps(content, default=str, indent=1), name)
         tracked.store.client.set_terminated(tracked.run_id, "FINISHED" if record["status"] == "ok" else "FAILED",
                                             end_time=_ms(ended))
 
-    _attempt(tracked.store, f"finish the run of {run.job}", end)
+    _later(tracked.store, f"finish the run of {run.job}", end)
 
 
 @contextmanager
@@ -379,38 +422,42 @@ def _start_month(settings: Settings, lake: Lake, month: str, params: Mapping[str
     logged = {"month": month, **{k: str(v) for k, v in params.items() if v is not None},
               **identity(settings, lake.engine_name)}
 
-    def begin() -> Tracked:
-        created = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
-                                          run_name=f"month {month}")
-        opened = Tracked(store, created.info.run_id, {})
-        _log(opened, params=logged, when=started)
-        return opened
+    def begin() -> str:
+        run_id = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
+                                         run_name=f"month {month}").info.run_id
+        _log(store, run_id, opened.params, params=logged, when=started)
+        return run_id
 
-    return _attempt(store, f"start the run of month {month}", begin)
+    opened = Tracked(store, Future(), {})
+    opened.created = _later(store, f"start the run of month {month}", begin)
+    return opened
 
 
 def _end_month(parent: Tracked, lake: Lake, month: str, metrics: Mapping[str, float], status: str,
                started: dt.datetime) -> None:
     ended = dt.datetime.now(dt.UTC)
     report = Path(lake.root) / REPORTS / f"month={month}"
+    logged = {**metrics, "seconds": (ended - started).total_seconds()}
 
     def end() -> None:
-        _log(parent, metrics={**metrics, "seconds": (ended - started).total_seconds()}, when=ended)
+        if parent.run_id is None:
+            return
+        _log(parent.store, parent.run_id, parent.params, metrics=logged, when=ended)
         if report.is_dir():
             parent.store.client.log_artifacts(parent.run_id, str(report), "report")
         parent.store.client.set_terminated(parent.run_id, status, end_time=_ms(ended))
 
-    _attempt(parent.store, f"finish the run of month {month}", end)
+    _later(parent.store, f"finish the run of month {month}", end)
 
 
-def _log(tracked: Tracked, *, metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
-         tags: Mapping[str, str] | None = None, when: dt.datetime) -> None:
-    """Log in batches (MLflow takes at most 1,000 values, 100 of them params and 100 tags, per call); a param
-    already logged is skipped (its value cannot change)."""
+def _log(store: _Store, run_id: str, logged: dict[str, str], *, metrics: Mapping[str, float] | None = None,
+         params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None, when: dt.datetime) -> None:
+    """Log to run `run_id` in batches (MLflow takes at most 1,000 values, 100 of them params and 100 tags, per call);
+    a param already `logged` is skipped (its value cannot change)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    new = {_key(k): str(v)[:6000] for k, v in (params or {}).items() if _key(k) not in tracked.params}
-    tracked.params.update(new)
+    new = {_key(k): str(v)[:6000] for k, v in (params or {}).items() if _key(k) not in logged}
+    logged.update(new)
     stamp = _ms(when)
     metric_list = [Metric(_key(k).replace(" ", "_"), float(v), stamp, 0) for k, v in (metrics or {}).items()
                    if v is not None and math.isfinite(float(v))]
@@ -421,7 +468,7 @@ def _log(tracked: Tracked, *, metrics: Mapping[str, float] | None = None, params
         tags_now, tag_list = tag_list[:100], tag_list[100:]
         room = 1000 - len(params_now) - len(tags_now)
         metrics_now, metric_list = metric_list[:room], metric_list[room:]
-        tracked.store.client.log_batch(tracked.run_id, metrics=metrics_now, params=params_now, tags=tags_now)
+        store.client.log_batch(run_id, metrics=metrics_now, params=params_now, tags=tags_now)
 
 
 def _key(name: str) -> str:

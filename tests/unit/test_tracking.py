@@ -103,3 +103,41 @@ def test_pointing_mlflow_at_one_lake_does_not_move_the_next_lakes_store(tmp_path
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")   # a user's override still wins
     tracking.point_mlflow(tracking.tracking(first, environ={}).uri)
     assert tracking.tracking(second).uri == "http://mlflow.example:5000"
+
+
+def test_runs_written_in_the_background_are_whole_after_flush(tmp_path, monkeypatch):
+    """A job's and a month's runs are written by the writer thread in the order they were opened and ended: after
+    `flush` the job's run is nested under the month's, has its params, metrics and ops/runs artifact, and both
+    are finished; a job's run id, when asked for, is its run's."""
+    import datetime as dt
+
+    from mlflow import MlflowClient
+
+    from flowops.runs import Run
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(tracking.SWITCH, raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lake = _FakeLake(str(tmp_path / "lake"))
+    lake.path = lambda table: f"{lake.root}/{table}"
+    settings = make_settings(tmp_path / "lake")
+    tracking.register(lake.root, settings)
+    with tracking.month_run(settings, lake, "2026-02", command="test"):
+        run = Run(job="segment", params={"month": "2026-02"})
+        run.counts.update({"stage.wake": 3, "stage.retain": 1})
+        started = dt.datetime.now(dt.UTC)
+        tracked = tracking.start_job(lake, run, started)
+        asked = tracking.active_run_id(run)
+        tracking.finish_job(tracked, lake, run, {"ended_at": dt.datetime.now(dt.UTC), "seconds": 1.5, "rows_in": 4,
+                                                 "rows_out": 4, "status": "ok", "error": None})
+    tracking.flush()
+    client = MlflowClient(tracking_uri=tracking.tracking(settings).uri)
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    runs = {r.data.tags["flowops.kind"]: r for r in client.search_runs([experiment.experiment_id])}
+    month, job = runs["month"], runs["step"]
+    assert asked == job.info.run_id
+    assert job.data.tags["mlflow.parentRunId"] == month.info.run_id
+    assert job.data.params["month"] == "2026-02" and job.data.params["ops_run_id"] == run.run_id
+    assert job.data.metrics["seconds"] == 1.5 and job.data.metrics["stage_share.wake"] == 0.75
+    assert month.info.status == job.info.status == "FINISHED"
+    assert "ops_run.json" in {a.path for a in client.list_artifacts(job.info.run_id)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ SPARK, PANDAS = "flowops_spark", "flowops_pandas"
 _SUITES: dict[str, Suites] = {}
 _CONTEXTS: dict[str, Any] = {}
 _PENDING: dict[str, list[Any]] = {}   # lake root -> validation results whose Data Docs pages are not built yet
+_TALLY: dict[str, Counter] = {}       # lake root -> what this process's gates recorded there: checked, warn, critical
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ def gate(lake: Lake, settings: Settings, run: Run, table: str, df: DataFrame | p
     run.count("quality.failed", len(failed))
     run.count(f"step_ms.quality.{table}", round(seconds * 1000))
     critical = [o for o in failed if o.check.severity == "critical"]
+    _TALLY.setdefault(lake.root, Counter()).update(checked=len(found), warn=len(failed) - len(critical),
+                                                   critical=len(critical))
     docs = build_docs(lake.root, settings) if critical else docs_index(lake.root, settings)
     result = GateResult(table, partition, found, docs, seconds)
     for o in result.warnings:
@@ -169,6 +173,12 @@ def validate(root: str, settings: Settings, table: str, df: DataFrame | pd.DataF
             frame.unpersist()
     _PENDING.setdefault(root, []).extend(ran.run_results)
     return [r for validation in ran.run_results.values() for r in validation.results]
+
+
+def tally(root: str) -> Counter:
+    """How many expectation results this process's gates recorded in the lake at `root` (`checked`), and how many
+    of them were `warn` and `critical` failures."""
+    return Counter(_TALLY.get(root, {}))
 
 
 def build_docs(root: str, settings: Settings) -> str | None:
