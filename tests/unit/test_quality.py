@@ -16,7 +16,7 @@ from flowops.quality.frames import export_checks, reconciliation_frame
 from flowops.quality.results import mask
 from flowops.quality.suites import EXPORT_CONTACTS, RECONCILIATION, known_columns, load_suites
 from flowops.runs import Run
-from flowops.steps.quality import gate
+from flowops.steps.quality import gate, gate_read, passed
 from flowops.tags.definitions import load_library
 from tests.conftest import CONF, make_settings
 
@@ -177,6 +177,21 @@ def test_a_warn_failure_is_recorded_and_the_batch_goes_on(spark, lake, settings)
     assert run.counts["quality.failed"] == 1
 
 
+def test_a_read_gate_skips_only_the_version_this_process_checked_as_it_wrote_it(spark, lake, settings):
+    """A step reading a partition checks it, unless this process's gate passed that very version as it wrote it: a
+    later write by anyone (here a broken batch written past the gate) is checked again."""
+    good = subscribers(spark, "2026-02", 20)
+    version = lake.write(good, SUBSCRIBERS, mode="overwrite", partitions={"month": ["2026-02"]})
+    passed(lake, SUBSCRIBERS.name, "2026-02", version)
+    run = Run("segment", {"month": "2026-02"})
+    broken = subscribers(spark, "2026-02", 20, duplicate=3)
+    assert gate_read(lake, settings, run, SUBSCRIBERS.name, broken, "2026-02") is None   # not read again
+    assert run.counts["quality.rechecked_skipped"] == 1 and not lake.exists(QUALITY_RESULTS.name)
+    lake.write(broken, SUBSCRIBERS, mode="overwrite", partitions={"month": ["2026-02"]})
+    with pytest.raises(QualityGateFailed, match=r"expect_column_values_to_be_unique\(sub_id\): 6 of 23 rows"):
+        gate_read(lake, settings, run, SUBSCRIBERS.name, broken, "2026-02")
+
+
 def test_an_opted_out_or_control_subscriber_in_the_exports_is_stopped(spark, lake, settings):
     rows = spark.createDataFrame([("s1-aaaa", "sc", "sms", "13800000001"), ("s2-bbbb", "sc", "sms", "13800000002"),
                                   ("s3-cccc", "sc", "app", "13800000003")],
@@ -185,14 +200,23 @@ def test_an_opted_out_or_control_subscriber_in_the_exports_is_stopped(spark, lak
                                       ("s3-cccc", "sc", "app", "control"), ("s3-cccc", "sc", "app", "over_cap")],
                                      "sub_id string, scenario string, channel string, problem string")
     checked = export_checks(rows, problems, "2026-02", 1)
-    assert sorted((r.sub_id, r.opted_out, r.control, r.immune, r.churned) for r in checked.collect()) == [
-        ("s1-aaaa", False, False, False, False), ("s2-bbbb", True, False, False, False),
-        ("s3-cccc", False, True, False, False)]
-    with pytest.raises(QualityGateFailed, match=r"^quality gate: exports/contacts 2026-02/wave=1 stopped by 2 critical "
-                                                r"expectations: expect_column_values_to_be_in_set\(opted_out\): 1 of 3 "
-                                                r"rows failed, e\.g\. \[sub_id=s2-b…, opted_out=True\] \| "
-                                                r"expect_column_values_to_be_in_set\(control\): 1 of 3 rows failed"):
-        gate(lake, settings, Run("target", {}), EXPORT_CONTACTS, checked, "2026-02/wave=1")
+    expected = [("s1-aaaa", False, False, False, False), ("s2-bbbb", True, False, False, False),
+                ("s3-cccc", False, True, False, False)]
+    assert sorted((r.sub_id, r.opted_out, r.control, r.immune, r.churned) for r in checked.collect()) == expected
+    # The same rows on the driver (as the target step has them) give the same flags, and with no problem at all none.
+    local = export_checks(rows.toPandas(), problems.toPandas(), "2026-02", 1)
+    assert list(local.columns) == checked.columns
+    assert sorted(local[["sub_id", "opted_out", "control", "immune", "churned"]].itertuples(index=False, name=None)) \
+        == expected
+    clean = export_checks(rows.toPandas(), problems.limit(0).toPandas(), "2026-02", 1)
+    assert len(clean) == 3 and not clean[["opted_out", "control", "immune", "churned"]].to_numpy().any()
+    for frame in (checked, local):
+        with pytest.raises(QualityGateFailed, match=r"^quality gate: exports/contacts 2026-02/wave=1 stopped by 2 "
+                                                    r"critical expectations: expect_column_values_to_be_in_set\("
+                                                    r"opted_out\): 1 of 3 rows failed, e\.g\. \[sub_id=s2-b…, "
+                                                    r"opted_out=True\] \| expect_column_values_to_be_in_set\("
+                                                    r"control\): 1 of 3 rows failed"):
+            gate(lake, settings, Run("target", {}), EXPORT_CONTACTS, frame, "2026-02/wave=1")
 
 
 def test_a_file_that_does_not_reconcile_is_stopped_and_a_high_quarantine_rate_is_a_warning(lake, settings):

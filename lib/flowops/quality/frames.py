@@ -36,12 +36,22 @@ def reconciliation_frame(files: Sequence[tuple]) -> pd.DataFrame:
     return df
 
 
-def export_checks(rows: DataFrame, problems: DataFrame, month: str, wave: int) -> DataFrame:
+def export_checks(rows: DataFrame | pd.DataFrame, problems: DataFrame | pd.DataFrame, month: str,
+                  wave: int) -> DataFrame | pd.DataFrame:
     """Each export row (sub_id, scenario, channel, msisdn) with a flag per never-exported rule it breaks
-    (opted out, control, immune, churned), from `problems` (sub_id, scenario, channel, problem)."""
-    flags = (problems.groupBy("sub_id", "scenario", "channel")
+    (opted out, control, immune, churned), from `problems` (sub_id, scenario, channel, problem). Spark frames give
+    a Spark frame; pandas frames (the rows already on the driver, as the target step has them) a pandas one."""
+    keys = ["sub_id", "scenario", "channel"]
+    if isinstance(rows, pd.DataFrame):
+        found = problems if isinstance(problems, pd.DataFrame) else problems.toPandas()
+        flags = pd.DataFrame({flag: found["problem"].isin(list(kinds)) for flag, kinds in EXPORT_FLAGS.items()})
+        flags = pd.concat([found[keys], flags], axis=1).groupby(keys, as_index=False).max()
+        out = rows[[*keys, "msisdn"]].merge(flags, on=keys, how="left")
+        return out.assign(month=month, wave=wave, **{f: out[f].fillna(False).astype(bool) for f in EXPORT_FLAGS})[
+            ["month", "wave", "sub_id", "msisdn", "scenario", "channel", *EXPORT_FLAGS]]
+    flags = (problems.groupBy(*keys)
              .agg(*[F.max(F.col("problem").isin(list(kinds))).alias(flag) for flag, kinds in EXPORT_FLAGS.items()]))
-    return (rows.select("sub_id", "scenario", "channel", "msisdn")
-            .join(flags, ["sub_id", "scenario", "channel"], how="left")
+    return (rows.select(*keys, "msisdn")
+            .join(flags, keys, how="left")
             .select(F.lit(month).alias("month"), F.lit(wave).alias("wave"), "sub_id", "msisdn", "scenario", "channel",
                     *[F.coalesce(F.col(flag), F.lit(False)).alias(flag) for flag in EXPORT_FLAGS]))

@@ -1,5 +1,6 @@
 """The data-quality gate every step calls on what it is about to write (or, for gold/subscriber_tags, on what it
-is about to read): the table's suite from conf/expectations, validated by Great Expectations in one call.
+is about to read, unless this process checked that very version as it wrote it): the table's suite from
+conf/expectations, validated by Great Expectations in one call.
 
 Reads: the previous partition's row count of the checked table (row-count checks). Writes: ops/quality_results
 (one row per expectation, failed or not, before the gate decides), and the GX file context with its Data Docs
@@ -55,6 +56,7 @@ _SUITES: dict[str, Suites] = {}
 _CONTEXTS: dict[str, Any] = {}
 _PENDING: dict[str, list[Any]] = {}   # lake root -> validation results whose Data Docs pages are not built yet
 _TALLY: dict[str, Counter] = {}       # lake root -> what this process's gates recorded there: checked, warn, critical
+_PASSED: dict[tuple[str, str, str], int] = {}   # (lake root, table, partition) -> version written after its gate passed
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,25 @@ def validate(root: str, settings: Settings, table: str, df: DataFrame | pd.DataF
             frame.unpersist()
     _PENDING.setdefault(root, []).extend(ran.run_results)
     return [r for validation in ran.run_results.values() for r in validation.results]
+
+
+def passed(lake: Lake, table: str, partition: str, version: int) -> None:
+    """Note that `table`'s `partition` was written as `version` after its gate passed, in this process."""
+    _PASSED[(lake.root, table, partition)] = version
+
+
+def gate_read(lake: Lake, settings: Settings, run: Run, table: str, df: DataFrame, partition: str, *,
+              previous: Any = None) -> GateResult | None:
+    """The gate a step runs on a partition it is about to read (`gate`), unless this process's own gate passed it
+    right before writing it and the table is still at the version then written (logged, and counted as
+    `quality.rechecked_skipped`): a partition written by anyone else, or since, is checked."""
+    version = _PASSED.get((lake.root, table, partition))
+    if version is not None and version == lake.version(table):
+        log.info("quality %s %s: checked when this process wrote it (version %d), not again", table, partition,
+                 version)
+        run.count("quality.rechecked_skipped", 1)
+        return None
+    return gate(lake, settings, run, table, df, partition, previous=previous)
 
 
 def tally(root: str) -> Counter:

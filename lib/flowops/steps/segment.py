@@ -18,7 +18,7 @@ from flowops.lake.tables import FLOW_STAGES, SUBSCRIBER_TAGS
 from flowops.landing import parse_month, previous_months
 from flowops.runs import Run, recorded_run
 from flowops.segments import STAGES, assign_stages
-from flowops.steps.quality import gate
+from flowops.steps.quality import gate, gate_read
 
 
 def run_segment(ctx: Context, month: str, definitions: Definitions | None = None) -> tuple[Run, dict[str, int]]:
@@ -31,8 +31,8 @@ def run_segment(ctx: Context, month: str, definitions: Definitions | None = None
     with recorded_run(lake, "segment", {"month": month}) as run:
         with run.step("assign") as counts:
             tags_df = lake.read(SUBSCRIBER_TAGS, partitions={"month": [month]})
-            gate(lake, ctx.settings, run, SUBSCRIBER_TAGS, tags_df, month,
-                 previous=(SUBSCRIBER_TAGS, {"month": previous_months(month, 1)}))
+            gate_read(lake, ctx.settings, run, SUBSCRIBER_TAGS, tags_df, month,
+                      previous=(SUBSCRIBER_TAGS, {"month": previous_months(month, 1)}))
             stages_df = assign_stages(tags_df, segments).persist(StorageLevel.MEMORY_AND_DISK)
             gate(lake, ctx.settings, run, FLOW_STAGES.name, stages_df, month)
             version = lake.write(stages_df, FLOW_STAGES, mode="overwrite", partitions={"month": [month]},

@@ -29,7 +29,7 @@ from flowops.models.churn import Champion, score_tags
 from flowops.models.registry import load_champion
 from flowops.products import products_df
 from flowops.runs import Run, recorded_run
-from flowops.steps.quality import gate
+from flowops.steps.quality import gate, passed
 from flowops.tags.base import Sources, Window, base_aggregates, spark_type
 from flowops.tags.definitions import TagLibrary
 from flowops.tags.engine import check_expressions, select_tags, with_tags
@@ -122,6 +122,7 @@ def run_tags(ctx: Context, month: str, definitions: Definitions | None = None) -
                                  metadata={"flowops.runId": run.run_id})
             tags_df.unpersist()
             run.wrote(SUBSCRIBER_TAGS, version)
+            passed(lake, SUBSCRIBER_TAGS, month, version)   # the segment step need not check it again
             rows = lake.count(SUBSCRIBER_TAGS, partitions={"month": [month]})
             run.rows_out = rows
             counts.update(subscribers=rows, tags=len(library.tags))

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -162,11 +161,12 @@ def run_target(ctx: Context, month: str, wave: int = 1, definitions: Definitions
         targeted = decided.where(F.col("decision") == "targeted").localCheckpoint()
         with run.step("exports") as counts:
             rows = export_rows(lake, targeted, month, conf).localCheckpoint()   # checked twice, then written
+            local = rows.toPandas()   # what the gate checks and the files hold
             held = decided.where(F.col("arm").isin(CONTROL, HOLDOUT)).select("sub_id", "scenario")
             refuse_violations(lake, rows, month, wave, conf, inputs.earlier, held.unionByName(inputs.held_out), inputs,
                               gate_rows=lambda checked: gate(lake, ctx.settings, run, EXPORT_CONTACTS, checked,
-                                                             f"{month}/wave={wave}"))
-            written = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave, rows.toPandas(), conf.channels,
+                                                             f"{month}/wave={wave}"), local_rows=local)
+            written = write_exports(Path(lake.root) / EXPORTS, month, campaign, wave, local, conf.channels,
                                     run.run_id, wave_scenarios(conf, campaign, wave), job=lake.job,
                                     lock_timeout_s=ctx.settings.lake.lock_timeout_s,
                                     lock_stale_s=ctx.settings.lake.lock_stale_s)
@@ -489,13 +489,15 @@ def export_rows(lake: Lake, targeted: DataFrame, month: str, conf: Definitions) 
 
 def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: Definitions,
                       earlier_waves: Earlier | None, held_out: DataFrame, inputs: Inputs | None = None,
-                      gate_rows: Callable[[DataFrame], object] | None = None) -> None:
+                      gate_rows: Callable[[DataFrame | pd.DataFrame], object] | None = None,
+                      local_rows: pd.DataFrame | None = None) -> None:
     """Re-check every export row against the lake's opt-outs, churn, immunity, the stored draw (`held_out`: the
     control group and holdouts, sub_id and scenario), the contact cap, each scenario's attempts and its budget
     over the waves, and the rule that no contact is worth less than nothing (care scenarios within their cost
     ceiling excepted). The rules are derived from the lake's tables (as read for the step, `inputs`, or read
     again), not from the policy's decisions. `gate_rows` (the exports' quality gate) checks the rows with the
-    never-exported rules they break first (`quality.frames.export_checks`)."""
+    never-exported rules they break first (`quality.frames.export_checks`; on `local_rows`, the same rows already
+    collected, when given: the rules are still checked in Spark, and only the rules broken come to the driver)."""
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string, scenario string")
     spent = earlier_waves.spent if earlier_waves else {}
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
@@ -506,15 +508,12 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
                                    (read_opt_outs(lake), read_churned(lake, month), read_immunity(lake, month, conf)))
     problems = violations(rows, opt_outs, churned, immunity,
                           conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts,
-                          value_rule=conf.channels.policy.objective == "uplift").persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        if gate_rows is not None:
-            gate_rows(export_checks(rows, problems, month, wave))
-        found = problems.groupBy("problem").count().collect()
-    finally:
-        problems.unpersist()
-    if found:
-        shown = ", ".join(f"{r['count']} {r.problem}" for r in sorted(found, key=lambda r: r.problem))
+                          value_rule=conf.channels.policy.objective == "uplift").toPandas()
+    if gate_rows is not None:
+        gate_rows(export_checks(rows if local_rows is None else local_rows, problems, month, wave))
+    found = problems.groupby("problem").size()
+    if len(found):
+        shown = ", ".join(f"{n} {problem}" for problem, n in sorted(found.items()))
         raise ExportRefused(f"export of {month} wave {wave} refused, nothing written: rows that break the contact "
                             f"rules: {shown}")
 
