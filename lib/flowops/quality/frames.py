@@ -47,7 +47,7 @@ def export_checks(rows: DataFrame | pd.DataFrame, problems: DataFrame | pd.DataF
         flags = pd.DataFrame({flag: found["problem"].isin(list(kinds)) for flag, kinds in EXPORT_FLAGS.items()})
         flags = pd.concat([found[keys], flags], axis=1).groupby(keys, as_index=False).max()
         out = rows[[*keys, "msisdn"]].merge(flags, on=keys, how="left")
-        return out.assign(month=month, wave=wave, **{f: out[f].fillna(False).astype(bool) for f in EXPORT_FLAGS})[
+        return out.assign(month=month, wave=wave, **{f: out[f].eq(True) for f in EXPORT_FLAGS})[
             ["month", "wave", "sub_id", "msisdn", "scenario", "channel", *EXPORT_FLAGS]]
     flags = (problems.groupBy(*keys)
              .agg(*[F.max(F.col("problem").isin(list(kinds))).alias(flag) for flag, kinds in EXPORT_FLAGS.items()]))
