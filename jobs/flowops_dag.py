@@ -1,14 +1,17 @@
 """Airflow 3 schedule of flowops: one DAG run per data month, one task per step, each a spark-submit of an entry
 point of jobs/ (README, "Scheduling"; the equivalent crontab is there too).
 
-    ingest --month M  ->  evaluate --month M-1  ->  tags --month M  ->  segment --month M  ->  target --month M
+    ingest --month M  ->  evaluate --month M-1  ->  train churn --month M  ->  tags --month M  ->  segment --month M
+    ->  target --month M
 
 M is the month before the run's date: the run on the 3rd at 02:00 (Asia/Shanghai, the pipeline's timezone) takes
 the month that just ended, once its bills and the CRM snapshot have landed. Trigger the DAG with the param `month`
 (YYYY-MM) to run another month. Every step overwrites what it wrote for its month (a rerun leaves the same tables),
 so a failed task is retried, and can be cleared and rerun alone; `evaluate` is skipped (exit code 99) when M-1
-exported no contacts, as in the first month. Runs are one at a time, in month order: tags read the three months
-before M, and targeting learns from the evaluation of M-1.
+exported no contacts, as in the first month, and `train churn` while fewer than two tag months are labelled (the CRM
+snapshots of the months after them have not all landed: `flowops train churn` exits 99 then). Training before the
+tags lets the month's churn score come from the newest champion. Runs are one at a time, in month order: tags read
+the three months before M, and targeting learns from the evaluation of M-1.
 
 Where things are comes from the Airflow workers' environment: FLOWOPS_SPARK_SUBMIT (spark-submit with this
 cluster's master and options, and the wheel named .zip, see README "Running on a cluster": e.g. `spark-submit
@@ -59,7 +62,8 @@ def job(entry: str, month: str, *, raw: bool = False) -> str:
 
 with DAG(
     dag_id="flowops_month",
-    description="flowops: a data month end to end (ingest, evaluate last campaign, tags, segment, target)",
+    description="flowops: a data month end to end (ingest, evaluate last campaign, train churn, tags, segment, "
+                "target)",
     schedule=CronTriggerTimetable("0 2 3 * *", timezone=TIMEZONE),
     start_date=dt.datetime(2026, 1, 1, tzinfo=ZoneInfo(TIMEZONE)),
     catchup=False,
@@ -87,12 +91,20 @@ with DAG(
                       + job("evaluate.py", PREVIOUS)),
         skip_on_exit_code=SKIPPED,
     )
+    train = BashOperator(
+        task_id="train_churn",
+        # Until two tag months are labelled there is nothing to train on: the command exits 99, the task is skipped.
+        # A new model becomes champion only when it beats the current one on the latest labelled month.
+        bash_command=job("train_churn.py", MONTH),
+        skip_on_exit_code=SKIPPED,
+        trigger_rule=TriggerRule.NONE_FAILED,   # after the evaluation, or its skip
+    )
     tags = BashOperator(
         task_id="tags",
         bash_command=job("tags.py", MONTH),
-        trigger_rule=TriggerRule.NONE_FAILED,   # after the evaluation, or its skip
+        trigger_rule=TriggerRule.NONE_FAILED,   # after the training, or its skip
     )
     segment = BashOperator(task_id="segment", bash_command=job("segment.py", MONTH))
     target = BashOperator(task_id="target", bash_command=job("target.py", MONTH))
 
-    ingest >> evaluate >> tags >> segment >> target
+    ingest >> evaluate >> train >> tags >> segment >> target

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flowops import __version__, logs
-from flowops.errors import FlowopsError
+from flowops.errors import FlowopsError, NothingToDoYet
 
 log = logging.getLogger("flowops")
 Handler = Callable[[argparse.Namespace], int | None]
@@ -27,9 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, log_file=args.command not in QUICK_COMMANDS)
     try:
         return int(args.handler(args) or 0)
+    except NothingToDoYet as exc:
+        print(f"flowops {args.command}: nothing to do yet: {exc}", file=sys.stderr)
+        return exc.exit_code
     except FlowopsError as exc:
         print(f"flowops {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"flowops {args.command}: interrupted", file=sys.stderr)
         return 130

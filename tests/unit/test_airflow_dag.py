@@ -19,7 +19,7 @@ import jinja2
 import pytest
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "jobs" / "flowops_dag.py"
-ORDER = ["ingest", "evaluate_previous_campaign", "tags", "segment", "target"]
+ORDER = ["ingest", "evaluate_previous_campaign", "train_churn", "tags", "segment", "target"]
 SUBMIT = "spark-submit --master yarn --py-files /opt/flowops/flowops.zip"
 
 
@@ -91,7 +91,9 @@ def test_one_task_per_step_in_order_with_retries(dag):
     assert dag.kwargs["default_args"]["retry_delay"] >= dt.timedelta(minutes=1)
     assert dag.kwargs["max_active_runs"] == 1   # months in order: tags read history, targeting learns from M-1
     assert dag.kwargs["schedule"] == ("0 2 3 * *", "Asia/Shanghai")
-    assert dag.tasks["tags"].kwargs["trigger_rule"] == "none_failed"   # runs after a skipped evaluation
+    assert dag.tasks["train_churn"].kwargs["trigger_rule"] == "none_failed"   # runs after a skipped evaluation
+    assert dag.tasks["tags"].kwargs["trigger_rule"] == "none_failed"          # and after a skipped training
+    assert dag.tasks["train_churn"].kwargs["skip_on_exit_code"] == 99        # `flowops train` with nothing to train
     assert dag.tasks["ingest"].kwargs["depends_on_past"] is True
 
 
@@ -101,7 +103,7 @@ def test_one_task_per_step_in_order_with_retries(dag):
 ])
 def test_commands_take_the_month_before_the_run(dag, tmp_path, logical_date, month, previous):
     commands = {t: render(dag, t, logical_date) for t in ORDER}
-    for task in ("ingest", "tags", "segment", "target"):
+    for task in ("ingest", "train_churn", "tags", "segment", "target"):
         assert commands[task].endswith(f"--month {month}")
     assert commands["evaluate_previous_campaign"].endswith(
         f"jobs/evaluate.py --conf /opt/flowops/conf --lake {tmp_path / 'lake'} --month {previous}")
@@ -123,9 +125,9 @@ def test_each_command_is_a_spark_submit_of_an_entry_point_the_cli_accepts(dag, t
         assert command.startswith(SUBMIT + " /opt/flowops/jobs/")
         entry, *arguments = shlex.split(command[len(SUBMIT):])
         source = (jobs / Path(entry).name).read_text()
-        subcommand = re.search(r'main\(\["(\w+)", \*sys\.argv\[1:\]\]\)', source).group(1)
-        args = build_parser().parse_args([subcommand, *arguments])
-        assert (args.command, args.conf, args.lake) == (subcommand, "/opt/flowops/conf", str(tmp_path / "lake"))
+        words = re.findall(r'"(\w+)"', re.search(r'main\(\[((?:"\w+", )+)\*sys\.argv\[1:\]\]\)', source).group(1))
+        args = build_parser().parse_args([*words, *arguments])
+        assert (args.command, args.conf, args.lake) == (words[0], "/opt/flowops/conf", str(tmp_path / "lake"))
         assert args.month == ("2026-02" if task.startswith("evaluate") else "2026-03")
 
 

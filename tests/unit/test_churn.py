@@ -119,13 +119,16 @@ def test_score_tags_replaces_the_score_and_recomputes_the_level_with_the_model_b
     assert score_tags(tagged_df, library, None) is tagged_df
 
 
-def test_training_on_a_lake_without_labelled_months_is_one_line(spark, tmp_path, capsys):
+def test_training_on_a_lake_without_labelled_months_is_one_line_and_a_skip(spark, tmp_path, capsys):
+    """Nothing to train on yet is not a failure: one line saying what training waits for, and exit code 99, which
+    the Airflow DAG's training task takes as skipped."""
     from flowops.cli import main
 
     code = main(["train", "churn", "--month", "2026-03", "--lake", str(tmp_path / "lake"), "--master", "local[2]",
                  "--conf", str(CONF)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
-    errors = [line for line in err if line.startswith("flowops train: error:")]
-    assert len(errors) == 1
-    assert errors[0].startswith("flowops train: error: train churn 2026-03: 0 labelled tag month(s) (none), 2 needed")
+    assert code == 99
+    said = [line for line in err if line.startswith("flowops train: ")]
+    assert len(said) == 1
+    assert said[0].startswith("flowops train: nothing to do yet: train churn 2026-03: 0 labelled tag month(s) (none), "
+                              "2 needed")

@@ -23,7 +23,7 @@ from flowops import tracking
 from flowops.config import Settings
 from flowops.context import Context
 from flowops.definitions import Definitions
-from flowops.errors import FlowopsError
+from flowops.errors import FlowopsError, NothingToDoYet
 from flowops.lake import Lake
 from flowops.lake.tables import SUBSCRIBER_TAGS
 from flowops.landing import parse_month, shift_month
@@ -73,7 +73,7 @@ def read_labelled(lake: Lake, month: str, conf: ChurnModelConf) -> tuple[DataFra
     horizon = conf.horizon_months
     months = labelled_months(tag_months, snapshots, month, horizon)[-(conf.train_months + 1):]
     if len(months) < 2:
-        raise FlowopsError(
+        raise NothingToDoYet(
             f"train churn {month}: {len(months)} labelled tag month(s) ({', '.join(months) or 'none'}), 2 needed "
             f"(one to fit, the latest to validate): a tag month T is labelled once the CRM snapshots of T+1 .. "
             f"T+{horizon} have landed; gold/subscriber_tags has {', '.join(sorted(tag_months)) or 'nothing'}, "
