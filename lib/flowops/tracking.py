@@ -272,9 +272,15 @@ _SUBMIT = threading.Lock()
 def _later(store: _Store, action: str, call: Callable[[], T]) -> Future:
     """Run `_attempt(store, action, call)` on the writer thread, after everything submitted before it."""
     with _SUBMIT:
-        if not _WRITER:
-            _WRITER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowops-tracking"))
-        done = _WRITER[0].submit(_attempt, store, action, call)
+        try:
+            if not _WRITER:
+                _WRITER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowops-tracking"))
+            done = _WRITER[0].submit(_attempt, store, action, call)
+        except RuntimeError as exc:   # no thread to be had (the interpreter shutting down): tracking stops, not the job
+            _give_up(store.key, action, exc)
+            done = Future()
+            done.set_result(None)
+            return done
         _WRITTEN.append(done)
     return done
 
@@ -370,6 +376,9 @@ def finish_job(tracked: Tracked | None, lake: Lake, run: Run, record: Mapping[st
     metrics = {"seconds": record["seconds"], "rows_in": record["rows_in"], "rows_out": record["rows_out"],
                **job_metrics(run.job, run.counts, run.params)}
     params = dict(run.params)
+    # Read when the writer gets to it: the campaign results at the version this job wrote (a later evaluation of the
+    # same month overwrites them); the quality results are only ever appended.
+    results_version = run.table_versions.get(CAMPAIGN_RESULTS)
     tags = {"flowops.status": record["status"], **{f"table_version.{t}": str(v) for t, v in run.table_versions.items()}}
     if record.get("error"):
         tags["flowops.error"] = str(record["error"])[:4000]
@@ -379,7 +388,7 @@ def finish_job(tracked: Tracked | None, lake: Lake, run: Run, record: Mapping[st
             return
         artifacts: dict[str, Any] = {"ops_run.json": record}
         if run.job == "evaluate":
-            metrics.update(evaluation_metrics(_read_rows(lake, CAMPAIGN_RESULTS, run.run_id) or []))
+            metrics.update(evaluation_metrics(_read_rows(lake, CAMPAIGN_RESULTS, run.run_id, results_version) or []))
         quality = _read_rows(lake, QUALITY_RESULTS, run.run_id)
         if quality is not None:
             metrics.update(quality_metrics(quality))
@@ -480,9 +489,10 @@ def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _read_rows(lake: Lake, table: str, run_id: str) -> list[dict[str, Any]] | None:
-    """The rows of `table` written by run `run_id` (delta-rs, whichever engine wrote them); None when there is no
-    such table, or it cannot be read (one warning: the run is tracked without them)."""
+def _read_rows(lake: Lake, table: str, run_id: str, version: int | None = None) -> list[dict[str, Any]] | None:
+    """The rows of `table` (at `version`, else the newest) written by run `run_id` (delta-rs, whichever engine
+    wrote them); None when there is no such table, or it cannot be read (one warning: the run is tracked without
+    them)."""
     try:
         import pyarrow.dataset as ds
         from deltalake import DeltaTable
@@ -490,7 +500,8 @@ def _read_rows(lake: Lake, table: str, run_id: str) -> list[dict[str, Any]] | No
         path = lake.path(table)
         if not DeltaTable.is_deltatable(path):
             return None
-        return DeltaTable(path).to_pyarrow_dataset().to_table(filter=ds.field("run_id") == run_id).to_pylist()
+        table_at = DeltaTable(path, version=version)
+        return table_at.to_pyarrow_dataset().to_table(filter=ds.field("run_id") == run_id).to_pylist()
     except Exception as exc:  # noqa: BLE001 - tracking never fails a job
         _warn_once(f"MLflow tracking: could not read {table} for the run's metrics ({type(exc).__name__}: {exc})")
         return None
