@@ -333,17 +333,17 @@ def start_job(lake: Lake, run: Run, started: dt.datetime) -> Tracked | None:
     params = {**run.params, **identity(settings, lake.engine_name), "job": run.job, "ops_run_id": run.run_id}
     name = run_name(run.job, run.params)
 
+    logged: dict[str, str] = {}
+
     def begin() -> str:
         if parent is not None and parent.store is store and parent.run_id is not None:   # opened before: no wait
             tags["mlflow.parentRunId"] = parent.run_id
         run_id = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
                                          run_name=name).info.run_id
-        _log(store, run_id, opened.params, params=params, when=started)
+        _log(store, run_id, logged, params=params, when=started)
         return run_id
 
-    opened = Tracked(store, Future(), {})
-    opened.created = _later(store, f"start the run of {run.job}", begin)
-    _JOBS[run.run_id] = opened
+    opened = _JOBS[run.run_id] = Tracked(store, _later(store, f"start the run of {run.job}", begin), logged)
     return opened
 
 
@@ -431,15 +431,15 @@ def _start_month(settings: Settings, lake: Lake, month: str, params: Mapping[str
     logged = {"month": month, **{k: str(v) for k, v in params.items() if v is not None},
               **identity(settings, lake.engine_name)}
 
+    params_logged: dict[str, str] = {}
+
     def begin() -> str:
         run_id = store.client.create_run(store.experiment_id, start_time=_ms(started), tags=tags,
                                          run_name=f"month {month}").info.run_id
-        _log(store, run_id, opened.params, params=logged, when=started)
+        _log(store, run_id, params_logged, params=logged, when=started)
         return run_id
 
-    opened = Tracked(store, Future(), {})
-    opened.created = _later(store, f"start the run of month {month}", begin)
-    return opened
+    return Tracked(store, _later(store, f"start the run of month {month}", begin), params_logged)
 
 
 def _end_month(parent: Tracked, lake: Lake, month: str, metrics: Mapping[str, float], status: str,

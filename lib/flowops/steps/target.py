@@ -496,8 +496,9 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
     over the waves, and the rule that no contact is worth less than nothing (care scenarios within their cost
     ceiling excepted). The rules are derived from the lake's tables (as read for the step, `inputs`, or read
     again), not from the policy's decisions. `gate_rows` (the exports' quality gate) checks the rows with the
-    never-exported rules they break first (`quality.frames.export_checks`; on `local_rows`, the same rows already
-    collected, when given: the rules are still checked in Spark, and only the rules broken come to the driver)."""
+    never-exported rules they break first (`quality.frames.export_checks`, on the driver: `local_rows` are the same
+    rows already collected, else they are collected here; the rules are checked in Spark, and only the rules broken
+    come to the driver)."""
     earlier = lake.spark.createDataFrame([], "sub_id string, mode string, scenario string")
     spent = earlier_waves.spent if earlier_waves else {}
     if wave > 1 and lake.exists(CONTACT_HISTORY.name):
@@ -510,7 +511,7 @@ def refuse_violations(lake: Lake, rows: DataFrame, month: str, wave: int, conf: 
                           conf.channels, held_out, earlier.select("sub_id", "mode", "scenario"), budgets, attempts,
                           value_rule=conf.channels.policy.objective == "uplift").toPandas()
     if gate_rows is not None:
-        gate_rows(export_checks(rows if local_rows is None else local_rows, problems, month, wave))
+        gate_rows(export_checks(rows.toPandas() if local_rows is None else local_rows, problems, month, wave))
     found = problems.groupby("problem").size()
     if len(found):
         shown = ", ".join(f"{n} {problem}" for problem, n in sorted(found.items()))
