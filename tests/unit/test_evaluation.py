@@ -124,7 +124,8 @@ def funnel(spark, targets, feedback, orders, days=None):
                                             "action string, fee_yuan double")
               .withColumn("order_time", F.to_timestamp("order_time")))
     # The channel each unit was intended for before the allocation: here the one it had.
-    targets_df = spark.createDataFrame(targets, TARGETS).withColumn("intended_channel", F.col("channel"))
+    targets_df = spark.createDataFrame(targets, TARGETS).withColumns({
+        "intended_channel": F.col("channel"), "would_contact": F.col("decision") == "targeted"})
     contacts = [(t[0], t[1], t[2], t[3], t[7], t[8], t[9], t[10], t[11], COST[t[7]], 5.0, True)
                 for t in targets if t[4] == "targeted"]
     return evaluate(targets_df, spark.createDataFrame(contacts, HISTORY), spark.createDataFrame(feedback, FEEDBACK),

@@ -7,6 +7,7 @@ import datetime as dt
 
 from flowops.definitions import Definitions
 from flowops.lake.tables import CAMPAIGN_MEMBERS, CONTACT_HISTORY
+from flowops.scenarios.estimates import Chosen
 from flowops.steps.target import read_cells, read_immunity
 from tests.conftest import CONF
 
@@ -46,21 +47,25 @@ def test_immunity_counts_delivered_unconverted_cycles_of_an_offer_family_since_t
 
 
 def test_the_estimates_learn_from_randomised_comparisons_only(lake):
-    def member(sub, wave, arm, contacted, channel, converted, month="2026-02", on=None):
-        return (month, "2026-03", sub, "data_no_plan", wave, arm, contacted, channel, on if contacted else None,
-                True, converted, "run")
+    def member(sub, wave, arm, contacted, channel, converted, month="2026-02", on=None, would=None):
+        would = contacted if would is None else would
+        return (month, "2026-03", sub, "data_no_plan", wave, arm, contacted, would, channel,
+                on if contacted else None, True, converted, "run")
 
     rows = [member("a", 1, "treated", True, "sms", True), member("b", 1, "treated", True, "sms", False),
             member("c", 1, "treated", False, "sms", True),      # crowded out: still the treated arm, not contacted
             member("d", 1, "treated", True, "sms", False, on="app"),   # intended for SMS, fell back: SMS's cell
-            member("x", 1, "control", False, "sms", True),
-            member("b", 2, "treated", True, "web", False), member("h", 2, "holdout", False, "web", True),
+            member("x", 1, "control", False, "sms", True, would=True),   # would have been contacted
+            member("y", 1, "control", False, "sms", False),              # would not
+            member("b", 2, "treated", True, "web", False), member("h", 2, "holdout", False, "web", True, would=True),
             member("x", 2, "control", False, "web", False),     # wave 1's control group: not wave 2's comparison
             member("z", 1, "treated", True, "sms", True, month="2026-03")]   # this month: not yet
     lake.write(lake.spark.createDataFrame(rows, CAMPAIGN_MEMBERS.schema), CAMPAIGN_MEMBERS, mode="overwrite")
 
-    cells = {(c.scenario, c.channel): (c.treated, c.treated_converted, c.control, c.control_converted, c.contacted)
-             for c in read_cells(lake, "2026-03")}
+    cells = {(c.scenario, c.channel): (c.treated, c.treated_converted, c.control, c.control_converted, c.contacted,
+                                       c.chosen) for c in read_cells(lake, "2026-03")}
 
-    # Whole arms by the channel intended before the allocation, with how many of the treated arm were contacted.
-    assert cells == {("data_no_plan", "sms"): (4, 2, 1, 1, 3), ("data_no_plan", "web"): (1, 0, 1, 1, 1)}
+    # Whole arms by the channel intended before the allocation, with how many of the treated arm were contacted, and
+    # the members the allocation chose (or would have, in the held arm).
+    assert cells == {("data_no_plan", "sms"): (4, 2, 2, 1, 3, Chosen(3, 1, 1, 1)),
+                     ("data_no_plan", "web"): (1, 0, 1, 1, 1, Chosen(1, 0, 1, 1))}

@@ -73,6 +73,34 @@ def test_qini_of_the_uplift_score_beats_a_response_score_and_a_random_one(held_o
     assert uplift.uplift_at[0.1] > response.uplift_at[0.1] + 0.03
 
 
+def test_contacts_chosen_by_the_features_train_the_contacted_against_the_not_contacted(spark):
+    # As `flowops target` trains it: a tenth held out at random, and of the treated arm the allocation contacts those
+    # whose `usage` is above 2, who are mostly `a` (orders anyway). Contacted against not contacted (control group
+    # and left-out alike), with `usage` among the features, each kind's uplift comes back; ranked by it, the
+    # randomised arms of a fresh sample show b > a > c.
+    rng = np.random.default_rng(3)
+    n = 20_000
+    usage = rng.gamma(2.0, 1.5, n)
+    kind = np.where(rng.random(n) < np.clip(usage / 6, 0.1, 0.9), "a", rng.choice(["b", "c"], n))
+    control_rate, tau = (np.array([KINDS[k][i] for k in kind]) for i in (0, 1))
+    treated = rng.random(n) >= 0.1
+    contacted = treated & (usage > 2)
+    pdf = pd.DataFrame({"sub_id": [f"u{i}" for i in range(n)], "scenario": "data_pack", "channel": "sms",
+                        "kind": kind, "plan": "p1", "usage": usage, "treated": treated.astype(int),
+                        "contacted": contacted.astype(int),
+                        "converted": (rng.random(n) < control_rate + contacted * tau).astype(int)})
+    rows = spark.createDataFrame(pdf)
+    model = train_uplift(rows, numeric=NUMERIC, categorical=CATEGORICAL, treatment="contacted")
+    scored = model.transform(rows).groupBy("kind").agg(F.avg("uplift_score").alias("u")).collect()
+    means = {r.kind: r.u for r in scored}
+    for k, (_, planted_tau) in KINDS.items():
+        assert means[k] == pytest.approx(planted_tau, abs=0.02), k
+    # What the selection does to a comparison that ignores it: the contacted order far more than the rest.
+    naive = pdf[pdf.contacted == 1].converted.mean() - pdf[pdf.contacted == 0].converted.mean()
+    true = (pdf.contacted * np.array([KINDS[k][1] for k in kind])).sum() / pdf.contacted.sum()
+    assert naive > true + 0.01
+
+
 def test_qini_equals_the_hand_computation(spark):
     # score, treated, converted. Treated 6 (4 converted), control 4 (2 converted): total incremental 4 - 2 * 6/4 = 1.
     rows = [(10.0, 1, 1), (9.0, 0, 0), (8.0, 1, 1), (7.0, 1, 0), (6.0, 0, 1),

@@ -112,7 +112,8 @@ def ordered(arm: DataFrame, placed: DataFrame, until: DataFrame | None = None,
 
 def campaign_members(targets: DataFrame, done: DataFrame, placed: DataFrame, costs: Costs) -> DataFrame:
     """One row per member of each wave's experiment: sub_id, scenario, wave, arm, channel (intended before the
-    allocation, active first: the same rule in both arms), contacted and contacted_channel, delivered, converted
+    allocation, active first: the same rule in both arms), contacted and contacted_channel, would_contact (the
+    allocation chose the member, or in the held arm would have: the same rule in both arms), delivered, converted
     (ordered an offered product from the wave's first day to its attribution end: the same window for both
     arms)."""
     keys = ["sub_id", "scenario", "wave"]
@@ -120,12 +121,13 @@ def campaign_members(targets: DataFrame, done: DataFrame, placed: DataFrame, cos
     first = units.groupBy(*keys).agg(
         F.first("arm").alias("arm"), F.first("offers").alias("offers"), F.min("window_start").alias("window_start"),
         F.max("window_end").alias("window_end"),
-        F.min_by("intended_channel", F.when(F.col("intended_channel").isNotNull(), F.col("mode"))).alias("intended"))
+        F.min_by("intended_channel", F.when(F.col("intended_channel").isNotNull(), F.col("mode"))).alias("intended"),
+        F.bool_or(F.coalesce("would_contact", F.lit(False))).alias("would_contact"))
     touched = done.groupBy(*keys).agg(F.min_by("channel", F.col("mode")).alias("contact_channel"),
                                       F.bool_or("delivered").alias("delivered"))
     converted = ordered(first, placed, attribution_days=costs.attribution_days)
     return (first.join(touched, keys, "left").join(converted, keys, "left")
-            .select(*keys, "arm", F.col("contact_channel").isNotNull().alias("contacted"),
+            .select(*keys, "arm", F.col("contact_channel").isNotNull().alias("contacted"), "would_contact",
                     F.col("intended").alias("channel"), F.col("contact_channel").alias("contacted_channel"),
                     "delivered", F.coalesce("converted", F.lit(False)).alias("converted")))
 

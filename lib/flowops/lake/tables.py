@@ -247,7 +247,8 @@ SCENARIO_TARGETS = TableSpec(
     schema=table_fields(
         ("month", STRING), ("sub_id", STRING), ("scenario", STRING), ("stage", STRING), ("wave", T.IntegerType()),
         ("mode", STRING), ("decision", STRING), ("reason", STRING), ("arm", STRING), ("explore", T.BooleanType()),
-        ("control", T.BooleanType()), ("product_id", STRING), ("offers", T.ArrayType(STRING)), ("family", STRING),
+        ("control", T.BooleanType()), ("would_contact", T.BooleanType()), ("product_id", STRING),
+        ("offers", T.ArrayType(STRING)), ("family", STRING),
         ("saving_yuan", DOUBLE), ("incentive", STRING), ("incentive_yuan", DOUBLE), ("incentive_cost", DOUBLE),
         ("incentive_on_order", T.BooleanType()), ("channel", STRING), ("intended_channel", STRING),
         ("window_start", T.DateType()),
@@ -257,10 +258,12 @@ SCENARIO_TARGETS = TableSpec(
         ("sms_segments", T.IntegerType()),
     ),
     partition_by=("month",),
-    version=2,
+    version=3,
     description="subscriber x scenario x wave x mode of a month: every candidate a scenario's target rule found, "
                 "with its offer, decision (targeted, control, or suppressed with the reason), its arm of the "
-                "experiment (treated, control, holdout: drawn once, stored), channel, intended channel (the first "
+                "experiment (treated, control, holdout: drawn once, stored), whether the allocation contacts it "
+                "(would_contact; for the compared held arm, whether the same optimisation, run on that arm with "
+                "capacities and budgets scaled to its size, would have), channel, intended channel (the first "
                 "its route offered, before the allocation: the same rule in both arms), day, window, message, and the "
                 "estimates it was valued by (organic conversion, uplift, expected incremental value, the weight the "
                 "allocation maximised under the policy's objective, expected cost). The month is the data month "
@@ -289,16 +292,18 @@ CAMPAIGN_MEMBERS = TableSpec(
     name="gold/campaign_members",
     schema=table_fields(
         ("month", STRING), ("campaign_month", STRING), ("sub_id", STRING), ("scenario", STRING),
-        ("wave", T.IntegerType()), ("arm", STRING), ("contacted", T.BooleanType()), ("channel", STRING),
-        ("contacted_channel", STRING), ("delivered", T.BooleanType()), ("converted", T.BooleanType()),
-        ("run_id", STRING),
+        ("wave", T.IntegerType()), ("arm", STRING), ("contacted", T.BooleanType()),
+        ("would_contact", T.BooleanType()), ("channel", STRING), ("contacted_channel", STRING),
+        ("delivered", T.BooleanType()), ("converted", T.BooleanType()), ("run_id", STRING),
     ),
     partition_by=("month",),
-    version=1,
+    version=2,
     description="Every member of a month's experiments, per scenario and wave: arm (treated, control, holdout), "
                 "channel (the one intended before the allocation, the same rule in both arms), whether contacted "
-                "and on which channel, delivery per the channel's receipt, and whether they ordered an offered "
-                "product in the window. What the next months' estimates and the uplift model learn from.",
+                "and on which channel, whether the allocation chose them (would_contact: in the held arm, that it "
+                "would have; the same rule in both arms), delivery per the channel's receipt, and whether they "
+                "ordered an offered product in the window. What the next months' estimates and the uplift model "
+                "learn from.",
 )
 
 CAMPAIGN_RESULTS = TableSpec(

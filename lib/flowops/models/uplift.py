@@ -7,10 +7,20 @@ the match rate: a subscriber who orders anyway (high p_control) is a wasted cont
 (tau < 0) is a lost order.
 
 Assumptions:
-    - Treatment is randomised within each scenario: control members were drawn after every eligibility rule
-      (DESIGN.md, "Both arms alike"), so inside a scenario the arms differ only by the contact. Control rates may
-      differ between scenarios: each model estimates its own conditional probability with `scenario` among its
-      features, so no pooling across scenarios is assumed.
+    - Either treatment is randomised within each scenario (the arms: control members were drawn after every
+      eligibility rule, DESIGN.md "Both arms alike", so inside a scenario the arms differ only by the contact), or
+      it is chosen from the features alone. flowops trains on the second (`flowops target`): the contacted against
+      every member not contacted — the control group and the treated arm's members the allocation left out. The
+      allocation is flowops' own and decides from recorded inputs only (the tags, the estimates, capacities,
+      budgets, a fixed hash for ties), so given those inputs the contact is independent of how the subscriber
+      would have answered (no hidden selection), and the randomised control group gives the no-contact model
+      members wherever the allocation always contacts (overlap). What remains is the models' form: a left-out
+      member whose organic ordering differs from a contacted one's in ways the features miss biases tau. That is
+      why the model is only used where it beats the estimates on a later month's randomised comparison (`qini`
+      with the arms as treatment). What it buys: the not-contacted are several times the control group, and the
+      contacted's model is not diluted by members who never had a contact.
+    - Control rates may differ between scenarios: each model estimates its own conditional probability with
+      `scenario` among its features, so no pooling across scenarios is assumed.
     - For control members `channel` is the channel they would have been contacted on, so both models see the
       same features for the same kind of member.
     - The months trained on resemble the month scored (same offers, tags with the same meaning).

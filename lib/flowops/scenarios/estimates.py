@@ -12,10 +12,12 @@ those experiments:
   them all into one rate, while organic rates differ tenfold between situations (who already pays pay-per-use
   orders a plan on their own; who never used data does not). Until three scenarios have been measured, the Beta
   is the policy's prior (`organic_prior`, worth `prior_strength` members).
-- `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the treated arm's
-  conversion minus its control members' (both intended for the channel before the allocation: the same rule in
-  both arms), the control rate pooled toward the scenario's organic rate (above) so that a control group of three
-  cannot make a channel look harmful, divided by the share of the treated arm contacted. A normal-normal random-effects
+- `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the contacted's conversion
+  minus that of the control members the allocation would have contacted (both intended for the channel before the
+  allocation and chosen by the same optimisation: the same rules in both arms), the control rate pooled toward the
+  cell's and the scenario's organic rate (above) so that a control group of three cannot make a channel look
+  harmful. (Where who would have been contacted is not recorded: the whole treated arm against the whole control
+  group, divided by the share contacted.) A normal-normal random-effects
   model: cell i measures u_i with sampling variance v_i around its true uplift; the true uplifts of a channel
   scatter with variance t2 around the channel's level. Each level is learnt from the channel's own cells (their
   precision-weighted mean) and its prior N(uplift_prior, uplift_prior^2) from conf/channels.yml, which may be off
@@ -43,9 +45,21 @@ MIN_SPREAD = 0.002 ** 2
 
 
 @dataclass(frozen=True)
+class Chosen:
+    """The members of a cell the allocation chose: the treated arm's contacted, and the control members the same
+    optimisation would have contacted (scenario_targets.would_contact), with who converted."""
+
+    treated: int
+    treated_converted: int
+    control: int
+    control_converted: int
+
+
+@dataclass(frozen=True)
 class Cell:
     """One scenario x channel experiment of earlier months: the treated arm and the control members intended for
-    the channel, who converted, and how many of the treated arm were contacted (None: all of them)."""
+    the channel, who converted, how many of the treated arm were contacted (None: all of them), and the chosen
+    members of both arms (None: not recorded)."""
 
     scenario: str
     channel: str
@@ -54,6 +68,7 @@ class Cell:
     control: int
     control_converted: int
     contacted: int | None = None
+    chosen: Chosen | None = None
 
 
 @dataclass(frozen=True)
@@ -128,12 +143,12 @@ def uplift_rates(cells: list[Cell], scenarios: list[str], channels: Channels, or
     prior = {c.id: c.uplift_prior for c in channels.channels}
     usable = [c for c in cells if c.treated > 0 and c.channel in prior and c.scenario in organic]
     strength = channels.policy.prior_strength
-    measured = {(c.scenario, c.channel): _diff(c, organic[c.scenario], prior[c.channel], strength) for c in usable}
-    spread = _spread(usable, measured)
+    found = {(c.scenario, c.channel): measured(c, organic[c.scenario], prior[c.channel], strength) for c in usable}
+    spread = _spread(usable, found)
     t2 = max(spread if spread is not None else 0.0, MIN_SPREAD)
     level = {}
     for channel, mean0 in prior.items():
-        own = [measured[(c.scenario, c.channel)] for c in usable if c.channel == channel]
+        own = [found[(c.scenario, c.channel)] for c in usable if c.channel == channel]
         precision0 = 1 / max(mean0, 0.005) ** 2       # the prior, worth about its own size
         w = np.array([1 / (v + t2) for _, v in own])
         y = np.array([d for d, _ in own])
@@ -143,8 +158,8 @@ def uplift_rates(cells: list[Cell], scenarios: list[str], channels: Channels, or
     for scenario in scenarios:
         for channel in prior:
             mean, var = level[channel]
-            if (scenario, channel) in measured:
-                yi, vi = measured[(scenario, channel)]
+            if (scenario, channel) in found:
+                yi, vi = found[(scenario, channel)]
                 weight = t2 / (t2 + vi)
                 out[(scenario, channel)] = Estimate(mean + weight * (yi - mean),
                                                     (weight * vi + (1 - weight) ** 2 * var) ** 0.5, True)
@@ -174,21 +189,36 @@ def _spread(usable: list[Cell], measured: dict[tuple[str, str], tuple[float, flo
     return max(0.0, (q - df) / (sw - sw2))
 
 
-def _diff(cell: Cell, organic: Estimate, prior: float, strength: float) -> tuple[float, float]:
-    """Uplift per contact of a cell and its sampling variance: the treated arm's conversion minus its control
-    members' (their rate pooled `strength` members deep toward the scenario's organic rate: the cell's control
-    group is small, and its members, intended for the channel like the treated, may order more or less than the
-    scenario's), divided by the share of the treated arm contacted. The binomial variances are taken at the rate
-    the model expects (organic + prior) or the measured one, whichever is larger, so that 0 of n still has one."""
-    share = (cell.contacted / cell.treated) if cell.contacted is not None and cell.treated else 1.0
-    share = max(share, 0.05)
-    rate = cell.treated_converted / cell.treated
-    control = (cell.control_converted + strength * organic.mean) / (cell.control + strength)
+def measured(cell: Cell, organic: Estimate, prior: float, strength: float) -> tuple[float, float]:
+    """Uplift per contact of a cell and its sampling variance.
+
+    With the chosen members recorded: the contacted's conversion minus that of the control members the allocation
+    would have contacted (their rate pooled `strength` members deep toward the cell's whole control group, itself
+    pooled toward the scenario's organic rate). Both were chosen by the same rule from the same random split, so
+    the difference is unbiased for the contacts the policy makes, and every member in it was (or would have been)
+    contacted. Without them: the treated arm's conversion minus its control members', divided by the share of the
+    treated arm contacted — unbiased too, but the members the allocation left out add their noise and the division
+    by a share of a third triples it.
+
+    The control rate is pooled because a cell's control group is small, and its members, intended for the channel
+    like the treated, may order more or less than the scenario's. The binomial variances are taken at the rate the
+    model expects (organic + prior) or the measured one, whichever is larger, so that 0 of n still has one."""
+    whole = (cell.control_converted + strength * organic.mean) / (cell.control + strength)
+    whole_var = (max(whole * (1 - whole), organic.mean * (1 - organic.mean)) / (cell.control + strength)
+                 + organic.sd ** 2 * (strength / (cell.control + strength)) ** 2)
+    chosen = cell.chosen
+    if chosen is not None and chosen.treated > 0:
+        treated, converted, share = chosen.treated, chosen.treated_converted, 1.0
+        control = (chosen.control_converted + strength * whole) / (chosen.control + strength)
+        held_var = (max(control * (1 - control), whole * (1 - whole)) / (chosen.control + strength)
+                    + whole_var * (strength / (chosen.control + strength)) ** 2)
+    else:
+        treated, converted, control, held_var = cell.treated, cell.treated_converted, whole, whole_var
+        share = (cell.contacted / cell.treated) if cell.contacted is not None and cell.treated else 1.0
+        share = max(share, 0.05)
+    rate = converted / treated
     expected = min(max(organic.mean + prior, 1e-4), 0.99)
-    spread = max(rate * (1 - rate), expected * (1 - expected))
-    held = max(control * (1 - control), organic.mean * (1 - organic.mean))
-    variance = spread / cell.treated + held / (cell.control + strength) + organic.sd ** 2 * (
-        strength / (cell.control + strength)) ** 2
+    variance = max(rate * (1 - rate), expected * (1 - expected)) / treated + held_var
     return (rate - control) / share, variance / share ** 2
 
 
@@ -200,8 +230,12 @@ def response_rates(cells: list[Cell], scenarios: list[str], channels: Channels,
     seen: dict[tuple[str, str], list[int]] = {}
     for cell in cells:
         counts = seen.setdefault((cell.scenario, cell.channel), [0, 0])
-        counts[0] += cell.treated
-        counts[1] += cell.treated_converted
+        if cell.chosen is not None and cell.chosen.treated > 0:   # the contacted
+            counts[0] += cell.chosen.treated
+            counts[1] += cell.chosen.treated_converted
+        else:   # the treated arm, when who was contacted is not recorded
+            counts[0] += cell.treated
+            counts[1] += cell.treated_converted
     out = {}
     for scenario in scenarios:
         base = organic[scenario].mean if scenario in organic else channels.policy.organic_prior

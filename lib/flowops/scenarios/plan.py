@@ -159,18 +159,11 @@ def limits_of(conf: Definitions, earlier: Earlier | None) -> allocate.Limits:
 def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: int, scorer: str,
             earlier: Earlier | None, time_limit: float) -> Plan:
     limits = limits_of(conf, earlier)
-    # One canonical order of the options, whatever order Spark collected them in: ties between equal options (the
-    # solver's and the greedy's) then break the same way on any cluster, partitioning and run. The order is a fixed
-    # hash of each unit, not its name, so a tie does not always go to the same scenario or subscriber.
-    treated = opts[opts["arm"] == TREATED]
-    treated = (treated.assign(_order=pd.util.hash_pandas_object(treated[UNIT], index=False).to_numpy())
-               .sort_values(["_order", *UNIT, "rank", "channel"], kind="stable").drop(columns="_order")
-               .reset_index(drop=True))
-    problem = treated.assign(unit=treated.groupby(UNIT, sort=False).ngroup(), sub=treated["sub_id"],
-                             value=treated["weight"], cost=treated["cost_yuan"])
+    problem = _problem(opts[opts["arm"] == TREATED])
     best = allocate.solve(problem, limits, time_limit=time_limit)
     baseline = allocate.greedy(problem, limits)
     chosen = best.chosen
+    would = _would_contact(opts, problem, chosen, limits, wave, time_limit)
     out = frame[frame["wave"] == wave].reset_index(drop=True)
     picked = chosen[chosen["wave"] == wave].set_index(UNIT)
     # Every unit's intended channel: the first its route offers (an explorer's drawn one), chosen before the
@@ -190,12 +183,59 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     out["decision"] = np.where(is_picked, "targeted", np.where(is_held, "control", "suppressed"))
     out["reason"] = _reasons(out, problem, chosen, limits, is_picked)
     out["control"] = out["decision"] == "control"
+    compared = CONTROL if wave == 1 else HOLDOUT
+    out["would_contact"] = np.where(out["arm"].isna(), None, np.where(
+        out["arm"].eq(TREATED).to_numpy(), is_picked,
+        out["arm"].eq(compared).to_numpy() & index.isin(would)).astype(object))
     out["scorer"] = scorer
     out.loc[~(is_picked | is_held), ["channel", "contact_date", "message"]] = None
     out.loc[is_held, "message"] = None
     out["sms_segments"] = segments(out["message"], out["channel"], conf.channels)
-    counts = {"options": len(opts), "treated_options": len(treated)}
+    counts = {"options": len(opts), "treated_options": len(problem)}
     return Plan(out, best.stats, baseline.stats, int((chosen["wave"] > wave).sum()), counts)
+
+
+def _problem(rows: pd.DataFrame) -> pd.DataFrame:
+    """The options as the allocation's problem, in one canonical order whatever order Spark collected them in: ties
+    between equal options (the solver's and the greedy's) then break the same way on any cluster, partitioning and
+    run. The order is a fixed hash of each unit, not its name, so a tie does not always go to the same scenario or
+    subscriber."""
+    rows = (rows.assign(_order=pd.util.hash_pandas_object(rows[UNIT], index=False).to_numpy())
+            .sort_values(["_order", *UNIT, "rank", "channel"], kind="stable").drop(columns="_order")
+            .reset_index(drop=True))
+    return rows.assign(unit=rows.groupby(UNIT, sort=False).ngroup(), sub=rows["sub_id"], value=rows["weight"],
+                       cost=rows["cost_yuan"])
+
+
+def _would_contact(opts: pd.DataFrame, treated: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits,
+                   wave: int, time_limit: float) -> pd.MultiIndex:
+    """The units of the compared held arm (wave 1's control group, a later wave's holdout) that the allocation would
+    have contacted had they been treated: the same optimisation over their own options, with each scarce channel's
+    capacity and each scenario's budget scaled to the arm's size against the treated arm's, and each subscriber's
+    caps less what the treated allocation gave them in other scenarios. Their contacts are never made; comparing
+    them with the treated arm's contacted is comparing like with like (both chosen by the same rule from the same
+    random split), so a cell's uplift per contact is measured on the contacted alone, not diluted by the treated
+    arm's members the allocation left out (the "ghost ads" design of Johnson, Lewis and Nubbemeyer, 2017)."""
+    held = opts[opts["arm"] == (CONTROL if wave == 1 else HOLDOUT)]
+    if held.empty or treated.empty:
+        return pd.MultiIndex.from_tuples([], names=UNIT)
+    pairs = ["sub_id", "scenario"]
+    n_held = held[pairs].drop_duplicates().groupby("scenario").size()
+    n_treated = treated[pairs].drop_duplicates().groupby("scenario").size()
+    share = n_held.sum() / n_treated.sum()
+    per_scenario = (n_held / n_treated).fillna(share)
+    used = dict(limits.used_caps)
+    for key, n in chosen.groupby(["sub_id", "mode"]).size().items():
+        used[key] = used.get(key, 0) + int(n)
+    scaled = allocate.Limits(
+        caps=limits.caps, attempts=limits.attempts,
+        daily={c: int(round(n * share)) for c, n in limits.daily.items()},
+        budgets={s: b * float(per_scenario.get(s, share)) for s, b in limits.budgets.items()},
+        used_caps=used, used_attempts=limits.used_attempts,
+        booked={key: int(round(n * share)) for key, n in limits.booked.items()})
+    picked = allocate.solve(_problem(held), scaled, time_limit=time_limit).chosen
+    picked = picked[picked["wave"] == wave]
+    return pd.MultiIndex.from_frame(picked[UNIT])
 
 
 def _reasons(out: pd.DataFrame, problem: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits,

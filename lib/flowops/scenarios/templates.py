@@ -66,13 +66,15 @@ class ContactsModel(StrictModel):
 
 
 class UpliftModelSettings(StrictModel):
-    """The per-subscriber uplift model (models/uplift.py): trained on the randomised campaigns of earlier months,
-    used instead of the per scenario x channel estimates only where it beat them on a held-out later month."""
+    """The per-subscriber uplift model (models/uplift.py): trained on the campaigns of earlier months (the
+    contacted against every member not contacted), used instead of the per scenario x channel estimates only where
+    it beat them on a held-out later month's randomised comparison."""
 
     use: Literal["auto", "off"] = "auto"
     numeric: list[str] = Field(default_factory=list)        # tags the model reads
     categorical: list[str] = Field(default_factory=list)    # scenario and channel are always added
     min_members: int = Field(2000, ge=1)   # members of the training months below which no model is tried
+    reg_param: float = Field(1e-5, ge=0)   # L2 penalty of each arm's logistic regression (Spark's, per row)
 
 
 class PolicyModel(StrictModel):

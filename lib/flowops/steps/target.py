@@ -54,7 +54,7 @@ from flowops.landing import next_month, parse_month
 from flowops.quality.frames import export_checks
 from flowops.quality.suites import EXPORT_CONTACTS
 from flowops.runs import Run, recorded_run
-from flowops.scenarios.estimates import Cell, Estimates, estimate
+from flowops.scenarios.estimates import Cell, Chosen, Estimates, estimate
 from flowops.scenarios.exports import (
     WaveScenario,
     unstamped,
@@ -190,6 +190,8 @@ def _record(run: Run, result: Targets, plan: Plan, units: pd.DataFrame) -> None:
     for reason, n in result.suppressed.items():
         run.count(f"suppressed.{reason}", n)
     run.count("control", sum(result.control.values()))
+    held = units["arm"].isin([CONTROL, HOLDOUT]) & (units["decision"] == "control")
+    run.count("held_would_contact", int((held & units["would_contact"].eq(True)).sum()))
     over = int(((units["decision"] == "targeted") & (pd.to_numeric(units["sms_segments"]).fillna(0) > 1)).sum())
     run.count("sms_over_one_segment", over)
     run.count("explore", int((units["reason"] == "explore").sum()))
@@ -301,12 +303,14 @@ def experiment_rows(members: DataFrame) -> DataFrame:
     `contacted`: wave 1's treated arm against its control group; a later wave's treated arm against that wave's
     holdout (drawn among the same earlier non-converters). The treated arm is compared whole, contacted or not (the
     allocation chose whom to contact by value, not at random), within the channel each member was intended for
-    before the allocation (the same rule in both arms)."""
+    before the allocation (the same rule in both arms). `chosen`: the allocation contacted the member, or in the held
+    arm would have (campaign_members.would_contact): chosen members of the two arms are compared like with like."""
     is_treated = F.col("arm") == TREATED
     is_held = ((F.col("wave") == 1) & (F.col("arm") == CONTROL)) | ((F.col("wave") > 1) & (F.col("arm") == HOLDOUT))
     return members.where(is_treated | is_held).withColumns({
         "treated": is_treated.cast("int"), "converted": F.col("converted").cast("int"),
-        "contacted": (is_treated & F.col("contacted")).cast("int")})
+        "contacted": (is_treated & F.col("contacted")).cast("int"),
+        "chosen": F.coalesce("would_contact", F.lit(False)).cast("int")})
 
 
 def read_cells(lake: Lake, month: str) -> list[Cell]:
@@ -317,9 +321,13 @@ def read_cells(lake: Lake, month: str) -> list[Cell]:
         "scenario", "channel").agg(
         F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
         F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
-        F.sum("contacted").alias("ct"),
+        F.sum("contacted").alias("ct"), F.sum(F.col("treated") * F.col("chosen")).alias("st"),
+        F.sum(F.col("treated") * F.col("chosen") * F.col("converted")).alias("skt"),
+        F.sum((1 - F.col("treated")) * F.col("chosen")).alias("sc"),
+        F.sum((1 - F.col("treated")) * F.col("chosen") * F.col("converted")).alias("skc"),
     ).where(F.col("channel").isNotNull()).collect()
-    return [Cell(r.scenario, r.channel, int(r.nt), int(r.kt), int(r.nc), int(r.kc), int(r.ct)) for r in rows]
+    return [Cell(r.scenario, r.channel, int(r.nt), int(r.kt), int(r.nc), int(r.kc), int(r.ct),
+                 Chosen(int(r.st), int(r.skt), int(r.sc), int(r.skc))) for r in rows]
 
 
 def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run) -> Scorer:
@@ -363,10 +371,11 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
         return Scorer("estimates")
     from flowops.models.uplift import qini, train_uplift
 
-    # Main effects of the tags and one effect per scenario x channel for the contacted; the control arm, never
-    # contacted, has no channel: its few orders go to the scenario and the tags.
+    # The contacted against every member not contacted (the control group and the treated arm's members the
+    # allocation left out; models/uplift.py, "Assumptions"): main effects of the tags and one effect per scenario x
+    # intended channel in each. Judged below on the held-out month's randomised comparison, arm against arm.
     model = train_uplift(train, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"],
-                         interactions=[("scenario", "channel")], control_without=("channel",))
+                         treatment="contacted", interactions=[("scenario", "channel")], reg_param=settings.reg_param)
     held = rows.where(F.col("month") == held_month)
     prior = estimate(read_cells(lake, held_month), [s.id for s in conf.scenarios], conf.channels)
     held = model.transform(held).withColumn("estimate_score", lookup(
