@@ -13,6 +13,10 @@ import pytest
 from flowops.cli import main
 from flowops.runs import recorded_run
 
+# A command opening a lake imports MLflow's store and Great Expectations in a background thread (tracking.register);
+# their DeprecationWarnings, which pytest shows and a plain `flowops` never does, can land in any test's stderr here.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

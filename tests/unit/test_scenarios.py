@@ -380,6 +380,28 @@ def test_the_control_group_is_chosen_by_the_same_rule_as_the_contacted(spark, ta
     assert (out.loc[control, "decision"] == "control").all() and out.loc[control, "message"].isna().all()
 
 
+def test_a_held_member_treated_elsewhere_would_have_been_contacted_only_if_worth_more_than_that_contact():
+    from flowops.scenarios import allocate
+    from flowops.scenarios.plan import _problem, _would_contact
+
+    day = dt.date(2026, 4, 5)
+
+    def option(sub, scenario, arm, weight):
+        return {"sub_id": sub, "scenario": scenario, "wave": 1, "mode": "active", "channel": "sms", "rank": 0,
+                "weight": weight, "cost_yuan": 0.05, "window_start": day, "window_end": day, "arm": arm}
+
+    # x and y are treated in scenario a (contacted: one active contact each, their cap) and held out of b; b would
+    # have been worth more than a to x (one solve would have given x b instead), less to y. z is held out of b only.
+    opts = pd.DataFrame([option("x", "a", "treated", 1.0), option("y", "a", "treated", 1.0),
+                         option("x", "b", "control", 2.0), option("y", "b", "control", 0.5),
+                         option("z", "b", "control", 0.3), option("w", "b", "treated", 0.3)])
+    limits = allocate.Limits(caps={"active": 1, "passive": 1}, attempts={"a": 1, "b": 1})
+    treated = _problem(opts[opts["arm"] == "treated"])
+    chosen = allocate.solve(treated, limits).chosen
+    would = _would_contact(opts, treated, chosen, limits, wave=1, time_limit=10)
+    assert sorted(u[0] for u in would) == ["x", "z"]
+
+
 def test_an_exploring_unit_gets_a_random_worthwhile_channel(spark, tag_schema, conf):
     rows = [subscriber(sub_id=f"h{i:03d}", value_tier="high", **NO_PLAN) for i in range(300)]
     dear = {("data_no_plan", "outbound"): 0.20}
@@ -456,6 +478,9 @@ def test_a_cell_is_measured_on_the_chosen_of_both_arms_unbiased_and_tighter_than
     assert np.mean(fits["naive"]) > effect + 0.015          # the contacted against the whole control group: biased
     # Tighter, and the variance it reports is the one it has.
     assert chosen[:, 0].std() < 0.8 * whole[:, 0].std()       # variance about halved here
+    # Without a chosen control member: the whole arms alone, never the contacted against the whole control group.
+    lone = Cell("s", "sms", 600, 30, 60, 3, 60, Chosen(60, 6, 0, 0))
+    assert measured(lone, organic, 0.02, 30) == measured(replace(lone, chosen=None), organic, 0.02, 30)
     assert 0.7 < np.sqrt(chosen[:, 1].mean()) / chosen[:, 0].std() < 1.4
 
 

@@ -14,10 +14,10 @@ those experiments:
   is the policy's prior (`organic_prior`, worth `prior_strength` members).
 - `uplift_rates`: per scenario x channel, the incremental conversion of one contact: the contacted's conversion
   minus that of the control members the allocation would have contacted (both intended for the channel before the
-  allocation and chosen by the same optimisation: the same rules in both arms), the control rate pooled toward the
-  cell's and the scenario's organic rate (above) so that a control group of three cannot make a channel look
-  harmful. (Where who would have been contacted is not recorded: the whole treated arm against the whole control
-  group, divided by the share contacted.) A normal-normal random-effects
+  allocation and chosen by the same optimisation: the same rules in both arms), combined by precision with the
+  whole treated arm against the whole control group divided by the share contacted (its control rate pooled toward
+  the scenario's organic rate, above, so that a control group of three cannot make a channel look harmful).
+  A normal-normal random-effects
   model: cell i measures u_i with sampling variance v_i around its true uplift; the true uplifts of a channel
   scatter with variance t2 around the channel's level. Each level is learnt from the channel's own cells (their
   precision-weighted mean) and its prior N(uplift_prior, uplift_prior^2) from conf/channels.yml, which may be off
@@ -190,36 +190,42 @@ def _spread(usable: list[Cell], measured: dict[tuple[str, str], tuple[float, flo
 
 
 def measured(cell: Cell, organic: Estimate, prior: float, strength: float) -> tuple[float, float]:
-    """Uplift per contact of a cell and its sampling variance.
+    """Uplift per contact of a cell and its sampling variance: two unbiased measures, combined by their precision.
 
-    With the chosen members recorded: the contacted's conversion minus that of the control members the allocation
-    would have contacted (their rate pooled `strength` members deep toward the cell's whole control group, itself
-    pooled toward the scenario's organic rate). Both were chosen by the same rule from the same random split, so
-    the difference is unbiased for the contacts the policy makes, and every member in it was (or would have been)
-    contacted. Without them: the treated arm's conversion minus its control members', divided by the share of the
-    treated arm contacted — unbiased too, but the members the allocation left out add their noise and the division
-    by a share of a third triples it.
+    - The whole arms: the treated arm's conversion minus its control members' (their rate pooled `strength`
+      members deep toward the scenario's organic rate: a cell's control group is small, and its members, intended
+      for the channel like the treated, may order more or less than the scenario's), divided by the share of the
+      treated arm contacted. Always available, but the members the allocation left out add their noise and the
+      division by a share of a third triples it.
+    - The chosen (where recorded): the contacted's conversion minus that of the control members the allocation
+      would have contacted. Both were chosen by the same rule from the same random split, so the difference is
+      unbiased for the contacts the policy makes, with nobody in it who was not (or would not have been) contacted.
+      Not pooled toward any other rate: every other control rate (the cell's, the scenario's) is that of members the
+      allocation might not have chosen, which is the bias this comparison removes. Few chosen control members give
+      it a large variance, and the whole arms then carry the combination.
 
-    The control rate is pooled because a cell's control group is small, and its members, intended for the channel
-    like the treated, may order more or less than the scenario's. The binomial variances are taken at the rate the
-    model expects (organic + prior) or the measured one, whichever is larger, so that 0 of n still has one."""
-    whole = (cell.control_converted + strength * organic.mean) / (cell.control + strength)
-    whole_var = (max(whole * (1 - whole), organic.mean * (1 - organic.mean)) / (cell.control + strength)
-                 + organic.sd ** 2 * (strength / (cell.control + strength)) ** 2)
-    chosen = cell.chosen
-    if chosen is not None and chosen.treated > 0:
-        treated, converted, share = chosen.treated, chosen.treated_converted, 1.0
-        control = (chosen.control_converted + strength * whole) / (chosen.control + strength)
-        held_var = (max(control * (1 - control), whole * (1 - whole)) / (chosen.control + strength)
-                    + whole_var * (strength / (chosen.control + strength)) ** 2)
-    else:
-        treated, converted, control, held_var = cell.treated, cell.treated_converted, whole, whole_var
-        share = (cell.contacted / cell.treated) if cell.contacted is not None and cell.treated else 1.0
-        share = max(share, 0.05)
-    rate = converted / treated
+    The two share members, so they are correlated and the combined variance is somewhat too small. The binomial
+    variances are taken at the rate the model expects (organic + prior) or the measured one, whichever is larger,
+    so that 0 of n still has one."""
     expected = min(max(organic.mean + prior, 1e-4), 0.99)
-    variance = max(rate * (1 - rate), expected * (1 - expected)) / treated + held_var
-    return (rate - control) / share, variance / share ** 2
+
+    def spread(rate: float, floor: float) -> float:
+        return max(rate * (1 - rate), floor * (1 - floor))
+
+    control = (cell.control_converted + strength * organic.mean) / (cell.control + strength)
+    held_var = (spread(control, organic.mean) / (cell.control + strength)
+                + organic.sd ** 2 * (strength / (cell.control + strength)) ** 2)
+    share = max((cell.contacted / cell.treated) if cell.contacted is not None and cell.treated else 1.0, 0.05)
+    rate = cell.treated_converted / cell.treated
+    whole = ((rate - control) / share, (spread(rate, expected) / cell.treated + held_var) / share ** 2)
+    chosen = cell.chosen
+    if chosen is None or not chosen.treated or not chosen.control:
+        return whole
+    rate_t = chosen.treated_converted / chosen.treated
+    rate_c = chosen.control_converted / chosen.control
+    own = (rate_t - rate_c, spread(rate_t, expected) / chosen.treated + spread(rate_c, organic.mean) / chosen.control)
+    w_own, w_whole = 1 / own[1], 1 / whole[1]
+    return (w_own * own[0] + w_whole * whole[0]) / (w_own + w_whole), 1 / (w_own + w_whole)
 
 
 def response_rates(cells: list[Cell], scenarios: list[str], channels: Channels,

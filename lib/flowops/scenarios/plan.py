@@ -211,28 +211,49 @@ def _would_contact(opts: pd.DataFrame, treated: pd.DataFrame, chosen: pd.DataFra
                    wave: int, time_limit: float) -> pd.MultiIndex:
     """The units of the compared held arm (wave 1's control group, a later wave's holdout) that the allocation would
     have contacted had they been treated: the same optimisation over their own options, with each scarce channel's
-    capacity and each scenario's budget scaled to the arm's size against the treated arm's, and each subscriber's
-    caps less what the treated allocation gave them in other scenarios. Their contacts are never made; comparing
-    them with the treated arm's contacted is comparing like with like (both chosen by the same rule from the same
-    random split), so a cell's uplift per contact is measured on the contacted alone, not diluted by the treated
-    arm's members the allocation left out (the "ghost ads" design of Johnson, Lewis and Nubbemeyer, 2017)."""
+    capacity scaled to the held arm's share of the units that can use it, and each scenario's budget to its own
+    share. Their contacts are never made; comparing them with the treated arm's contacted is comparing like with
+    like (both chosen by the same rule from the same random split), so a cell's uplift per contact is measured on the
+    contacted alone, not diluted by the treated arm's members the allocation left out (the "ghost ads" design of
+    Johnson, Lewis and Nubbemeyer, 2017).
+
+    A held member may be treated in another scenario. Where the treated allocation filled their contact cap there,
+    a held option worth more than the least valuable of those contacts takes the slot (in one solve it would have
+    displaced it); one worth less finds the cap full."""
     held = opts[opts["arm"] == (CONTROL if wave == 1 else HOLDOUT)]
     if held.empty or treated.empty:
         return pd.MultiIndex.from_tuples([], names=UNIT)
-    pairs = ["sub_id", "scenario"]
-    n_held = held[pairs].drop_duplicates().groupby("scenario").size()
-    n_treated = treated[pairs].drop_duplicates().groupby("scenario").size()
-    share = n_held.sum() / n_treated.sum()
-    per_scenario = (n_held / n_treated).fillna(share)
+
+    def share(of: pd.Series, among: pd.Series) -> pd.Series:
+        return (held[of].drop_duplicates().groupby(among).size()
+                / treated[of].drop_duplicates().groupby(among).size()).dropna()
+
+    overall = len(held[UNIT].drop_duplicates()) / len(treated[UNIT].drop_duplicates())
+    per_channel = share([*UNIT, "channel"], "channel")
+    per_scenario = share(["sub_id", "scenario"], "scenario")
+
+    def scaled_capacity(channel: str, n: int) -> int:
+        return int(round(n * float(per_channel.get(channel, overall))))
+
     used = dict(limits.used_caps)
-    for key, n in chosen.groupby(["sub_id", "mode"]).size().items():
+    picks = chosen.groupby(["sub_id", "mode"])["value"].agg(["size", "min"])
+    for key, n in picks["size"].items():
         used[key] = used.get(key, 0) + int(n)
+    keys = list(zip(held["sub_id"], held["mode"], strict=True))
+    full = np.array([used.get(k, 0) >= limits.caps[k[1]] for k in keys])
+    cheapest = picks["min"].reindex(pd.MultiIndex.from_tuples(keys)).to_numpy(float)
+    displaces = full & (held["weight"].to_numpy(float) > np.nan_to_num(cheapest, nan=np.inf))
+    for key in {k for k, d in zip(keys, displaces, strict=True) if d}:
+        used[key] = limits.caps[key[1]] - 1
+    held = held[~full | displaces]
+    if held.empty:
+        return pd.MultiIndex.from_tuples([], names=UNIT)
     scaled = allocate.Limits(
         caps=limits.caps, attempts=limits.attempts,
-        daily={c: int(round(n * share)) for c, n in limits.daily.items()},
-        budgets={s: b * float(per_scenario.get(s, share)) for s, b in limits.budgets.items()},
+        daily={c: scaled_capacity(c, n) for c, n in limits.daily.items()},
+        budgets={s: b * float(per_scenario.get(s, overall)) for s, b in limits.budgets.items()},
         used_caps=used, used_attempts=limits.used_attempts,
-        booked={key: int(round(n * share)) for key, n in limits.booked.items()})
+        booked={(c, day): scaled_capacity(c, n) for (c, day), n in limits.booked.items()})
     picked = allocate.solve(_problem(held), scaled, time_limit=time_limit).chosen
     picked = picked[picked["wave"] == wave]
     return pd.MultiIndex.from_frame(picked[UNIT])
