@@ -28,6 +28,7 @@ from flowops.scenarios.policy import (
     HOLDOUT,
     PENDING,
     TREATED,
+    compared_arm,
     draw_arms,
     selections,
     units,
@@ -183,10 +184,9 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     out["decision"] = np.where(is_picked, "targeted", np.where(is_held, "control", "suppressed"))
     out["reason"] = _reasons(out, problem, chosen, limits, is_picked)
     out["control"] = out["decision"] == "control"
-    compared = CONTROL if wave == 1 else HOLDOUT
     out["would_contact"] = np.where(out["arm"].isna(), None, np.where(
         out["arm"].eq(TREATED).to_numpy(), is_picked,
-        out["arm"].eq(compared).to_numpy() & index.isin(would)).astype(object))
+        out["arm"].eq(compared_arm(wave)).to_numpy() & index.isin(would)).astype(object))
     out["scorer"] = scorer
     out.loc[~(is_picked | is_held), ["channel", "contact_date", "message"]] = None
     out.loc[is_held, "message"] = None
@@ -220,11 +220,11 @@ def _would_contact(opts: pd.DataFrame, treated: pd.DataFrame, chosen: pd.DataFra
     A held member may be treated in another scenario. Where the treated allocation filled their contact cap there,
     a held option worth more than the least valuable of those contacts takes the slot (in one solve it would have
     displaced it); one worth less finds the cap full."""
-    held = opts[opts["arm"] == (CONTROL if wave == 1 else HOLDOUT)]
+    held = opts[opts["arm"] == compared_arm(wave)]
     if held.empty or treated.empty:
         return pd.MultiIndex.from_tuples([], names=UNIT)
 
-    def share(of: pd.Series, among: pd.Series) -> pd.Series:
+    def share(of: list[str], among: str) -> pd.Series:
         return (held[of].drop_duplicates().groupby(among).size()
                 / treated[of].drop_duplicates().groupby(among).size()).dropna()
 

@@ -52,6 +52,13 @@ PENDING = "pending"
 INELIGIBLE = ("churned", "opt_out", "no_fit", "no_saving", "immune", "opt_out_channel", "unreachable", "no_message",
               "no_value")
 CONTROL, HOLDOUT, TREATED = "control", "holdout", "treated"
+
+
+def compared_arm(wave: int) -> str:
+    """The held arm a wave's treated arm is compared with: wave 1's control group, a later wave's holdout."""
+    return CONTROL if wave == 1 else HOLDOUT
+
+
 SUBSCRIBER_COLUMNS = ("value_tier", "is_smartphone", "has_account_manager", "channel_preference")
 
 

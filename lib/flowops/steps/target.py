@@ -190,8 +190,7 @@ def _record(run: Run, result: Targets, plan: Plan, units: pd.DataFrame) -> None:
     for reason, n in result.suppressed.items():
         run.count(f"suppressed.{reason}", n)
     run.count("control", sum(result.control.values()))
-    held = units["arm"].isin([CONTROL, HOLDOUT]) & (units["decision"] == "control")
-    run.count("held_would_contact", int((held & units["would_contact"].eq(True)).sum()))
+    run.count("held_would_contact", int((units["decision"].eq("control") & units["would_contact"].eq(True)).sum()))
     over = int(((units["decision"] == "targeted") & (pd.to_numeric(units["sms_segments"]).fillna(0) > 1)).sum())
     run.count("sms_over_one_segment", over)
     run.count("explore", int((units["reason"] == "explore").sum()))
