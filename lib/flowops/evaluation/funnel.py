@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from flowops.evaluation.attribution import attribute, attribution_end
 from flowops.evaluation.uplift import Uplift
+from flowops.scenarios.policy import in_compared_arm
 
 ALL = "all"
 UNASSIGNED = "unassigned"
@@ -61,8 +62,7 @@ def placed_orders(orders: DataFrame) -> DataFrame:
 
 def comparison_group(targets: DataFrame) -> DataFrame:
     """The members each wave's contacted are compared with: wave 1's control group, a later wave's holdout."""
-    return targets.where((F.col("decision") == "control") & (
-        ((F.col("wave") == 1) & (F.col("arm") == "control")) | ((F.col("wave") > 1) & (F.col("arm") == "holdout"))))
+    return targets.where((F.col("decision") == "control") & in_compared_arm())
 
 
 def receipts(feedback: DataFrame) -> DataFrame:

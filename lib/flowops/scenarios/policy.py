@@ -59,6 +59,11 @@ def compared_arm(wave: int) -> str:
     return CONTROL if wave == 1 else HOLDOUT
 
 
+def in_compared_arm() -> Column:
+    """`compared_arm` as a Spark condition on a row's `wave` and `arm`."""
+    return F.col("arm") == F.when(F.col("wave") == 1, F.lit(CONTROL)).otherwise(F.lit(HOLDOUT))
+
+
 SUBSCRIBER_COLUMNS = ("value_tier", "is_smartphone", "has_account_manager", "channel_preference")
 
 
