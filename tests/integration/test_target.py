@@ -212,6 +212,14 @@ def test_the_uplift_model_scores_the_options_when_it_wins_on_the_held_out_month(
         return replace(real(df, score=score, **kwargs), coefficient=1.0 if score == "uplift_score" else 0.0)
 
     monkeypatch.setattr(uplift_model, "qini", rigged)
+    fitted_on = []
+    train = uplift_model.train_uplift
+
+    def recording(df, **kwargs):   # the months each fit reads
+        fitted_on.append(sorted(r.month for r in df.select("month").distinct().collect()))
+        return train(df, **kwargs)
+
+    monkeypatch.setattr(uplift_model, "train_uplift", recording)
     run = Run(job="target", params={})
     folder = Path(lake.root) / "models" / "uplift" / f"month={DEMO_MONTH}"
     try:
@@ -220,6 +228,8 @@ def test_the_uplift_model_scores_the_options_when_it_wins_on_the_held_out_month(
         assert inputs.scorer.name == "model" and folder.is_dir() and run.params["scorer"] == "model"
         assert (run.params["uplift_model_trained_on"], run.params["uplift_model_held_out"]) == ("2026-01", "2026-02")
         assert set(scores) == {"uplift_score", "estimate_score"}
+        # Having won, the same procedure is fitted again on every evaluated month, the held-out one included.
+        assert fitted_on == [["2026-01"], ["2026-01", "2026-02"]]
         assert choose_scorer(lake, small, DEMO_MONTH, 2, Run(job="target", params={})).name == "model"   # wave 2
         plan = plan_wave(inputs.tagged, small, DEMO_MONTH, "2026-04", 1, opt_outs=inputs.opt_outs,
                          immunity=inputs.immunity, estimates=inputs.estimates, scorer=inputs.scorer)

@@ -28,6 +28,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,7 @@ from flowops.scenarios.exports import (
 )
 from flowops.scenarios.messages import SMS_SEGMENT
 from flowops.scenarios.plan import Earlier, Plan, Scorer, plan_wave
-from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, lookup
+from flowops.scenarios.policy import CONTROL, HOLDOUT, TREATED, check_targets, in_compared_arm, lookup
 from flowops.scenarios.templates import Channels
 from flowops.steps.quality import gate
 
@@ -305,7 +306,7 @@ def experiment_rows(members: DataFrame) -> DataFrame:
     before the allocation (the same rule in both arms). `chosen`: the allocation contacted the member, or in the held
     arm would have (campaign_members.would_contact): chosen members of the two arms are compared like with like."""
     is_treated = F.col("arm") == TREATED
-    is_held = ((F.col("wave") == 1) & (F.col("arm") == CONTROL)) | ((F.col("wave") > 1) & (F.col("arm") == HOLDOUT))
+    is_held = in_compared_arm()
     return members.where(is_treated | is_held).withColumns({
         "treated": is_treated.cast("int"), "converted": F.col("converted").cast("int"),
         "contacted": (is_treated & F.col("contacted")).cast("int"),
@@ -334,8 +335,8 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
 
     Wave 1 trains the two-model learner on every evaluated month but the latest, and compares the Qini
     coefficient of its scores with that of the per scenario x channel estimates (fitted on the same earlier
-    months) on the latest one. A winning model is saved under LAKE/models/uplift/month=M for the month's later
-    waves, which use what wave 1 chose."""
+    months) on the latest one. Where the model wins it is fitted again on every evaluated month and saved under
+    LAKE/models/uplift/month=M for the month's later waves, which use what wave 1 chose."""
     settings = conf.channels.policy.uplift_model
     folder = Path(lake.root) / MODELS / "uplift" / f"month={month}"
     features = [*settings.numeric, *settings.categorical]
@@ -373,8 +374,9 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
     # The contacted against every member not contacted (the control group and the treated arm's members the
     # allocation left out; models/uplift.py, "Assumptions"): main effects of the tags and one effect per scenario x
     # intended channel in each. Judged below on the held-out month's randomised comparison, arm against arm.
-    model = train_uplift(train, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"],
-                         treatment="contacted", interactions=[("scenario", "channel")], reg_param=settings.reg_param)
+    fit = partial(train_uplift, numeric=settings.numeric, categorical=[*settings.categorical, "scenario", "channel"],
+                  treatment="contacted", interactions=[("scenario", "channel")], reg_param=settings.reg_param)
+    model = fit(train)
     held = rows.where(F.col("month") == held_month)
     prior = estimate(read_cells(lake, held_month), [s.id for s in conf.scenarios], conf.channels)
     held = model.transform(held).withColumn("estimate_score", lookup(
@@ -390,6 +392,9 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
              held_month, "the model scores" if wins else "the estimates score")
     if not wins:
         return Scorer("estimates")
+    # The Qini judged the procedure; the month is scored by the same procedure fitted on every evaluated month, the
+    # held-out one included (the latest campaign, the most like this month's, and a third to half more rows).
+    model = fit(rows)
     model.save(str(folder))
     tracking.log_folder(run, folder, "uplift_model")   # the model the month's waves score with, in its MLflow run
     return Scorer("model", model, features)
