@@ -114,8 +114,8 @@ def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN0
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
     targets = (lake.read("gold/scenario_targets")
                .where(F.col("month").isin(measured) & (F.col("decision") == "targeted")).join(keys, "sub_id")
-               .select("month", "wave", "sub_id", "msisdn", "scenario", "stage", "channel", "product_id", "weight",
-                       "expected_value", "reason", "incentive_cost", "incentive_on_order").toPandas())
+               .select("month", "wave", "sub_id", "msisdn", "scenario", "stage", "mode", "channel", "product_id",
+                       "weight", "expected_value", "reason", "incentive_cost", "incentive_on_order").toPandas())
     conf = Definitions.load(ctx.settings.conf_dir)
     catalogue = conf.catalogue
     types = {p.id: p.type for p in catalogue.products}
@@ -168,16 +168,21 @@ def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) ->
     units["true_uplift"] = true_uplift(units, Propensities.from_frame(
         pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str)))
     units["tie"] = np.random.default_rng(0).random(len(units))   # ties (one cell) in a random order
+    # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell), and
+    # per-subscriber scores that were (the planted uplift itself).
+    units["cell_planted"] = units.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
     rows = []
     for depth in depths:
         n = int(len(units) * depth)
         by = {key: units.sort_values([key, "tie"], ascending=False).head(n)["true_uplift"].sum()
-              for key in ("uplift_learnt", "uplift_used", "response_learnt")}
+              for key in ("uplift_learnt", "uplift_used", "response_learnt", "cell_planted", "true_uplift")}
         rows.append({"depth": depth, "candidates": n, "by_uplift": round(by["uplift_learnt"], 1),
                      "by_response": round(by["response_learnt"], 1),
                      "ratio": round(by["uplift_learnt"] / by["response_learnt"], 2),
                      "by_scores_used": round(by["uplift_used"], 1),
-                     "ratio_used": round(by["uplift_used"] / by["response_learnt"], 2)})
+                     "ratio_used": round(by["uplift_used"] / by["response_learnt"], 2),
+                     "ratio_exact_cells": round(by["cell_planted"] / by["response_learnt"], 2),
+                     "ratio_exact_subscribers": round(by["true_uplift"] / by["response_learnt"], 2)})
     return pd.DataFrame(rows)
 
 
@@ -285,6 +290,16 @@ def summary(result: dict) -> str:
                  + f"), uplift / response = {valued['uplift'] / valued['response']:.2f}x "
                  f"({valued['uplift']:.1f} / {valued['response']:.1f}); their planted incremental margin "
                  f"{worth['uplift'] / worth['response']:.2f}x ({worth['uplift']:,.0f} / {worth['response']:,.0f} yuan)")
+    # Pushed (SMS, calls, managers: one a month per subscriber) and shown (at a login) apart: each policy's best of
+    # each kind by its own weight, as many as the smaller policy made.
+    for mode in ("active", "passive"):
+        made = {k: c[c["mode"] == mode] for k, c in chosen.items()}
+        m = min(len(c) for c in made.values())
+        worth = {k: c["true_uplift"].head(m).sum() for k, c in made.items()}
+        value = {k: c["true_value"].head(m).sum() for k, c in made.items()}
+        lines.append(f"  {mode} contacts alone ({m:,}): uplift / response = {worth['uplift'] / worth['response']:.2f}x "
+                     f"the planted incremental conversions ({worth['uplift']:.1f} / {worth['response']:.1f}); "
+                     f"planted value {value['uplift']:,.0f} / {value['response']:,.0f} yuan")
     value = {k: r["contacts"]["true_value"].sum() for k, r in result.items()}
     lines.append(f"the whole campaigns' planted incremental value (margin less channel costs and incentives paid), "
                  f"what each policy maximises by its own estimates: uplift / response = "
