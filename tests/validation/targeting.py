@@ -161,7 +161,7 @@ def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) ->
                                                                              strict=True)]
         units["response_learnt"] = [learnt.response[(s, c)] for s, c in zip(units["scenario"], units["channel"],
                                                                              strict=True)]
-        frames.append(units)
+        frames.append(units.assign(month=month))
     units = pd.concat(frames, ignore_index=True)
     units["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(units["product_id"], units["stage"],
                                                                            strict=True)]
@@ -257,6 +257,33 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
     return result
 
 
+def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) -> pd.DataFrame:
+    """Each policy under tighter channel budgets: per month and channel, a share of the contacts the uplift policy
+    made there, each policy keeping its best by its own weight (both made for value). Beside them, the response
+    policy's contacts (the larger pool) chosen by exactly right estimates: the planted mean of each scenario x
+    channel cell, and each contact's planted uplift. An approximation of a campaign run under such budgets: a
+    subscriber left out is not offered another scenario or channel instead."""
+    sizes = chosen["uplift"].groupby(["month", "channel"]).size()
+    pool = chosen["response"].copy()
+    pool["cell_planted"] = pool.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
+
+    def best(frame: pd.DataFrame, key: str, share: float) -> float:
+        kept = [group.nlargest(int(sizes.get(where, 0) * share), key)
+                for where, group in frame.groupby(["month", "channel"])]
+        return pd.concat(kept)["true_uplift"].sum()
+
+    rows = []
+    for share in shares:
+        got = {"uplift": best(chosen["uplift"], "weight", share), "response": best(pool, "weight", share),
+               "exact_cells": best(pool, "cell_planted", share), "exact_subscribers": best(pool, "true_uplift", share)}
+        rows.append({"budget": share, "contacts": int(sum(int(n * share) for n in sizes)),
+                     **{k: round(v, 1) for k, v in got.items()},
+                     "ratio": round(got["uplift"] / got["response"], 2),
+                     "ratio_exact_cells": round(got["exact_cells"] / got["response"], 2),
+                     "ratio_exact_subscribers": round(got["exact_subscribers"] / got["response"], 2)})
+    return pd.DataFrame(rows)
+
+
 def summary(result: dict) -> str:
     ranked, measured_cells = result.pop("ranking"), result.pop("cells")
     lines = ["the ranking quantity: the best N eligible candidates of the measured months by learnt uplift (the cell "
@@ -300,6 +327,9 @@ def summary(result: dict) -> str:
         lines.append(f"  {mode} contacts alone ({m:,}): uplift / response = {worth['uplift'] / worth['response']:.2f}x "
                      f"the planted incremental conversions ({worth['uplift']:.1f} / {worth['response']:.1f}); "
                      f"planted value {value['uplift']:,.0f} / {value['response']:,.0f} yuan")
+    lines += ["", "under tighter channel budgets (a share of the uplift policy's contacts per month and channel; "
+              "planted incremental conversions of each policy's best by its own weight, and of the response "
+              "policy's contacts chosen by exactly right estimates)", budgets(chosen).to_string(index=False), ""]
     value = {k: r["contacts"]["true_value"].sum() for k, r in result.items()}
     lines.append(f"the whole campaigns' planted incremental value (margin less channel costs and incentives paid), "
                  f"what each policy maximises by its own estimates: uplift / response = "
