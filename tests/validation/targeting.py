@@ -48,8 +48,10 @@ START = "2026-01"
 SMS_PER_DAY_PER_1000 = 15
 
 
-def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float = SMS_PER_DAY_PER_1000) -> Path:
-    """The repo's conf with `policy.objective` set and the SMS gateway's daily quota."""
+def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float = SMS_PER_DAY_PER_1000,
+                every_per_1000: float | None = None) -> Path:
+    """The repo's conf with `policy.objective` set, the SMS gateway's daily quota and, with `every_per_1000`, a daily
+    budget on every other channel that has none (the shown ones included): a campaign sized by its contact budget."""
     from tests.conftest import CONF
 
     conf = out / f"conf-{objective}"
@@ -64,6 +66,12 @@ def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float
     text, n = re.subn(r"(\{id: sms, [^}]*?)(reach: any)", rf"\g<1>daily_capacity: {quota}, \g<2>", text)
     if n != 1:
         raise RuntimeError(f"{path}: no sms channel to give a daily quota")
+    if every_per_1000 is not None:
+        budget = max(1, round(every_per_1000 * subscribers / 1000))
+        text, n = re.subn(r"(\{id: \w+, (?:(?!daily_capacity)[^}])*?)(reach: )",
+                          rf"\g<1>daily_capacity: {budget}, \g<2>", text)
+        if n == 0:
+            raise RuntimeError(f"{path}: no channel without a daily capacity to give a budget")
     path.write_text(text, encoding="utf-8")
     return conf
 
@@ -79,7 +87,7 @@ def context(conf: Path, lake: Path, driver_memory: str = "4g"):  # noqa: ANN201
 
 
 def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int, subscribers: int,
-               sms_per_1000: float = SMS_PER_DAY_PER_1000) -> Path:
+               sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None) -> Path:
     """Every month of the world through the pipeline with one objective; the lake's path."""
     from flowops.definitions import Definitions
     from flowops.demo import run_months
@@ -93,7 +101,7 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     lake = out / f"lake-{objective}"
     if lake.exists():
         shutil.rmtree(lake)
-    ctx = context(policy_conf(out, objective, subscribers, sms_per_1000), lake, driver_memory="8g")
+    ctx = context(policy_conf(out, objective, subscribers, sms_per_1000, every_per_1000), lake, driver_memory="8g")
     definitions = Definitions.load(ctx.settings.conf_dir)
     reference = Reference.load(ctx, definitions)
     ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
@@ -228,7 +236,7 @@ def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
 
 
 def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False,
-            sms_per_1000: float = SMS_PER_DAY_PER_1000) -> dict:
+            sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None) -> dict:
     """Both policies on one world; with `reuse`, the world and any lake that finished are kept from an earlier
     run with the same arguments."""
     from flowops.synth import generate
@@ -247,7 +255,7 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         started = time.perf_counter()
         lake = out / f"lake-{objective}"
         if not (reuse and (lake / DONE).is_file()):
-            lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000)
+            lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000, every_per_1000)
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
                              "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
@@ -354,7 +362,10 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse, args.sms_per_1000)
+    parser.add_argument("--every-channel-per-1000", type=float, default=None,
+                        help="a daily budget per 1,000 subscribers on every other channel without one, in both runs")
+    result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse, args.sms_per_1000,
+                     args.every_channel_per_1000)
     for objective, r in result.items():
         if objective not in OBJECTIVES:
             continue
