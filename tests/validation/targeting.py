@@ -359,11 +359,11 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep the world and the lakes an earlier run finished")
     parser.add_argument("--sms-per-1000", type=float, default=SMS_PER_DAY_PER_1000,
                         help="the SMS gateway's daily quota per 1,000 subscribers, in both runs")
+    parser.add_argument("--every-channel-per-1000", type=float, default=None,
+                        help="a daily budget per 1,000 subscribers on every other channel without one, in both runs")
     args = parser.parse_args()
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    parser.add_argument("--every-channel-per-1000", type=float, default=None,
-                        help="a daily budget per 1,000 subscribers on every other channel without one, in both runs")
     result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse, args.sms_per_1000,
                      args.every_channel_per_1000)
     for objective, r in result.items():
