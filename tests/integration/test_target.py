@@ -230,6 +230,7 @@ def test_the_uplift_model_scores_the_options_when_it_wins_on_the_held_out_month(
         assert set(scores) == {"uplift_score", "estimate_score"}
         # Having won, the same procedure is fitted again on every evaluated month, the held-out one included.
         assert fitted_on == [["2026-01"], ["2026-01", "2026-02"]]
+        assert run.params["uplift_model_scoring_fit_on"] == "2026-01,2026-02"
         assert choose_scorer(lake, small, DEMO_MONTH, 2, Run(job="target", params={})).name == "model"   # wave 2
         plan = plan_wave(inputs.tagged, small, DEMO_MONTH, "2026-04", 1, opt_outs=inputs.opt_outs,
                          immunity=inputs.immunity, estimates=inputs.estimates, scorer=inputs.scorer)

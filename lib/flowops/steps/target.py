@@ -395,6 +395,7 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
     # The Qini judged the procedure; the month is scored by the same procedure fitted on every evaluated month, the
     # held-out one included (the latest campaign, the most like this month's, and a third to half more rows).
     model = fit(rows)
+    run.params["uplift_model_scoring_fit_on"] = ",".join(months)
     model.save(str(folder))
     tracking.log_folder(run, folder, "uplift_model")   # the model the month's waves score with, in its MLflow run
     return Scorer("model", model, features)
