@@ -226,3 +226,21 @@ def test_a_file_that_does_not_reconcile_is_stopped_and_a_high_quarantine_rate_is
         gate(lake, settings, Run("ingest", {}), RECONCILIATION, reconciliation_frame(files), "2026-02-01")
     checked = gate(lake, settings, Run("ingest", {}), RECONCILIATION, reconciliation_frame(files[:1]), "2026-02-01")
     assert [(o.check.column, o.unexpected_count) for o in checked.warnings] == [("quarantine_rate", 1)]
+
+
+def test_a_check_gx_could_not_compute_stops_the_batch_naming_the_error(spark, lake, settings):
+    # A Spark job that fails while GX computes a metric (here on purpose; in a 100,000-subscriber run, a full disk
+    # under the shuffle of a uniqueness check) is caught by GX as the check's exception, not as a count.
+    run = Run("ingest-monthly", {"month": "2026-02"})
+    frame = subscribers(spark, "2026-02", 30).withColumn(
+        "status", F.when(F.col("sub_id") == "sub000007", F.raise_error(F.lit("No space left on device (simulated)")))
+        .otherwise(F.col("status")))
+    with pytest.raises(QualityGateFailed) as stopped:
+        gate(lake, spark_engine(settings), run, SUBSCRIBERS.name, frame, "2026-02")
+    line = str(stopped.value)
+    assert "\n" not in line
+    assert "could not be evaluated: " in line and "No space left on device (simulated)" in line
+    assert "observed None" not in line
+    recorded = [r for r in lake.read(QUALITY_RESULTS.name).where(F.col("run_id") == run.run_id).collect()
+                if r.column == "status"]
+    assert recorded and all(not r.success and r.observed_value.startswith("not evaluated: ") for r in recorded)

@@ -31,6 +31,7 @@ class Outcome:
     observed_value: str | None
     examples: tuple[str, ...]
     bounds: Mapping[str, Any]
+    error: str | None = None   # what GX caught while computing the check (a failed Spark job, a full disk)
 
     @property
     def failed_rows(self) -> int | None:
@@ -73,8 +74,23 @@ def outcomes(checks: Sequence[Check], results: Iterable[Any], bounds: Mapping[in
         observed = detail.get("observed_value")
         out.append(Outcome(check, config.type, bool(result.success), _int(detail.get("element_count")),
                            _int(detail.get("unexpected_count")), None if observed is None else str(observed),
-                           examples, bounds.get(check.index, {})))
+                           examples, bounds.get(check.index, {}), raised(result.exception_info)))
     return sorted(out, key=lambda o: o.check.index)
+
+
+def raised(exception_info: Any) -> str | None:
+    """The first line of the exception GX caught while computing a check, or None. GX gives one record
+    (`raised_exception`, `exception_message`), or one per metric that could not be computed."""
+    if not isinstance(exception_info, Mapping) or not exception_info:
+        return None
+    records = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
+    for record in records:
+        fields = record if isinstance(record, Mapping) else {
+            key: getattr(record, key, None) for key in ("raised_exception", "exception_message")}
+        if fields.get("raised_exception"):
+            message = str(fields.get("exception_message") or "").strip()
+            return message.splitlines()[0][:300] if message else "an exception without a message"
+    return None
 
 
 def result_rows(outcomes_: Sequence[Outcome], *, run_id: str, job: str, table: str, partition: str,
@@ -85,7 +101,9 @@ def result_rows(outcomes_: Sequence[Outcome], *, run_id: str, job: str, table: s
         arguments = {**o.check.kwargs, **{k: v for k, v in o.bounds.items() if v is not None}}
         rows.append((run_id, job, table, partition, o.check.expectation, o.gx_type, o.check.column,
                      json.dumps(arguments, sort_keys=True, default=str), o.check.severity, o.success,
-                     o.element_count, o.unexpected_count, o.observed_value, list(o.examples), checked_at))
+                     o.element_count, o.unexpected_count,
+                     o.observed_value if o.error is None else f"not evaluated: {o.error}", list(o.examples),
+                     checked_at))
     return rows
 
 
@@ -94,7 +112,9 @@ def failure_line(table: str, partition: str, failed: Sequence[Outcome], where: s
     parts = []
     for o in failed:
         what = f"{o.check.expectation}({o.check.column})" if o.check.column else o.check.expectation
-        if o.unexpected_count is not None:
+        if o.error is not None:
+            count = f"could not be evaluated: {o.error}"
+        elif o.unexpected_count is not None:
             count = f"{o.unexpected_count:,} of {o.element_count or 0:,} rows failed"
         else:
             count = f"observed {o.observed_value}, expected {_bounds_text(o.bounds or o.check.kwargs)}"
