@@ -361,8 +361,10 @@ def choose_scorer(lake: Lake, conf: Definitions, month: str, wave: int, run: Run
         train_months, held_month = months[:-1], months[-1]
         tags = lake.read(SUBSCRIBER_TAGS).select("month", "sub_id", *[c for c in features if c != "stage"])
         stages = lake.read(FLOW_STAGES.name).select("month", "sub_id", "stage")
-        rows = members.join(tags, ["month", "sub_id"], "left").join(stages, ["month", "sub_id"], "left")
-        train = rows.where(F.col("month").isin(train_months)).localCheckpoint()
+        # Joined once: the judged fit reads the training months, the Qini the held-out one, a winning refit all.
+        rows = members.join(tags, ["month", "sub_id"], "left").join(stages, ["month", "sub_id"], "left"
+                                                                     ).localCheckpoint()
+        train = rows.where(F.col("month").isin(train_months))
         size = train.count()
         if size < settings.min_members:
             reason = f"{size:,} members in the training months, fewer than uplift_model.min_members"
