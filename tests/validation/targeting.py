@@ -178,7 +178,7 @@ def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) ->
     units["tie"] = np.random.default_rng(0).random(len(units))   # ties (one cell) in a random order
     # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell), and
     # per-subscriber scores that were (the planted uplift itself).
-    units["cell_planted"] = units.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
+    units["cell_planted"] = exact_cells(units)
     rows = []
     for depth in depths:
         n = int(len(units) * depth)
@@ -273,7 +273,7 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
     subscriber left out is not offered another scenario or channel instead."""
     sizes = chosen["uplift"].groupby(["month", "channel"]).size()
     pool = chosen["response"].copy()
-    pool["cell_planted"] = pool.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
+    pool["cell_planted"] = exact_cells(pool)
 
     def best(frame: pd.DataFrame, key: str, share: float) -> float:
         kept = [group.nlargest(int(sizes.get(where, 0) * share), key)
@@ -292,6 +292,18 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
     return pd.DataFrame(rows)
 
 
+def exact_cells(frame: pd.DataFrame) -> pd.Series:
+    """Per row, the planted mean uplift of its month x scenario x channel: what exactly right cell estimates read."""
+    return frame.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
+
+
+def at_equal_contacts(frames: dict[str, pd.DataFrame], column: str) -> tuple[int, dict[str, float]]:
+    """The smaller policy's number of contacts m, and `column` summed over each policy's first m (frames sorted by
+    the policy's own weight)."""
+    m = min(len(frame) for frame in frames.values())
+    return m, {k: frame[column].head(m).sum() for k, frame in frames.items()}
+
+
 def summary(result: dict) -> str:
     ranked, measured_cells = result.pop("ranking"), result.pop("cells")
     lines = ["the ranking quantity: the best N eligible candidates of the measured months by learnt uplift (the cell "
@@ -299,27 +311,25 @@ def summary(result: dict) -> str:
              "(planted incremental conversions)", ranked.to_string(index=False), "",
              "the evaluation's own uplift of the cells (wave 1, measured months), by the conversion of the contacted",
              measured_cells.to_string(index=False), "", "the campaigns each policy ran (both under the same SMS quota)"]
-    n = min(len(r["contacts"]) for r in result.values())
+    by_weight = {k: r["contacts"].sort_values("weight", ascending=False) for k, r in result.items()}
+    n, best = at_equal_contacts(by_weight, "true_uplift")
     lines.append(f"{'objective':<10}{'contacts':>9}{'planted incremental':>21}{'per contact':>13}"
                  f"{'best ' + str(n):>14}{'planted value':>15}{'evaluated [95% CI]':>30}")
     for objective, r in result.items():
-        c = r["contacts"].sort_values("weight", ascending=False)
+        c = by_weight[objective]
         e = r["evaluated"].iloc[0]
         lines.append(f"{objective:<10}{len(c):>9,}{c['true_uplift'].sum():>21.1f}{c['true_uplift'].mean():>13.4f}"
                      f"{c['true_uplift'].head(n).sum():>14.1f}{c['true_value'].sum():>15,.0f}"
                      f"{e['incremental']:>12.1f} [{e['incremental'] - 1.96 * e['sd']:.1f}, "
                      f"{e['incremental'] + 1.96 * e['sd']:.1f}]")
-    best = {k: r["contacts"].sort_values("weight", ascending=False)["true_uplift"].head(n).sum()
-            for k, r in result.items()}
     lines.append(f"at an equal number of contacts ({n:,}), uplift / response = "
                  f"{best['uplift'] / best['response']:.2f}x the planted incremental conversions")
     # Care contacts (a thank-you, an apology: made at a loss by rule, the same in both runs, CARE_WEIGHT each) are
     # not chosen by either ranking; compared without them, each policy's contacts chosen for their value.
     chosen = {k: r["contacts"][r["contacts"]["weight"] > CARE_WEIGHT].sort_values("weight", ascending=False)
               for k, r in result.items()}
-    m = min(len(c) for c in chosen.values())
-    valued = {k: c["true_uplift"].head(m).sum() for k, c in chosen.items()}
-    worth = {k: c["true_margin"].head(m).sum() for k, c in chosen.items()}
+    m, valued = at_equal_contacts(chosen, "true_uplift")
+    _, worth = at_equal_contacts(chosen, "true_margin")
     lines.append(f"at an equal number of contacts made for their value ({m:,}; care contacts left out: "
                  + ", ".join(f"{k} {len(r['contacts']) - len(chosen[k]):,}" for k, r in result.items())
                  + f"), uplift / response = {valued['uplift'] / valued['response']:.2f}x "
@@ -329,9 +339,8 @@ def summary(result: dict) -> str:
     # each kind by its own weight, as many as the smaller policy made.
     for mode in ("active", "passive"):
         made = {k: c[c["mode"] == mode] for k, c in chosen.items()}
-        m = min(len(c) for c in made.values())
-        worth = {k: c["true_uplift"].head(m).sum() for k, c in made.items()}
-        value = {k: c["true_value"].head(m).sum() for k, c in made.items()}
+        m, worth = at_equal_contacts(made, "true_uplift")
+        _, value = at_equal_contacts(made, "true_value")
         lines.append(f"  {mode} contacts alone ({m:,}): uplift / response = {worth['uplift'] / worth['response']:.2f}x "
                      f"the planted incremental conversions ({worth['uplift']:.1f} / {worth['response']:.1f}); "
                      f"planted value {value['uplift']:,.0f} / {value['response']:,.0f} yuan")
