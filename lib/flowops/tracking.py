@@ -599,7 +599,7 @@ def job_metrics(job: str, counts: Mapping[str, int], params: Mapping[str, str]) 
 
 
 FUNNEL = ("pushed", "delivered", "reached", "converted", "treated_rate", "control_rate", "uplift", "uplift_low",
-          "uplift_high", "incremental_orders", "roi")
+          "uplift_high", "uplift_arms", "incremental_orders", "roi")
 TOTALS = ("addressable", "assigned", "pushed", "delivered", "reached", "converted", "control", "control_converted",
           "orders", "incremental_orders", "revenue_yuan", "incremental_revenue_yuan", "incentive_cost_yuan",
           "channel_cost_yuan")

@@ -24,11 +24,16 @@ def rows(ctx, table, **where):
 
 
 def test_campaign_results_count_what_was_exported_and_held_out(demo_ctx, demo_run):
+    compared = []
     for month in EVALUATED:
         results = rows(demo_ctx, "gold/campaign_results", month=month)
         targets = rows(demo_ctx, "gold/scenario_targets", month=month)
         assert results and {r.campaign_month for r in results} == {f"2026-{int(month[-2:]) + 1:02d}"}
         for r in results:
+            if r.channel == "all" and r.wave > 0:   # a wave: the chosen against the would-be chosen, where any
+                assert r.chosen <= r.assigned and r.control_chosen <= r.control and r.pushed <= r.chosen
+                assert r.comparison == ("chosen" if r.chosen and r.control_chosen else "arms"), (month, r.scenario)
+                compared.append(r.comparison)
             if r.channel in ("all", "unassigned"):
                 continue
             path = demo_run.lake / "exports" / f"month={month}" / f"wave={r.wave}" / f"channel={r.channel}" / \
@@ -51,6 +56,7 @@ def test_campaign_results_count_what_was_exported_and_held_out(demo_ctx, demo_ru
         assert history and all(h.outcome in ("converted", "not_converted", "undelivered", "no_receipt")
                                for h in history)
     assert all(h.outcome is None for h in rows(demo_ctx, "ops/contact_history", month=DEMO_MONTH))
+    assert compared.count("chosen") > compared.count("arms")
 
 
 def test_nobody_who_replied_td_is_contacted_on_that_channel_again(demo_ctx):

@@ -118,14 +118,16 @@ FEEDBACK = ("sub_id string, scenario string, wave int, channel string, delivered
 COST = {"sms": 0.05, "outbound": 3.0, "crm_popup": 0.5}
 
 
-def funnel(spark, targets, feedback, orders, days=None):
-    """evaluate() on hand-built targets; the contacts are the targeted rows (what was exported)."""
+def funnel(spark, targets, feedback, orders, days=None, would=()):
+    """evaluate() on hand-built targets; the contacts are the targeted rows (what was exported); `would`: the held
+    members the allocation would have chosen."""
     placed = (spark.createDataFrame(orders, "sub_id string, order_id string, product_id string, order_time string, "
                                             "action string, fee_yuan double")
               .withColumn("order_time", F.to_timestamp("order_time")))
     # The channel each unit was intended for before the allocation: here the one it had.
     targets_df = spark.createDataFrame(targets, TARGETS).withColumns({
-        "intended_channel": F.col("channel"), "would_contact": F.col("decision") == "targeted"})
+        "intended_channel": F.col("channel"),
+        "would_contact": (F.col("decision") == "targeted") | F.col("sub_id").isin(*would, "")})
     contacts = [(t[0], t[1], t[2], t[3], t[7], t[8], t[9], t[10], t[11], COST[t[7]], 5.0, True)
                 for t in targets if t[4] == "targeted"]
     return evaluate(targets_df, spark.createDataFrame(contacts, HISTORY), spark.createDataFrame(feedback, FEEDBACK),
@@ -177,6 +179,37 @@ def test_the_funnel_counts_each_stage_and_compares_the_arms(spark):
         ("a", "treated", True, True), ("b", "treated", True, False), ("c", "treated", True, False),
         ("d", "treated", True, False), ("e", "treated", False, True), ("x", "control", False, True),
         ("y", "control", False, False)}
+
+
+def test_a_wave_compares_the_chosen_with_the_would_be_chosen_and_keeps_the_whole_arms_as_a_check(spark):
+    # A channel budget lets the allocation contact 40 of a treated arm of 400; the optimisation run on the control
+    # group would have chosen 40 of its 400. The contacts add 20 points (12 of 40 against 4 of 40). The 360 left out
+    # on each side order at rates that differ by noise alone (40 and 30), which the arms compared whole divide by the
+    # tenth contacted.
+    start, end = D(2026, 4, 5), D(2026, 4, 9)
+
+    def row(sub, decision, reason, arm, channel="sms"):
+        return (sub, "data_no_plan", 1, "active", decision, reason, arm, channel, ["DP_20"], start, end, start)
+
+    targets = ([row(f"t{i}", "targeted", "targeted", "treated") for i in range(40)]
+               + [row(f"u{i}", "suppressed", "capacity", "treated", channel=None) for i in range(360)]
+               + [row(f"c{i}", "control", "control", "control") for i in range(40)]
+               + [row(f"d{i}", "control", "control", "control") for i in range(360)])
+    orders = [(f"{who}{i}", f"o-{who}{i}", "DP_20", at(7), "order", 20.0)
+              for who, n in (("t", 12), ("c", 4), ("u", 40), ("d", 30)) for i in range(n)]
+    _, rows, _ = funnel(spark, targets, [], orders, would=[f"c{i}" for i in range(40)])
+    whole = next(r for r in rows if r["channel"] == "all")
+    assert whole["comparison"] == "chosen"
+    assert (whole["chosen"], whole["chosen_converted"], whole["control_chosen"],
+            whole["control_chosen_converted"]) == (40, 12, 40, 4)
+    assert whole["uplift"] == pytest.approx(0.2) and whole["incremental_orders"] == pytest.approx(8.0)
+    assert whole["uplift_arms"] == pytest.approx((52 / 400 - 34 / 400) / (40 / 400))
+    assert whole["uplift_high"] - whole["uplift_low"] < (whole["uplift_arms_high"] - whole["uplift_arms_low"]) / 2
+    # Without a would-be member in the comparison group there is nothing to compare the chosen with: the arms whole.
+    _, rows, _ = funnel(spark, targets, [], orders)
+    whole = next(r for r in rows if r["channel"] == "all")
+    assert (whole["comparison"], whole["control_chosen"]) == ("arms", 0)
+    assert whole["uplift"] == pytest.approx(whole["uplift_arms"]) == pytest.approx(0.45)
 
 
 def test_wave_two_is_measured_against_its_own_holdout_and_wave_zero_against_the_control_group(spark):

@@ -398,8 +398,40 @@ def test_a_held_member_treated_elsewhere_would_have_been_contacted_only_if_worth
     limits = allocate.Limits(caps={"active": 1, "passive": 1}, attempts={"a": 1, "b": 1})
     treated = _problem(opts[opts["arm"] == "treated"])
     chosen = allocate.solve(treated, limits).chosen
-    would = _would_contact(opts, treated, chosen, limits, wave=1, time_limit=10)
+    would = _would_contact(opts, chosen, limits, wave=1)
     assert sorted(u[0] for u in would) == ["x", "z"]
+
+
+def test_each_scenarios_held_members_are_chosen_as_often_as_its_treated_ones_whatever_the_control_rates():
+    from flowops.scenarios import allocate
+    from flowops.scenarios.plan import _problem, _would_contact
+
+    day = dt.date(2026, 4, 5)
+
+    def option(sub, scenario, arm, weight):
+        return {"sub_id": sub, "scenario": scenario, "wave": 1, "mode": "active", "channel": "sms", "rank": 0,
+                "weight": weight, "cost_yuan": 0.05, "window_start": day, "window_end": day, "arm": arm}
+
+    # 100 SMS on the day. A retention scenario worth 5 a contact holds out 40%: 60 treated, 40 held. A plan offer
+    # worth 1 to 2 holds out 10%: 90 treated, 10 held. The treated allocation sends the 60 retention SMS and the 40
+    # best offers (worth 1.556 and more): a held member would have had an SMS if worth more than that — all 40
+    # retention members and the 4 offers worth 1.65 to 1.95. Allocated on their own with the capacity scaled to the
+    # held arm's share (a third: 33 SMS), the retention members took every one and no offer was chosen.
+    opts = pd.DataFrame([option(f"r{i}", "retain", "treated", 5.0) for i in range(60)]
+                        + [option(f"q{i}", "retain", "control", 5.0) for i in range(40)]
+                        + [option(f"p{i}", "plan", "treated", 1 + i / 90) for i in range(90)]
+                        + [option(f"h{i}", "plan", "control", 1.05 + i / 10) for i in range(10)])
+    limits = allocate.Limits(caps={"active": 1, "passive": 1}, attempts={"retain": 1, "plan": 1}, daily={"sms": 100})
+    chosen = allocate.solve(_problem(opts[opts["arm"] == "treated"]), limits).chosen
+    assert len(chosen) == 100 and chosen["weight"].min() == pytest.approx(1 + 50 / 90)
+    would = {u[0] for u in _would_contact(opts, chosen, limits, wave=1)}
+    assert would == {f"q{i}" for i in range(40)} | {"h6", "h7", "h8", "h9"}
+    # Options worth exactly the marginal SMS: held ones are chosen at the treated ones' rate (2 of 4 tied here).
+    tied = pd.DataFrame([option(f"t{i}", "plan", "treated", 1.0) for i in range(4)]
+                        + [option(f"u{i}", "plan", "control", 1.0) for i in range(10)])
+    limits = allocate.Limits(caps={"active": 1, "passive": 1}, attempts={"plan": 1}, daily={"sms": 2})
+    chosen = allocate.solve(_problem(tied[tied["arm"] == "treated"]), limits).chosen
+    assert len(_would_contact(tied, chosen, limits, wave=1)) == 5
 
 
 def test_an_exploring_unit_gets_a_random_worthwhile_channel(spark, tag_schema, conf):

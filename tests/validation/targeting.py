@@ -142,7 +142,16 @@ def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN0
     paid = np.where(targets["incentive_on_order"].fillna(False).to_numpy(bool), ordering * incentive, incentive)
     channel_cost = targets["channel"].map({c.id: c.cost_yuan for c in conf.channels.channels}).fillna(0.0)
     targets["true_value"] = targets["true_margin"] - channel_cost - paid
+    # Contacts of equal weight (one scenario x channel cell, where the cell estimates score) in an order drawn once
+    # from who they are, not in the order Spark collected them: a policy's "first m" then does not depend on it.
+    keys = targets[["month", "wave", "sub_id", "scenario", "mode", "channel"]]
+    targets["tie"] = pd.util.hash_pandas_object(keys, index=False).to_numpy() / np.float64(2 ** 64)
     return targets
+
+
+def by_own_weight(frame: pd.DataFrame, key: str = "weight") -> pd.DataFrame:
+    """The contacts best first by `key`, equal ones in their drawn order."""
+    return frame.sort_values([key, "tie"], ascending=False)
 
 
 def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:  # noqa: ANN001
@@ -221,18 +230,41 @@ def cells(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
 
 
 def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
-    """Per measured month, the evaluation's incremental orders (the whole campaign's rows) with a 95% interval."""
+    """Per measured month, the evaluation's incremental orders with a 95% interval (normal, from each row's): summed
+    over every scenario's waves (each wave's contacts against its comparison group, like with like where it can:
+    `comparison`), and over the whole campaigns (wave 1's arms whole, converted in any wave)."""
     from pyspark.sql import functions as F
 
     rows = ctx.lake.read("gold/campaign_results").where(F.col("month").isin(measured) & (F.col("channel") == "all")
                                                          ).toPandas()
-    whole = rows[rows["wave"] == 0]
-    single = rows[(rows["wave"] == 1) & ~rows["scenario"].isin(whole["scenario"])]
-    rows = pd.concat([whole, single])
     rows = rows[rows["uplift"].notna()]
-    sd = (rows["uplift_high"] - rows["uplift_low"]) / 3.92 * rows["pushed"]
-    return pd.DataFrame({"incremental": [rows["incremental_orders"].sum()], "sd": [float(np.sqrt((sd ** 2).sum()))],
-                         "pushed": [int(rows["pushed"].sum())]})
+    whole = rows[rows["wave"] == 0]
+    single = rows[(rows["wave"] == 1) & ~rows.set_index(["month", "scenario"]).index.isin(
+        whole.set_index(["month", "scenario"]).index)]
+    out = []
+    for how, picked in (("per wave", rows[rows["wave"] > 0]), ("whole campaigns", pd.concat([whole, single]))):
+        sd = (picked["uplift_high"] - picked["uplift_low"]) / 3.92 * picked["pushed"]
+        out.append({"sum": how, "incremental": picked["incremental_orders"].sum(),
+                    "sd": float(np.sqrt((sd ** 2).sum())), "pushed": int(picked["pushed"].sum()),
+                    "comparisons": ", ".join(f"{k} {v}" for k, v in picked["comparison"].value_counts().items())})
+    return pd.DataFrame(out).set_index("sum")
+
+
+def calibration(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """Per wave and scenario (the measured months pooled): the share of the treated arm the allocation chose and the
+    share of the comparison group marked as one it would have chosen (would_contact), with the difference in standard
+    errors: the same rule on one random split should give the same share, up to chance."""
+    from pyspark.sql import functions as F
+
+    rows = ctx.lake.read("gold/campaign_results").where(
+        F.col("month").isin(measured) & (F.col("channel") == "all") & (F.col("wave") > 0)).toPandas()
+    by = rows.groupby(["wave", "scenario"])[["assigned", "chosen", "control", "control_chosen"]].sum()
+    by = by[(by["assigned"] > 0) & (by["control"] > 0)]
+    treated, held = by["chosen"] / by["assigned"], by["control_chosen"] / by["control"]
+    pooled = (by["chosen"] + by["control_chosen"]) / (by["assigned"] + by["control"])
+    se = np.sqrt(pooled * (1 - pooled) * (1 / by["assigned"] + 1 / by["control"]))
+    return by.assign(share_treated=treated.round(3), share_held=held.round(3),
+                     z=((held - treated) / se.where(se > 0)).round(1)).reset_index()
 
 
 def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False,
@@ -262,6 +294,7 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         if objective == "uplift":   # the ranking comparison on the uplift policy's candidates and what it learnt
             result["ranking"] = ranking(ctx, out / f"raw-{objective}", measured)
             result["cells"] = cells(ctx, measured)
+        result[f"calibration-{objective}"] = calibration(ctx, measured)
     return result
 
 
@@ -276,7 +309,7 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
     pool["cell_planted"] = exact_cells(pool)
 
     def best(frame: pd.DataFrame, key: str, share: float) -> float:
-        kept = [group.nlargest(int(sizes.get(where, 0) * share), key)
+        kept = [by_own_weight(group, key).head(int(sizes.get(where, 0) * share))
                 for where, group in frame.groupby(["month", "channel"])]
         return pd.concat(kept)["true_uplift"].sum()
 
@@ -306,28 +339,37 @@ def at_equal_contacts(frames: dict[str, pd.DataFrame], column: str) -> tuple[int
 
 def summary(result: dict) -> str:
     ranked, measured_cells = result.pop("ranking"), result.pop("cells")
+    calibrated = {k: result.pop(f"calibration-{k}") for k in OBJECTIVES}
     lines = ["the ranking quantity: the best N eligible candidates of the measured months by learnt uplift (the cell "
              "estimates; and by the scores targeting used: the uplift model's where it won) and by learnt response "
              "(planted incremental conversions)", ranked.to_string(index=False), "",
              "the evaluation's own uplift of the cells (wave 1, measured months), by the conversion of the contacted",
-             measured_cells.to_string(index=False), "", "the campaigns each policy ran (both under the same SMS quota)"]
-    by_weight = {k: r["contacts"].sort_values("weight", ascending=False) for k, r in result.items()}
+             measured_cells.to_string(index=False), ""]
+    for objective, table in calibrated.items():
+        z = table["z"].abs()
+        lines += [f"the would-be rule ({objective} policy): share of the treated arm chosen and of the comparison "
+                  f"group marked would-be, per wave and scenario (|z| > 2: {int((z > 2).sum())} of "
+                  f"{int(z.notna().sum())})", table.to_string(index=False), ""]
+    lines += ["the campaigns each policy ran (both under the same SMS quota)"]
+    by_weight = {k: by_own_weight(r["contacts"]) for k, r in result.items()}
     n, best = at_equal_contacts(by_weight, "true_uplift")
     lines.append(f"{'objective':<10}{'contacts':>9}{'planted incremental':>21}{'per contact':>13}"
-                 f"{'best ' + str(n):>14}{'planted value':>15}{'evaluated [95% CI]':>30}")
+                 f"{'best ' + str(n):>14}{'planted value':>15}{'evaluated per wave [95% CI]':>32}"
+                 f"{'whole campaigns [95% CI]':>30}")
     for objective, r in result.items():
         c = by_weight[objective]
-        e = r["evaluated"].iloc[0]
+        shown = "".join(f"{e['incremental']:>14.1f} [{e['incremental'] - 1.96 * e['sd']:.1f}, "
+                        f"{e['incremental'] + 1.96 * e['sd']:.1f}]" for _, e in r["evaluated"].iterrows())
         lines.append(f"{objective:<10}{len(c):>9,}{c['true_uplift'].sum():>21.1f}{c['true_uplift'].mean():>13.4f}"
-                     f"{c['true_uplift'].head(n).sum():>14.1f}{c['true_value'].sum():>15,.0f}"
-                     f"{e['incremental']:>12.1f} [{e['incremental'] - 1.96 * e['sd']:.1f}, "
-                     f"{e['incremental'] + 1.96 * e['sd']:.1f}]")
+                     f"{c['true_uplift'].head(n).sum():>14.1f}{c['true_value'].sum():>15,.0f}{shown}")
+    lines.append("  evaluated per wave: each wave's contacts against its comparison group ("
+                 + "; ".join(f"{k}: {r['evaluated'].loc['per wave', 'comparisons']}" for k, r in result.items())
+                 + "); whole campaigns: wave 1's arms whole, converted in any wave")
     lines.append(f"at an equal number of contacts ({n:,}), uplift / response = "
                  f"{best['uplift'] / best['response']:.2f}x the planted incremental conversions")
     # Care contacts (a thank-you, an apology: made at a loss by rule, the same in both runs, CARE_WEIGHT each) are
     # not chosen by either ranking; compared without them, each policy's contacts chosen for their value.
-    chosen = {k: r["contacts"][r["contacts"]["weight"] > CARE_WEIGHT].sort_values("weight", ascending=False)
-              for k, r in result.items()}
+    chosen = {k: by_own_weight(r["contacts"][r["contacts"]["weight"] > CARE_WEIGHT]) for k, r in result.items()}
     m, valued = at_equal_contacts(chosen, "true_uplift")
     _, worth = at_equal_contacts(chosen, "true_margin")
     lines.append(f"at an equal number of contacts made for their value ({m:,}; care contacts left out: "

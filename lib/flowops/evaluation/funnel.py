@@ -5,14 +5,23 @@ The seed's evaluation (数据评估): addressable (可营销) -> pushed (推送)
 subscriber opened, clicked or replied) -> converted (转化), with satisfaction, per channel. The contacted are what
 ops/contact_history says was exported (a refused or failed export never counts as sent).
 
-Uplift (the row `channel = all` of a scenario and wave, counted in subscribers) compares the two randomised arms
-whole: the treated arm (assigned: every eligible member not held out, contacted or not) against the control
-group, each converting when they ordered an offered product inside the wave's window (from its first day, the
-same for both arms); the difference divided by the share of the treated arm contacted is the effect per contact
-(`evaluation/uplift.py`). Wave 1's control group is drawn among the eligible and never contacted; a later wave
-goes to the earlier wave's non-converters and holds out its own random part of them (`holdout`), so its uplift is
-that wave's contact's effect. When a campaign has a second wave, the row `wave = 0` measures the whole campaign:
-wave 1's treated arm against its control group, converted in any wave until the scenario's last day.
+Uplift (the row `channel = all` of a scenario and wave, counted in subscribers) compares like with like: the
+members of the treated arm the allocation chose against the members of the held arm it would have chosen had they
+been treated (`would_contact`: the same optimisation run on the held arm, `scenarios/plan.py`), each converting
+when they ordered an offered product inside the wave's window (from its first day, the same for both arms); the
+difference, over the share of the chosen actually contacted (an export that failed made no contact), is the effect
+per contact (`comparison = chosen`). Both groups come from one random split and one rule, and a member the
+allocation left out gets no contact of the scenario, so nothing is lost by leaving the rest out — but their
+ordering, noise around the same rate in both arms, is left out too: where the allocation contacts a small share
+of the treated arm (a binding channel budget), comparing the arms whole multiplies that noise by the arm over its
+contacted. The whole-arm comparison (intention to treat: the treated arm, contacted or not, against the held arm,
+over the share contacted) is written beside it as `uplift_arms`, the check that needs no would-be rule, and is the
+row's uplift where the held arm has no would-be member (`comparison = arms`). Wave 1's control group is drawn
+among the eligible and never contacted; a later wave goes to the earlier wave's non-converters and holds out its
+own random part of them (`holdout`), so its uplift is that wave's contact's effect. When a campaign has a second
+wave, the row `wave = 0` measures the whole campaign: wave 1's treated arm against its control group, whole
+(a member left out of wave 1 may be contacted in wave 2, so no wave's choice delimits the campaign's contacted),
+converted in any wave until the scenario's last day.
 
 The per-channel rows, each contact's outcome and the revenue use last touch (`evaluation/attribution.py`): an
 order counts once, for the latest contact (or would-be contact, in the comparison group) that offered the product.
@@ -34,6 +43,10 @@ from flowops.scenarios.policy import in_compared_arm
 ALL = "all"
 UNASSIGNED = "unassigned"
 WHOLE_CAMPAIGN = 0   # the `wave` of a scenario's row over every wave
+# What a row's uplift compares (campaign_results.comparison): the treated arm's chosen against the held arm's
+# would-be chosen; the two arms whole; a channel's contacts against the held members it would have had (last touch).
+CHOSEN_COMPARISON, ARMS, LAST_TOUCH = "chosen", "arms", "last_touch"
+CHOSEN = ("chosen", "chosen_converted", "control_chosen", "control_chosen_converted")
 # Decisions of candidates a scenario could have contacted: chosen, held out, or crowded out by a contact slot,
 # the scenario's attempts, a full channel, the budget or contacts worth more (not: churned, opted out, nothing to
 # offer, immune, no channel, no message, worth nothing).
@@ -193,11 +206,15 @@ def _arm_counts(members: DataFrame, done: DataFrame, keys: list[str]) -> list:
     def n(condition: F.Column) -> F.Column:
         return F.sum(F.when(condition, 1).otherwise(0))
 
+    chosen = F.coalesce("would_contact", F.lit(False))
     arms = members.groupBy(*keys).agg(
         F.count("*").alias("addressable"), n(treated).alias("assigned"),
         n(treated & F.col("converted")).alias("assigned_converted"), n(treated & F.col("contacted")).alias("pushed"),
         n(treated & F.col("contacted") & F.col("converted")).alias("converted"),
-        n(compared).alias("control"), n(compared & F.col("converted")).alias("control_converted"))
+        n(compared).alias("control"), n(compared & F.col("converted")).alias("control_converted"),
+        n(treated & chosen).alias("chosen"), n(treated & chosen & F.col("converted")).alias("chosen_converted"),
+        n(compared & chosen).alias("control_chosen"),
+        n(compared & chosen & F.col("converted")).alias("control_chosen_converted"))
     per_sub = done.groupBy("sub_id", *keys).agg(
         F.bool_or("delivered").alias("delivered"), F.bool_or("reached").alias("reached"),
         F.sum("orders").alias("orders"), F.avg("satisfaction").alias("satisfaction"),
@@ -236,13 +253,23 @@ def _row(r: dict, costs: Costs) -> dict:
     count = {k: int(r.get(k) or 0) for k in ("addressable", "assigned", "assigned_converted", "pushed", "delivered",
                                                "reached", "converted", "orders", "control", "control_converted",
                                                "satisfaction_n")}
-    per_channel = r["channel"] != ALL
-    if per_channel:   # contacts against the comparison group by would-be channel (descriptive)
+    arms = comparison = None
+    chosen = {k: None for k in CHOSEN}
+    if r["channel"] != ALL:   # contacts against the comparison group by would-be channel (descriptive)
+        comparison = LAST_TOUCH
         uplift = Uplift(count["pushed"], count["converted"], count["control"], count["control_converted"])
-    else:             # the whole arms, per contact (intention to treat over the share contacted)
-        uplift = Uplift(count["assigned"], count["assigned_converted"], count["control"], count["control_converted"],
-                        contacted=count["pushed"])
+    else:                     # the whole arms, per contact (intention to treat over the share contacted)
+        comparison = ARMS
+        uplift = arms = Uplift(count["assigned"], count["assigned_converted"], count["control"],
+                               count["control_converted"], contacted=count["pushed"])
+        if r["wave"] != WHOLE_CAMPAIGN:
+            chosen = {k: int(r.get(k) or 0) for k in CHOSEN}
+            if chosen["chosen"] and chosen["control_chosen"]:   # like with like: the chosen against the would-be
+                comparison = CHOSEN_COMPARISON
+                uplift = Uplift(chosen["chosen"], chosen["chosen_converted"], chosen["control_chosen"],
+                                chosen["control_chosen_converted"], contacted=count["pushed"])
     interval = uplift.interval()
+    arms_interval = arms.interval() if arms else None
     channel_cost = float(r.get("channel_cost_yuan") or 0.0)
     incentive = float(r.get("incentive_cost_yuan") or 0.0)
     revenue = float(r.get("revenue_yuan") or 0.0)
@@ -261,6 +288,10 @@ def _row(r: dict, costs: Costs) -> dict:
         "uplift_low": round(interval[0], 6) if interval else None,
         "uplift_high": round(interval[1], 6) if interval else None,
         "incremental_orders": None if incremental is None else round(incremental, 3),
+        "comparison": comparison, **chosen,
+        "uplift_arms": round(arms.uplift, 6) if arms_interval else None,
+        "uplift_arms_low": round(arms_interval[0], 6) if arms_interval else None,
+        "uplift_arms_high": round(arms_interval[1], 6) if arms_interval else None,
         "revenue_yuan": round(revenue, 2),
         "incremental_revenue_yuan": None if incremental_revenue is None else round(incremental_revenue, 2),
         "incentive_cost_yuan": round(incentive, 2), "channel_cost_yuan": round(channel_cost, 2),

@@ -262,8 +262,8 @@ SCENARIO_TARGETS = TableSpec(
     description="subscriber x scenario x wave x mode of a month: every candidate a scenario's target rule found, "
                 "with its offer, decision (targeted, control, or suppressed with the reason), its arm of the "
                 "experiment (treated, control, holdout: drawn once, stored), whether the allocation contacts it "
-                "(would_contact; for the compared held arm, whether the same optimisation, run on that arm with "
-                "capacities and budgets scaled to its size, would have), channel, intended channel (the first "
+                "(would_contact; for the compared held arm, whether the same optimisation would have, each member "
+                "judged against the treated arm's market), channel, intended channel (the first "
                 "its route offered, before the allocation: the same rule in both arms), day, window, message, and the "
                 "estimates it was valued by (organic conversion, uplift, expected incremental value, the weight the "
                 "allocation maximised under the policy's objective, expected cost). The month is the data month "
@@ -314,15 +314,19 @@ CAMPAIGN_RESULTS = TableSpec(
         ("delivered", LONG), ("reached", LONG), ("converted", LONG),
         ("orders", LONG), ("satisfaction", DOUBLE), ("satisfaction_n", LONG), ("control", LONG),
         ("control_converted", LONG), ("treated_rate", DOUBLE), ("control_rate", DOUBLE), ("uplift", DOUBLE),
-        ("uplift_low", DOUBLE), ("uplift_high", DOUBLE), ("incremental_orders", DOUBLE), ("revenue_yuan", DOUBLE),
+        ("uplift_low", DOUBLE), ("uplift_high", DOUBLE), ("incremental_orders", DOUBLE), ("comparison", STRING),
+        ("chosen", LONG), ("chosen_converted", LONG), ("control_chosen", LONG), ("control_chosen_converted", LONG),
+        ("uplift_arms", DOUBLE), ("uplift_arms_low", DOUBLE), ("uplift_arms_high", DOUBLE), ("revenue_yuan", DOUBLE),
         ("incremental_revenue_yuan", DOUBLE), ("incentive_cost_yuan", DOUBLE), ("channel_cost_yuan", DOUBLE),
         ("roi", DOUBLE), ("run_id", STRING),
     ),
     partition_by=("month",),
-    version=2,
+    version=3,  # v3: the chosen against the would-be chosen (comparison, chosen..., uplift_arms...)
     description="scenario x wave x channel of a month's campaign (channel 'all': the scenario's wave, counted in "
                 "subscribers): the funnel (addressable, pushed, delivered, reached, converted, satisfaction), the "
-                "treated arm (assigned) and the control group's conversion, uplift per contact with its 95% interval, "
+                "treated arm (assigned) and the control group's conversion, uplift per contact with its 95% interval "
+                "(a wave's: the chosen against the held arm's would-be chosen; the whole campaign's and, as a "
+                "check, every wave's: the arms whole), "
                 "incremental orders and revenue, incentive and channel cost, ROI. month = the data month of the "
                 "targets; the contacts and orders fall in campaign_month.",
 )

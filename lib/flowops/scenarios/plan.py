@@ -31,6 +31,7 @@ from flowops.scenarios.policy import (
     compared_arm,
     draw_arms,
     selections,
+    uniform,
     units,
     with_eligibility,
 )
@@ -164,7 +165,7 @@ def _decide(frame: pd.DataFrame, opts: pd.DataFrame, conf: Definitions, wave: in
     best = allocate.solve(problem, limits, time_limit=time_limit)
     baseline = allocate.greedy(problem, limits)
     chosen = best.chosen
-    would = _would_contact(opts, problem, chosen, limits, wave, time_limit)
+    would = _would_contact(opts, chosen, limits, wave)
     out = frame[frame["wave"] == wave].reset_index(drop=True)
     picked = chosen[chosen["wave"] == wave].set_index(UNIT)
     # Every unit's intended channel: the first its route offers (an explorer's drawn one), chosen before the
@@ -207,56 +208,138 @@ def _problem(rows: pd.DataFrame) -> pd.DataFrame:
                        cost=rows["cost_yuan"])
 
 
-def _would_contact(opts: pd.DataFrame, treated: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits,
-                   wave: int, time_limit: float) -> pd.MultiIndex:
+def _would_contact(opts: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits, wave: int) -> pd.MultiIndex:
     """The units of the compared held arm (wave 1's control group, a later wave's holdout) that the allocation would
-    have contacted had they been treated: the same optimisation over their own options, with each scarce channel's
-    capacity scaled to the held arm's share of the units that can use it, and each scenario's budget to its own
-    share. Their contacts are never made; comparing them with the treated arm's contacted is comparing like with
-    like (both chosen by the same rule from the same random split), so a cell's uplift per contact is measured on the
-    contacted alone, not diluted by the treated arm's members the allocation left out (the "ghost ads" design of
-    Johnson, Lewis and Nubbemeyer, 2017).
+    have contacted had they been treated. Their contacts are never made; comparing them with the treated arm's
+    contacted is comparing like with like (both chosen by the same rule from the same random split), so a cell's
+    uplift per contact is measured on the contacted alone, not diluted by the treated arm's members the allocation
+    left out (the "ghost ads" design of Johnson, Lewis and Nubbemeyer, 2017: the auction is run for the control user
+    too, against the same bids, and its winner recorded).
 
-    A held member may be treated in another scenario. Where the treated allocation filled their contact cap there,
-    a held option worth more than the least valuable of those contacts takes the slot (in one solve it would have
-    displaced it); one worth less finds the cap full."""
-    held = opts[opts["arm"] == compared_arm(wave)]
-    if held.empty or treated.empty:
-        return pd.MultiIndex.from_tuples([], names=UNIT)
-
-    def share(of: list[str], among: str) -> pd.Series:
-        return (held[of].drop_duplicates().groupby(among).size()
-                / treated[of].drop_duplicates().groupby(among).size()).dropna()
-
-    overall = len(held[UNIT].drop_duplicates()) / len(treated[UNIT].drop_duplicates())
-    per_channel = share([*UNIT, "channel"], "channel")
-    per_scenario = share(["sub_id", "scenario"], "scenario")
-
-    def scaled_capacity(channel: str, n: int) -> int:
-        return int(round(n * float(per_channel.get(channel, overall))))
-
-    used = dict(limits.used_caps)
-    picks = chosen.groupby(["sub_id", "mode"])["value"].agg(["size", "min"])
-    for key, n in picks["size"].items():
-        used[key] = used.get(key, 0) + int(n)
-    keys = list(zip(held["sub_id"], held["mode"], strict=True))
-    full = np.array([used.get(k, 0) >= limits.caps[k[1]] for k in keys])
-    cheapest = picks["min"].reindex(pd.MultiIndex.from_tuples(keys)).to_numpy(float)
-    displaces = full & (held["weight"].to_numpy(float) > np.nan_to_num(cheapest, nan=np.inf))
-    for key in {k for k, d in zip(keys, displaces, strict=True) if d}:
-        used[key] = limits.caps[key[1]] - 1
-    held = held[~full | displaces]
+    A held option is judged against the market the treated arm's allocation (`chosen`) made, as one option more
+    would have been: where a scarce channel's days in its window are full, it must be worth more than the least
+    valuable contact booked on them; where its scenario's budget is spent, worth more per yuan than the scenario's
+    least efficient contact; where the member's contact cap is filled by contacts of other scenarios, worth more
+    than the least valuable of those (one solve would have swapped them); and the member's attempts must be left. Of
+    the options worth exactly the marginal contact, the share the treated options of that worth got is chosen (the
+    first in a keyed draw: the same on every run). Each held member then takes their passing options best first, one
+    per unit, within their cap and attempts. Judging each held member against the treated market, rather than
+    allocating the held arm on its own with scaled-down capacities, keeps each scenario's share chosen the same in
+    both arms when the scenarios' control rates differ (a scenario with a larger control group crowded the others'
+    held members out of a scarce channel there)."""
+    held_arm = compared_arm(wave)
+    held = opts[(opts["arm"] == held_arm) & (opts["weight"] > 0)].reset_index(drop=True)
     if held.empty:
         return pd.MultiIndex.from_tuples([], names=UNIT)
-    scaled = allocate.Limits(
-        caps=limits.caps, attempts=limits.attempts,
-        daily={c: scaled_capacity(c, n) for c, n in limits.daily.items()},
-        budgets={s: b * float(per_scenario.get(s, overall)) for s, b in limits.budgets.items()},
-        used_caps=used, used_attempts=limits.used_attempts,
-        booked={(c, day): scaled_capacity(c, n) for (c, day), n in limits.booked.items()})
-    picked = allocate.solve(_problem(held), scaled, time_limit=time_limit).chosen
-    picked = picked[picked["wave"] == wave]
-    return pd.MultiIndex.from_frame(picked[UNIT])
+    draw = uniform([f"{r.sub_id}|{r.scenario}|{r.wave}|{r.mode}|{r.channel}|would"
+                    for r in held[[*UNIT, "channel"]].itertuples(index=False)])
+    value = held["weight"].to_numpy(float)
+    passes = _within_capacity(held, value, draw, opts, chosen, limits) & _within_budget(
+        held, value, draw, opts, chosen, limits)
+    return _within_caps(held[passes], chosen, limits, wave)
+
+
+def _at_margin(value: np.ndarray, draw: np.ndarray, margin: float, picked_at: int, offered_at: int) -> np.ndarray:
+    """Whether options of `value` would beat a market whose least valuable pick is worth `margin`: above it, yes;
+    at it, as many as the rate the treated options of that worth were picked at (picked_at of offered_at), those
+    first in the keyed draw."""
+    rate = min(1.0, picked_at / offered_at) if offered_at else 0.0
+    tied = np.flatnonzero(value == margin)
+    out = value > margin
+    out[tied[np.argsort(draw[tied], kind="stable")[:int(round(rate * len(tied)))]]] = True
+    return out
+
+
+def _within_capacity(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, opts: pd.DataFrame,
+                     chosen: pd.DataFrame, limits: allocate.Limits) -> np.ndarray:
+    """Per held option: its channel is unlimited, has a free day in its window, or it beats the least valuable
+    contact booked on the window's days."""
+    ok = np.ones(len(held), bool)
+    offered = opts[opts["arm"] == TREATED]
+    for channel, daily in limits.daily.items():
+        mine = (held["channel"] == channel).to_numpy()
+        if not mine.any():
+            continue
+        booked = chosen[chosen["channel"] == channel]
+        days = pd.to_datetime(booked["contact_date"]).dt.date
+        per_day = days.value_counts()
+        competing = offered[offered["channel"] == channel]
+        for (start, end), rows in held[mine].groupby(["window_start", "window_end"]).groups.items():
+            window = pd.date_range(start, end).date
+            if any(daily - limits.booked.get((channel, d), 0) - int(per_day.get(d, 0)) > 0 for d in window):
+                continue
+            inside = (days >= start) & (days <= end)
+            if not inside.any():
+                ok[rows] = False
+                continue
+            margin = float(booked.loc[inside.to_numpy(), "weight"].min())
+            rivals = competing[(competing["window_start"] <= end) & (competing["window_end"] >= start)
+                               & (competing["weight"] == margin)]
+            picked_at = int((booked.loc[inside.to_numpy(), "weight"] == margin).sum())
+            ok[rows] = _at_margin(value[rows], draw[rows], margin, picked_at, len(rivals))
+    return ok
+
+
+def _within_budget(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, opts: pd.DataFrame,
+                   chosen: pd.DataFrame, limits: allocate.Limits) -> np.ndarray:
+    """Per held option: its scenario has no budget, what is left of it pays for the option, or the option is worth
+    more per yuan than the scenario's least efficient contact."""
+    ok = np.ones(len(held), bool)
+    cost = held["cost_yuan"].to_numpy(float)
+    for scenario, budget in limits.budgets.items():
+        mine = (held["scenario"] == scenario).to_numpy()
+        if not mine.any():
+            continue
+        spent = chosen[chosen["scenario"] == scenario]
+        left = max(0.0, float(budget)) - float(spent["cost_yuan"].sum())
+        fits = cost <= left + allocate.BUDGET_TOLERANCE * max(1.0, abs(float(budget)))
+        dear = np.flatnonzero(mine & ~fits)
+        if not len(dear):
+            continue
+        per_yuan = spent["weight"].to_numpy(float) / np.maximum(spent["cost_yuan"].to_numpy(float), 1e-12)
+        if not len(per_yuan):
+            ok[dear] = False
+            continue
+        margin = float(per_yuan.min())
+        rivals = opts[(opts["arm"] == TREATED) & (opts["scenario"] == scenario)]
+        rival_yuan = rivals["weight"].to_numpy(float) / np.maximum(rivals["cost_yuan"].to_numpy(float), 1e-12)
+        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], margin,
+                              int((per_yuan == margin).sum()), int((rival_yuan == margin).sum()))
+    return ok
+
+
+def _within_caps(held: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits, wave: int) -> pd.MultiIndex:
+    """The held units a member takes: their passing options best first, one per unit, while their contact cap
+    (after the treated allocation's contacts of other scenarios, the least valuable of which a better option
+    displaces) and the scenario's attempts allow."""
+    used = dict(limits.used_caps)
+    displaceable: dict[tuple[str, str], list[float]] = {}
+    chosen = chosen[chosen["sub_id"].isin(held["sub_id"].unique())]
+    for (sub, mode), values in chosen.groupby(["sub_id", "mode"])["weight"]:
+        used[(sub, mode)] = used.get((sub, mode), 0) + len(values)
+        displaceable[(sub, mode)] = sorted(values.tolist())
+    attempts = dict(limits.used_attempts)
+    for key, n in chosen.groupby(["sub_id", "scenario"]).size().items():
+        attempts[key] = attempts.get(key, 0) + int(n)
+    taken: list[tuple] = []
+    units: set[tuple] = set()
+    for row in held.sort_values(["sub_id", "weight", "rank"], ascending=[True, False, True]).itertuples(index=False):
+        unit = (row.sub_id, row.scenario, row.wave, row.mode)
+        if unit in units or attempts.get((row.sub_id, row.scenario), 0) >= limits.attempts[row.scenario]:
+            continue
+        slot = (row.sub_id, row.mode)
+        if used.get(slot, 0) >= limits.caps[row.mode]:
+            cheaper = displaceable.get(slot, [])
+            if not cheaper or cheaper[0] >= row.weight:
+                continue
+            cheaper.pop(0)
+        else:
+            used[slot] = used.get(slot, 0) + 1
+        attempts[(row.sub_id, row.scenario)] = attempts.get((row.sub_id, row.scenario), 0) + 1
+        units.add(unit)
+        if row.wave == wave:
+            taken.append(unit)
+    return pd.MultiIndex.from_tuples(taken, names=UNIT)
 
 
 def _reasons(out: pd.DataFrame, problem: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits,
