@@ -7,7 +7,7 @@ ops/contact_history says was exported (a refused or failed export never counts a
 
 Uplift (the row `channel = all` of a scenario and wave, counted in subscribers) compares like with like: the
 members of the treated arm the allocation chose against the members of the held arm it would have chosen had they
-been treated (`would_contact`: the same optimisation run on the held arm, `scenarios/plan.py`), each converting
+been treated (`would_contact`: each judged against the treated arm's market, `scenarios/plan.py`), each converting
 when they ordered an offered product inside the wave's window (from its first day, the same for both arms); the
 difference, over the share of the chosen actually contacted (an export that failed made no contact), is the effect
 per contact (`comparison = chosen`). Both groups come from one random split and one rule, and a member the
