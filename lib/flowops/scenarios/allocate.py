@@ -34,6 +34,7 @@ REQUIRED = ("unit", "sub", "scenario", "wave", "mode", "channel", "rank", "value
 NO_DAY = -1  # the option's channel is unlimited: it is contacted on window_start
 _NONE = np.zeros(0, np.int64)
 BUDGET_TOLERANCE = 1e-9  # relative: sums of float costs in a different order differ in the last bits
+GAP = 1e-4  # relative optimality gap the solver stops at: options of values closer than this are ties to it
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class _Picks:
     day: np.ndarray
 
 
-def solve(options: pd.DataFrame, limits: Limits, *, time_limit: float = 60.0, gap: float = 1e-4,
+def solve(options: pd.DataFrame, limits: Limits, *, time_limit: float = 60.0, gap: float = GAP,
           _decompose: bool = True) -> Allocation:
     """The allocation of most total value that meets every limit.
 

@@ -239,13 +239,21 @@ def _would_contact(opts: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Li
     return _within_caps(held[passes], chosen, limits, wave)
 
 
-def _at_margin(value: np.ndarray, draw: np.ndarray, margin: float, picked_at: int, offered_at: int) -> np.ndarray:
-    """Whether options of `value` would beat a market whose least valuable pick is worth `margin`: above it, yes;
-    at it, as many as the rate the treated options of that worth were picked at (picked_at of offered_at), those
-    first in the keyed draw."""
-    rate = min(1.0, picked_at / offered_at) if offered_at else 0.0
-    tied = np.flatnonzero(value == margin)
-    out = value > margin
+def _at_margin(value: np.ndarray, draw: np.ndarray, picked: np.ndarray, offered: np.ndarray) -> np.ndarray:
+    """Whether options of `value` would beat a market whose picks are worth `picked` among treated options worth
+    `offered`: above the least valuable pick, yes; at it, as many as the rate the treated options of that worth were
+    picked at, those first in the keyed draw. Values within the solver's optimality gap of each other are one worth
+    to it (a fallback channel's weight sits a millionth below its first channel's; a care contact's is constant)."""
+    margin = float(picked.min())
+    tolerance = allocate.GAP * max(abs(margin), 1e-12)
+
+    def at(values: np.ndarray) -> np.ndarray:
+        return np.abs(values - margin) <= tolerance
+
+    offered_at = int(at(offered).sum())
+    rate = min(1.0, int(at(picked).sum()) / offered_at) if offered_at else 0.0
+    tied = np.flatnonzero(at(value))
+    out = value > margin + tolerance
     out[tied[np.argsort(draw[tied], kind="stable")[:int(round(rate * len(tied)))]]] = True
     return out
 
@@ -272,11 +280,9 @@ def _within_capacity(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, op
             if not inside.any():
                 ok[rows] = False
                 continue
-            margin = float(booked.loc[inside.to_numpy(), "weight"].min())
-            rivals = competing[(competing["window_start"] <= end) & (competing["window_end"] >= start)
-                               & (competing["weight"] == margin)]
-            picked_at = int((booked.loc[inside.to_numpy(), "weight"] == margin).sum())
-            ok[rows] = _at_margin(value[rows], draw[rows], margin, picked_at, len(rivals))
+            rivals = competing[(competing["window_start"] <= end) & (competing["window_end"] >= start)]
+            ok[rows] = _at_margin(value[rows], draw[rows], booked.loc[inside.to_numpy(), "weight"].to_numpy(float),
+                                  rivals["weight"].to_numpy(float))
     return ok
 
 
@@ -300,11 +306,9 @@ def _within_budget(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, opts
         if not len(per_yuan):
             ok[dear] = False
             continue
-        margin = float(per_yuan.min())
         rivals = opts[(opts["arm"] == TREATED) & (opts["scenario"] == scenario)]
         rival_yuan = rivals["weight"].to_numpy(float) / np.maximum(rivals["cost_yuan"].to_numpy(float), 1e-12)
-        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], margin,
-                              int((per_yuan == margin).sum()), int((rival_yuan == margin).sum()))
+        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], per_yuan, rival_yuan)
     return ok
 
 
@@ -330,7 +334,7 @@ def _within_caps(held: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limi
         slot = (row.sub_id, row.mode)
         if used.get(slot, 0) >= limits.caps[row.mode]:
             cheaper = displaceable.get(slot, [])
-            if not cheaper or cheaper[0] >= row.weight:
+            if not cheaper or row.weight <= cheaper[0] * (1 + allocate.GAP):
                 continue
             cheaper.pop(0)
         else:
