@@ -436,6 +436,30 @@ def test_each_scenarios_held_members_are_chosen_as_often_as_its_treated_ones_wha
         assert len(_would_contact(tied, chosen, limits, wave=1)) == 5
 
 
+def test_a_tie_at_the_margin_is_settled_at_the_rate_of_the_same_windows_options_not_every_overlapping_one():
+    from flowops.scenarios import allocate
+    from flowops.scenarios.plan import _would_contact
+
+    d1, d3 = dt.date(2026, 4, 1), dt.date(2026, 4, 3)
+
+    def option(sub, scenario, arm, end):
+        return {"sub_id": sub, "scenario": scenario, "wave": 1, "mode": "active", "channel": "sms", "rank": 0,
+                "weight": 0.001, "cost_yuan": 0.05, "window_start": d1, "window_end": end, "arm": arm}
+
+    # Two care scenarios worth the same, 2 SMS a day: an apology on the 1st only (100 treated, 100 held), a thank-you
+    # over the 1st to the 3rd (1,000 treated). The allocation sent 2 apologies on the 1st and 4 thank-yous after:
+    # 2% of the apologies, so 2 of the 100 held ones. The 1,000 thank-yous overlap the 1st but competed for the
+    # other days: counted as the apology's rivals, they settled the tie at 2 in 1,100, no held apology at all.
+    opts = pd.DataFrame([option(f"a{i}", "apology", "treated", d1) for i in range(100)]
+                        + [option(f"h{i}", "apology", "control", d1) for i in range(100)]
+                        + [option(f"t{i}", "thanks", "treated", d3) for i in range(1000)])
+    chosen = opts.iloc[[0, 1, 200, 201, 202, 203]].assign(
+        contact_date=[d1, d1, dt.date(2026, 4, 2), dt.date(2026, 4, 2), d3, d3])
+    limits = allocate.Limits(caps={"active": 1, "passive": 1}, attempts={"apology": 1, "thanks": 1},
+                             daily={"sms": 2})
+    assert len(_would_contact(opts, chosen, limits, wave=1)) == 2
+
+
 def test_an_exploring_unit_gets_a_random_worthwhile_channel(spark, tag_schema, conf):
     rows = [subscriber(sub_id=f"h{i:03d}", value_tier="high", **NO_PLAN) for i in range(300)]
     dear = {("data_no_plan", "outbound"): 0.20}

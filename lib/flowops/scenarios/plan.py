@@ -239,12 +239,14 @@ def _would_contact(opts: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Li
     return _within_caps(held[passes], chosen, limits, wave)
 
 
-def _at_margin(value: np.ndarray, draw: np.ndarray, picked: np.ndarray, offered: np.ndarray) -> np.ndarray:
-    """Whether options of `value` would beat a market whose picks are worth `picked` among treated options worth
-    `offered`: above the least valuable pick, yes; at it, as many as the rate the treated options of that worth were
-    picked at, those first in the keyed draw. Values within the solver's optimality gap of each other are one worth
-    to it (a fallback channel's weight sits a millionth below its first channel's; a care contact's is constant)."""
-    margin = float(picked.min())
+def _at_margin(value: np.ndarray, draw: np.ndarray, market: np.ndarray, picked: np.ndarray, offered: np.ndarray
+               ) -> np.ndarray:
+    """Whether options of `value` would beat a market whose picks are worth `market`: above the least valuable pick,
+    yes; at it, as many as the rate their treated peers of that worth were picked at (`picked` of `offered`: the
+    treated options of their own window, whose competition they share), those first in the keyed draw. Values
+    within the solver's optimality gap of each other are one worth to it (a fallback channel's weight sits a
+    millionth below its first channel's; a care contact's is constant)."""
+    margin = float(market.min())
     tolerance = allocate.GAP * max(abs(margin), 1e-12)
 
     def at(values: np.ndarray) -> np.ndarray:
@@ -280,9 +282,12 @@ def _within_capacity(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, op
             if not inside.any():
                 ok[rows] = False
                 continue
-            rivals = competing[(competing["window_start"] <= end) & (competing["window_end"] >= start)]
+            # Peers: the treated options of the same window (a window that only overlaps competes for other days).
+            peers = (competing["window_start"] == start) & (competing["window_end"] == end)
+            same = ((booked["window_start"] == start) & (booked["window_end"] == end)).to_numpy()
             ok[rows] = _at_margin(value[rows], draw[rows], booked.loc[inside.to_numpy(), "weight"].to_numpy(float),
-                                  rivals["weight"].to_numpy(float))
+                                  booked.loc[same, "weight"].to_numpy(float),
+                                  competing.loc[peers, "weight"].to_numpy(float))
     return ok
 
 
@@ -308,7 +313,8 @@ def _within_budget(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, opts
             continue
         rivals = opts[(opts["arm"] == TREATED) & (opts["scenario"] == scenario)]
         rival_yuan = rivals["weight"].to_numpy(float) / np.maximum(rivals["cost_yuan"].to_numpy(float), 1e-12)
-        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], per_yuan, rival_yuan)
+        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], per_yuan, per_yuan,
+                              rival_yuan)
     return ok
 
 
