@@ -472,6 +472,25 @@ def test_an_exploring_unit_gets_a_random_worthwhile_channel(spark, tag_schema, c
     assert (out["expected_value"] > 0).all()
 
 
+def test_held_members_draw_exploration_alike_and_would_be_contacted_on_the_drawn_channel(spark, tag_schema, conf):
+    # The call is the best channel; a tenth of the SMS explorers' would be sent. The control group draws
+    # exploration at the treated arm's rate, and its explorers are marked would-be on the channel they drew: the
+    # intended channel of both arms' explorers is the drawn one (before, held members were judged on the call only).
+    rows = [subscriber(sub_id=f"h{i:04d}", value_tier="high", **NO_PLAN) for i in range(1500)]
+    dear = {("data_no_plan", "outbound"): 0.20}
+    out = target(spark, tag_schema, conf, rows, only={"data_no_plan"}, uplift=dear, exploration=0.3,
+                 control=True).units
+    treated, held = out[out["arm"] == "treated"], out[out["arm"] == "control"]
+    assert len(held) > 60
+    for arm in (treated, held):
+        assert 0.2 < arm["explore"].mean() < 0.4
+        assert set(arm.loc[arm["explore"], "intended_channel"]) == {"outbound", "sms"}
+        assert set(arm.loc[~arm["explore"], "intended_channel"]) == {"outbound"}
+    would = held[held["would_contact"].eq(True)]
+    assert set(would.loc[would["explore"], "channel"]) == {"outbound", "sms"}
+    assert (held.loc[held["explore"], "decision"] == "control").all()
+
+
 def test_the_sms_opt_out_line_counts_toward_the_segments():
     from flowops.scenarios.messages import segments, with_opt_out
 

@@ -15,7 +15,8 @@ scenario shares one subscriber's `contacts_per_cycle`.
    and month below the control rate) is never contacted in any wave; the treated arm is everyone else. Wave 2
    and later go to the previous wave's non-converters of both arms; the treated ones draw a holdout of their
    own for the wave. A share of the treated arm (`exploration_share`) explores: it is offered one worthwhile
-   channel drawn at random instead of its best. Draws are stored with the decisions, never recomputed.
+   channel drawn at random instead of its best (the held arms draw alike: their would-be contacts are judged on
+   the drawn channel). Draws are stored with the decisions, never recomputed.
 3. Options of the treated arm, valued by `scenarios/value.py`, go to `scenarios/allocate.py`, which maximises
    their total value under the contact caps, each scenario's attempts, the scarce channels' daily capacity and
    the scenarios' budgets over all their waves. Control members consume nothing.
@@ -290,7 +291,9 @@ def draw_arms(frame: pd.DataFrame, month: str, wave: int, exploration_share: flo
                                                                     strict=True)]
         held = uniform([f"{k}|wave{wave}" for k in keys]) < eligible["control_rate"].to_numpy()
         arm = np.where(np.array(before, dtype=object) == CONTROL, CONTROL, np.where(held, HOLDOUT, TREATED))
-    explore = (arm == TREATED) & (uniform([f"{k}|explore{wave}" for k in keys]) < exploration_share)
+    # Every arm draws: a held member drawn to explore is judged as the explorer they would have been (on the drawn
+    # channel), so the chosen and the would-be chosen stay alike, channel by channel.
+    explore = uniform([f"{k}|explore{wave}" for k in keys]) < exploration_share
     pairs = eligible[["sub_id", "scenario"]].assign(arm=arm, explore=explore)
     out = frame.drop(columns=[c for c in ("arm", "explore") if c in frame.columns]).merge(
         pairs, on=["sub_id", "scenario"], how="left")
