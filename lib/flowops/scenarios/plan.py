@@ -307,15 +307,19 @@ def _within_budget(held: pd.DataFrame, value: np.ndarray, draw: np.ndarray, opts
         dear = np.flatnonzero(mine & ~fits)
         if not len(dear):
             continue
-        per_yuan = spent["weight"].to_numpy(float) / np.maximum(spent["cost_yuan"].to_numpy(float), 1e-12)
+        per_yuan = _per_yuan(spent["weight"], spent["cost_yuan"])
         if not len(per_yuan):
             ok[dear] = False
             continue
         rivals = opts[(opts["arm"] == TREATED) & (opts["scenario"] == scenario)]
-        rival_yuan = rivals["weight"].to_numpy(float) / np.maximum(rivals["cost_yuan"].to_numpy(float), 1e-12)
-        ok[dear] = _at_margin(value[dear] / np.maximum(cost[dear], 1e-12), draw[dear], per_yuan, per_yuan,
-                              rival_yuan)
+        ok[dear] = _at_margin(_per_yuan(value[dear], cost[dear]), draw[dear], per_yuan, per_yuan,
+                              _per_yuan(rivals["weight"], rivals["cost_yuan"]))
     return ok
+
+
+def _per_yuan(weight: pd.Series | np.ndarray, cost: pd.Series | np.ndarray) -> np.ndarray:
+    """Weight per yuan of cost (a free option counts as worth a trillion times its weight per yuan)."""
+    return np.asarray(weight, float) / np.maximum(np.asarray(cost, float), 1e-12)
 
 
 def _within_caps(held: pd.DataFrame, chosen: pd.DataFrame, limits: allocate.Limits, wave: int) -> pd.MultiIndex:
