@@ -142,11 +142,14 @@ def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN0
     paid = np.where(targets["incentive_on_order"].fillna(False).to_numpy(bool), ordering * incentive, incentive)
     channel_cost = targets["channel"].map({c.id: c.cost_yuan for c in conf.channels.channels}).fillna(0.0)
     targets["true_value"] = targets["true_margin"] - channel_cost - paid
-    # Contacts of equal weight (one scenario x channel cell, where the cell estimates score) in an order drawn once
-    # from who they are, not in the order Spark collected them: a policy's "first m" then does not depend on it.
-    keys = targets[["month", "wave", "sub_id", "scenario", "mode", "channel"]]
-    targets["tie"] = pd.util.hash_pandas_object(keys, index=False).to_numpy() / np.float64(2 ** 64)
+    targets["tie"] = drawn_ties(targets[["month", "wave", "sub_id", "scenario", "mode", "channel"]])
     return targets
+
+
+def drawn_ties(keys: pd.DataFrame) -> np.ndarray:
+    """A uniform number per row drawn once from its keys: rows of equal weight (one scenario x channel cell, where
+    the cell estimates score) then keep one order whatever order Spark collected them in."""
+    return pd.util.hash_pandas_object(keys, index=False).to_numpy() / np.float64(2 ** 64)
 
 
 def by_own_weight(frame: pd.DataFrame, key: str = "weight") -> pd.DataFrame:
@@ -184,7 +187,7 @@ def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) ->
                                                                            strict=True)]
     units["true_uplift"] = true_uplift(units, Propensities.from_frame(
         pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str)))
-    units["tie"] = np.random.default_rng(0).random(len(units))   # ties (one cell) in a random order
+    units["tie"] = drawn_ties(units[["month", "msisdn", "scenario", "channel"]])
     # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell), and
     # per-subscriber scores that were (the planted uplift itself).
     units["cell_planted"] = exact_cells(units)
