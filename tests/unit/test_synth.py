@@ -461,6 +461,28 @@ def test_propensities_cover_every_subscriber(out: Path) -> None:
                                                        "manager"}
 
 
+def test_the_planner_rebuilt_from_the_manifest_plants_the_same_outcomes_and_knows_only_their_expectation(
+        out: Path) -> None:
+    import numpy as np
+
+    from flowops.synth.generator import planner_of
+    from flowops.synth.truth import OFFER_TYPES, expected_effects, planted_outcomes
+
+    planner = planner_of(out)
+    planted = planted_outcomes(planner, seed=11)
+    rows = read_csv(out / "_truth" / "propensities.csv")
+    assert [r["kind"] for r in rows] == planted["kind"].tolist()
+    assert [float(r["effect"]) for r in rows] == pytest.approx(planted["effect"].tolist(), abs=1e-6)
+    drawn = planted["effect"].to_numpy().reshape(planner.pop.n, len(OFFER_TYPES), -1)
+    expected = expected_effects(planner, seed=11, draws=64)
+    assert expected.shape == drawn.shape
+    # An expectation over fresh draws: the same level as the planted draws, related to them but not them.
+    assert expected.mean() == pytest.approx(drawn.mean(), rel=0.15)
+    corr = np.corrcoef(expected.ravel(), drawn.ravel())[0, 1]
+    assert 0.3 < corr < 0.95
+    assert expected_effects(planner, seed=11, draws=64) == pytest.approx(expected)   # the draws are fixed by seed
+
+
 # ----------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start_month="2026-13"), "start_month must be YYYY-MM, got '2026-13'"),

@@ -15,18 +15,28 @@ The first two campaigns teach the estimates (and the uplift model, from the thir
   effect, from the generator's potential outcomes);
 - the campaigns each policy ran: the planted incremental conversions and value of its contacts, in all and over
   its best N contacts by its own weight (N the smaller policy's number of contacts);
+- beside each, ceilings: the same candidates ranked by exactly right cell estimates (the planted mean of each
+  scenario x channel), by exactly right expected scores (`synth.truth.expected_effects`: each subscriber's effect
+  averaged over the generator's draws, what the best model of a subscriber's attributes could know) and by the
+  planted draws themselves (the kind, temper and preferred channel each subscriber drew: no estimator sees these);
 - by the evaluation itself: the measured uplift with its 95% interval of the scenario x channel cells each ranking
   puts first, and each campaign's incremental orders (uplift per contact x contacted, per scenario, the whole
-  campaign's row).
+  campaign's row); the difference between the two policies with its interval, for every contact and for pushed
+  and shown contacts apart, and the number of subscribers a run would need for it to show the planted
+  difference.
 
     .venv/bin/python -m tests.validation.targeting --subscribers 4000 --seed 41 --out /tmp/targeting
 
-The test suite checks the same comparison on the lake the recovery tests build (tests/integration/).
+The test suite does not run this comparison: below tens of thousands of subscribers an experiment of a few hundred
+members per cell cannot tell effects of one to three points apart (BENCHMARKS.md, "Targeting"). It checks the parts
+instead: that the evaluation recovers the planted effects (tests/integration/test_recovery.py), and each targeting
+rule against a simulated cell where the right answer is known (tests/unit/test_scenarios.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -37,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from flowops.scenarios.value import CARE_WEIGHT
+from flowops.synth.response import Propensities
 
 OBJECTIVES = ("uplift", "response")
 DONE = "_validation_done"   # written in a lake once every month ran: --reuse keeps such a lake
@@ -111,8 +122,9 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     return lake
 
 
-def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
-    """Every contact of the measured months with its policy weight and its planted incremental conversion."""
+def contacts(ctx, raw: Path, measured: list[str], knowable: Propensities) -> pd.DataFrame:  # noqa: ANN001
+    """Every contact of the measured months with its policy weight, its planted incremental conversion and its
+    expected one (`knowable`)."""
     from pyspark.sql import functions as F
 
     from flowops.definitions import Definitions
@@ -131,6 +143,7 @@ def contacts(ctx, raw: Path, measured: list[str]) -> pd.DataFrame:  # noqa: ANN0
                                                                              strict=True)]
     propensities = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
     targets["true_uplift"] = true_uplift(targets, propensities)
+    targets["expected_uplift"] = expected_uplift(targets, knowable)
     # What the planted incremental orders are worth (the margin targeting values an order by), before any cost; and
     # the planted incremental value, what targeting maximises: that margin less the channel's cost and the incentive
     # paid (credit and coupons to everyone who orders, at the planted chance a contacted subscriber orders; gifts to
@@ -157,7 +170,8 @@ def by_own_weight(frame: pd.DataFrame, key: str = "weight") -> pd.DataFrame:
     return frame.sort_values([key, "tie"], ascending=False)
 
 
-def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:  # noqa: ANN001
+def ranking(ctx, raw: Path, measured: list[str], knowable: Propensities,  # noqa: ANN001
+            depths=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:
     """Planted incremental conversions of the best N eligible candidates by learnt uplift and by learnt response."""
     from pyspark.sql import functions as F
 
@@ -188,20 +202,24 @@ def ranking(ctx, raw: Path, measured: list[str], depths=(0.1, 0.2, 0.3, 0.5)) ->
     units["true_uplift"] = true_uplift(units, Propensities.from_frame(
         pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str)))
     units["tie"] = drawn_ties(units[["month", "msisdn", "scenario", "channel"]])
-    # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell), and
-    # per-subscriber scores that were (the planted uplift itself).
+    # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell); scores
+    # exactly right in expectation (what the generator planted each subscriber from, short of its draws: the most any
+    # model could learn); and per-subscriber scores exactly right (the planted uplift itself, the draws included).
     units["cell_planted"] = exact_cells(units)
+    units["expected_uplift"] = expected_uplift(units, knowable)
     rows = []
     for depth in depths:
         n = int(len(units) * depth)
         by = {key: units.sort_values([key, "tie"], ascending=False).head(n)["true_uplift"].sum()
-              for key in ("uplift_learnt", "uplift_used", "response_learnt", "cell_planted", "true_uplift")}
+              for key in ("uplift_learnt", "uplift_used", "response_learnt", "cell_planted", "expected_uplift",
+                          "true_uplift")}
         rows.append({"depth": depth, "candidates": n, "by_uplift": round(by["uplift_learnt"], 1),
                      "by_response": round(by["response_learnt"], 1),
                      "ratio": round(by["uplift_learnt"] / by["response_learnt"], 2),
                      "by_scores_used": round(by["uplift_used"], 1),
                      "ratio_used": round(by["uplift_used"] / by["response_learnt"], 2),
                      "ratio_exact_cells": round(by["cell_planted"] / by["response_learnt"], 2),
+                     "ratio_exact_expected": round(by["expected_uplift"] / by["response_learnt"], 2),
                      "ratio_exact_subscribers": round(by["true_uplift"] / by["response_learnt"], 2)})
     return pd.DataFrame(rows)
 
@@ -253,6 +271,42 @@ def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     return pd.DataFrame(out).set_index("sum")
 
 
+def evaluated_by_mode(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """The evaluation's like-with-like comparison split into pushed (SMS, calls, managers) and shown (at a login)
+    contacts: per month, wave, scenario and intended channel (active first: the same rule in both arms), the chosen
+    against the would-be chosen, incremental orders = the uplift x the chosen, summed per mode with a 95% interval
+    (normal, from each stratum's). A stratum whose held arm marked no one has no comparison: its chosen are counted
+    apart (`unmeasured`)."""
+    from pyspark.sql import functions as F
+
+    from flowops.definitions import Definitions
+    from flowops.evaluation.uplift import Uplift
+    from flowops.steps.target import experiment_rows
+
+    modes = {c.id: c.mode for c in Definitions.load(ctx.settings.conf_dir).channels.channels}
+    chosen = experiment_rows(ctx.lake.read("gold/campaign_members").where(F.col("month").isin(measured))).where(
+        F.col("chosen") == 1)
+    counts = chosen.groupBy("month", "wave", "scenario", "channel").agg(
+        F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
+        F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
+    ).toPandas()
+    counts["mode"] = counts["channel"].map(modes)
+    rows = []
+    for mode, strata in counts.groupby("mode"):
+        incremental = variance = unmeasured = 0.0
+        for r in strata.itertuples(index=False):
+            u = Uplift(int(r.nt), int(r.kt), int(r.nc), int(r.kc))
+            interval = u.interval() if r.nt and r.nc else None
+            if interval is None:
+                unmeasured += r.nt
+                continue
+            incremental += u.incremental
+            variance += ((interval[1] - interval[0]) / 3.92 * r.nt) ** 2
+        rows.append({"mode": mode, "chosen": int(strata["nt"].sum()), "held_chosen": int(strata["nc"].sum()),
+                     "unmeasured": int(unmeasured), "incremental": incremental, "sd": float(np.sqrt(variance))})
+    return pd.DataFrame(rows).set_index("mode")
+
+
 def calibration(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     """Per wave and scenario (the measured months pooled): the share of the treated arm the allocation chose and the
     share of the comparison group marked as one it would have chosen (would_contact), with the difference in standard
@@ -285,17 +339,19 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed, bad_rate=0.0,
                  records_per_day=records_per_day)
     measured = months[3:5]   # the third and fourth campaigns; the first two taught the estimates
-    result = {}
+    knowable = knowable_propensities(raw)
+    result = {"subscribers": subscribers}
     for objective in OBJECTIVES:
         started = time.perf_counter()
         lake = out / f"lake-{objective}"
         if not (reuse and (lake / DONE).is_file()):
             lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000, every_per_1000)
         ctx = context(out / f"conf-{objective}", lake)
-        result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured),
-                             "evaluated": evaluated(ctx, measured), "seconds": time.perf_counter() - started}
+        result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured, knowable),
+                             "evaluated": evaluated(ctx, measured), "by_mode": evaluated_by_mode(ctx, measured),
+                             "seconds": time.perf_counter() - started}
         if objective == "uplift":   # the ranking comparison on the uplift policy's candidates and what it learnt
-            result["ranking"] = ranking(ctx, out / f"raw-{objective}", measured)
+            result["ranking"] = ranking(ctx, out / f"raw-{objective}", measured, knowable)
             result["cells"] = cells(ctx, measured)
         result[f"calibration-{objective}"] = calibration(ctx, measured)
     return result
@@ -305,8 +361,9 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
     """Each policy under tighter channel budgets: per month and channel, a share of the contacts the uplift policy
     made there, each policy keeping its best by its own weight (both made for value). Beside them, the response
     policy's contacts (the larger pool) chosen by exactly right estimates: the planted mean of each scenario x
-    channel cell, and each contact's planted uplift. An approximation of a campaign run under such budgets: a
-    subscriber left out is not offered another scenario or channel instead."""
+    channel cell; each contact's expected uplift (what the generator planted it from, short of its draws: what any
+    model could know at best); and each contact's planted uplift (the draws included). An approximation of
+    a campaign run under such budgets: a subscriber left out is not offered another scenario or channel instead."""
     sizes = chosen["uplift"].groupby(["month", "channel"]).size()
     pool = chosen["response"].copy()
     pool["cell_planted"] = exact_cells(pool)
@@ -319,11 +376,13 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
     rows = []
     for share in shares:
         got = {"uplift": best(chosen["uplift"], "weight", share), "response": best(pool, "weight", share),
-               "exact_cells": best(pool, "cell_planted", share), "exact_subscribers": best(pool, "true_uplift", share)}
+               "exact_cells": best(pool, "cell_planted", share), "exact_expected": best(pool, "expected_uplift", share),
+               "exact_subscribers": best(pool, "true_uplift", share)}
         rows.append({"budget": share, "contacts": int(sum(int(n * share) for n in sizes)),
                      **{k: round(v, 1) for k, v in got.items()},
                      "ratio": round(got["uplift"] / got["response"], 2),
                      "ratio_exact_cells": round(got["exact_cells"] / got["response"], 2),
+                     "ratio_exact_expected": round(got["exact_expected"] / got["response"], 2),
                      "ratio_exact_subscribers": round(got["exact_subscribers"] / got["response"], 2)})
     return pd.DataFrame(rows)
 
@@ -331,6 +390,29 @@ def budgets(chosen: dict[str, pd.DataFrame], shares=(0.1, 0.2, 0.33, 0.5, 1.0)) 
 def exact_cells(frame: pd.DataFrame) -> pd.Series:
     """Per row, the planted mean uplift of its month x scenario x channel: what exactly right cell estimates read."""
     return frame.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
+
+
+def knowable_propensities(raw: Path) -> Propensities:
+    """The world's planted propensities with each effect replaced by its expectation over the generator's draws
+    (`synth.truth.expected_effects`): what exactly right scores of a subscriber could know at best."""
+    from flowops.synth.generator import planner_of
+    from flowops.synth.response import Propensities
+    from flowops.synth.truth import expected_effects
+
+    planted = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
+    planner = planner_of(raw)
+    order = pd.Series(planner.pop.msisdn.astype(str)).map(planted.index).to_numpy()
+    effects = np.zeros_like(planted.effects)
+    effects[order] = expected_effects(planner, planner.seed).transpose(0, 2, 1)   # to channels x offer types
+    return dataclasses.replace(planted, effects=effects)
+
+
+def expected_uplift(contacts: pd.DataFrame, knowable: Propensities) -> np.ndarray:
+    """Per contact, delivery x the expected effect x the scenario's multiplier: `true_uplift` in expectation."""
+    from flowops.synth.response import delivery, multiplier
+
+    effect = knowable.effect(contacts["msisdn"], contacts["channel"], contacts["offer_type"])
+    return delivery(contacts["channel"]) * multiplier(contacts["scenario"]) * effect
 
 
 def at_equal_contacts(frames: dict[str, pd.DataFrame], column: str) -> tuple[int, dict[str, float]]:
@@ -343,6 +425,7 @@ def at_equal_contacts(frames: dict[str, pd.DataFrame], column: str) -> tuple[int
 def summary(result: dict) -> str:
     ranked, measured_cells = result.pop("ranking"), result.pop("cells")
     calibrated = {k: result.pop(f"calibration-{k}") for k in OBJECTIVES}
+    subscribers = result.pop("subscribers")
     lines = ["the ranking quantity: the best N eligible candidates of the measured months by learnt uplift (the cell "
              "estimates; and by the scores targeting used: the uplift model's where it won) and by learnt response "
              "(planted incremental conversions)", ranked.to_string(index=False), "",
@@ -389,9 +472,21 @@ def summary(result: dict) -> str:
         lines.append(f"  {mode} contacts alone ({m:,}): uplift / response = {worth['uplift'] / worth['response']:.2f}x "
                      f"the planted incremental conversions ({worth['uplift']:.1f} / {worth['response']:.1f}); "
                      f"planted value {value['uplift']:,.0f} / {value['response']:,.0f} yuan")
+    lines += ["", "can the evaluation tell the policies apart? Its incremental orders, uplift policy minus response "
+              "policy, with a 95% interval (the two runs taken as independent), against the planted difference; "
+              "and the subscribers a run would need for that interval to exclude zero four times in five at the "
+              "planted difference (its width shrinks with the square root of the subscribers)"]
+    for what, pick in (("every contact, per wave", lambda r: r["evaluated"].loc["per wave"]),
+                       ("pushed contacts", lambda r: r["by_mode"].loc["active"]),
+                       ("shown contacts", lambda r: r["by_mode"].loc["passive"])):
+        got = {k: pick(r) for k, r in result.items()}
+        mode = {"pushed contacts": "active", "shown contacts": "passive"}.get(what)
+        planted = {k: (c if mode is None else c[c["mode"] == mode])["true_uplift"].sum() for k, c in by_weight.items()}
+        lines.append(difference(what, got, planted, subscribers))
     lines += ["", "under tighter channel budgets (a share of the uplift policy's contacts per month and channel; "
               "planted incremental conversions of each policy's best by its own weight, and of the response "
-              "policy's contacts chosen by exactly right estimates)", budgets(chosen).to_string(index=False), ""]
+              "policy's contacts chosen by exactly right estimates: per cell, per subscriber in expectation, per "
+              "subscriber drawn)", budgets(chosen).to_string(index=False), ""]
     value = {k: r["contacts"]["true_value"].sum() for k, r in result.items()}
     lines.append(f"the whole campaigns' planted incremental value (margin less channel costs and incentives paid), "
                  f"what each policy maximises by its own estimates: uplift / response = "
@@ -402,6 +497,19 @@ def summary(result: dict) -> str:
     lines.append(f"  without the care contacts: {value['uplift'] / value['response']:.2f}x "
                  f"({value['uplift']:,.0f} / {value['response']:,.0f} yuan)")
     return "\n".join(lines)
+
+
+def difference(what: str, got: dict, planted: dict[str, float], subscribers: int) -> str:
+    """One line: the evaluated difference between the policies with its interval, the planted one, and the scale a
+    run would need to show the planted difference (80% power at the 5% level: 2.80 standard errors)."""
+    d = got["uplift"]["incremental"] - got["response"]["incremental"]
+    sd = float(np.hypot(got["uplift"]["sd"], got["response"]["sd"]))
+    truth = planted["uplift"] - planted["response"]
+    needed = (f"{subscribers * (2.80 * sd / truth) ** 2:,.0f} subscribers" if truth > 0
+              else "none would: the planted difference is not in the uplift policy's favour")
+    return (f"  {what}: evaluated {got['uplift']['incremental']:.1f} / {got['response']['incremental']:.1f}, "
+            f"difference {d:.1f} [{d - 1.96 * sd:.1f}, {d + 1.96 * sd:.1f}]; planted {planted['uplift']:.1f} / "
+            f"{planted['response']:.1f}, difference {truth:.1f}; to show it: {needed}")
 
 
 def main() -> None:

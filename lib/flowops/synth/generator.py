@@ -30,7 +30,7 @@ from flowops.synth.day import N_CATS, DayResult, DayTask, run_day
 from flowops.synth.dirty import KINDS
 from flowops.synth.monthly import write_billing, write_crm, write_orders
 from flowops.synth.planning import Planner
-from flowops.synth.population import build_population
+from flowops.synth.population import Population, build_population
 from flowops.synth.truth import (
     archetype_rows,
     usage_rows,
@@ -122,6 +122,21 @@ def _is_generator_manifest(path: Path) -> bool:
         return False
 
 
+def _population(subscribers: int, months: int, seed: int, bounds: list[tuple[int, int]]) -> Population:
+    return build_population(np.random.default_rng(np.random.SeedSequence([seed, 0])), subscribers, months,
+                            bounds[0][0], bounds, B.app_weights(load_apps())[:6])
+
+
+def planner_of(raw: str | Path) -> Planner:
+    """The planner `generate` started from for the world in RAW (its manifest's parameters): the subscribers and
+    the attributes the planted outcomes were drawn from (validation only; the months are not planned again)."""
+    params = json.loads((Path(raw) / "_truth" / "manifest.json").read_text(encoding="utf-8"))["parameters"]
+    year, month = parse_month(params["start_month"])
+    names, bounds = month_bounds(year, month, params["months"])
+    pop = _population(params["subscribers"], params["months"], params["seed"], bounds)
+    return Planner(pop, params["seed"], bounds, names)
+
+
 def month_bounds(year: int, month: int, months: int) -> tuple[list[str], list[tuple[int, int]]]:
     """Names and (first, last) date ordinals of the run's months."""
     names, bounds = [], []
@@ -163,9 +178,8 @@ def generate(out: str | Path, subscribers: int, start_month: str, months: int, s
     write_json(truth / "manifest.json", dict(generator=GENERATOR, version=VERSION,
                                              status="incomplete", parameters=params))
     names, bounds = month_bounds(year, month, months)
-    apps, products = load_apps(), load_products()
-    pop = build_population(np.random.default_rng(np.random.SeedSequence([seed, 0])), subscribers,
-                           months, bounds[0][0], bounds, B.app_weights(apps)[:6])
+    products = load_products()
+    pop = _population(subscribers, months, seed, bounds)
     csv_lines: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="flowops-synth-") as work:
         work_dir = Path(work)

@@ -129,11 +129,17 @@ class Planner:
         self.opt_out_channels = np.array(
             [";".join(c for c, on in zip(CONTACT_CHANNELS, row, strict=False) if on) if h else ""
              for row, h in zip(chosen, has, strict=False)], dtype=object)
-        w = PREF_WEIGHTS[pop.identity].copy()
+        self.pref_channel = self.draw_preference(rng)
+
+    def draw_preference(self, rng: np.random.Generator) -> np.ndarray:
+        """Each subscriber's preferred contact channel (index into CONTACT_CHANNELS, -1 for none), drawn from
+        weights by identity (an account manager only for VIPs)."""
+        n = self.pop.n
+        w = PREF_WEIGHTS[self.pop.identity].copy()
         w[:, CONTACT_CHANNELS.index("manager")] = np.where(self.vip > 0, 0.8, 0.0)
         cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
         pick = np.minimum((rng.random(n)[:, None] > cdf).sum(axis=1), len(CONTACT_CHANNELS) - 1)
-        self.pref_channel = np.where(rng.random(n) < 0.55, pick, -1).astype(np.int8)
+        return np.where(rng.random(n) < 0.55, pick, -1).astype(np.int8)
 
     def record_bill(self, plan: MonthPlan, totals: np.ndarray) -> None:
         """Remember each subscriber's bill total (ARPU) for next month's falling eligibility."""

@@ -165,8 +165,42 @@ def planted_outcomes(planner: Planner, seed: int) -> pd.DataFrame:
     subscriber's temper, shared by their offers, and the draw itself), then the kind's organic probability,
     unsubscribe chance and per-channel effect of a delivered contact, scaled by how well the offer fits.
     """
+    kind, p_organic, p_unsubscribe, effect = _outcomes(planner, np.random.default_rng(np.random.SeedSequence(
+        [seed, 6])))
+    n_of, n_ch = len(OFFER_TYPES), len(CONTACT_CHANNELS)
+
+    def each_channel(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values.ravel(), n_ch)
+
+    return pd.DataFrame({
+        "msisdn": np.repeat(planner.pop.msisdn.astype("U11"), n_of * n_ch),
+        "offer_type": np.tile(np.repeat(np.array(OFFER_TYPES), n_ch), planner.pop.n),
+        "kind": each_channel(np.array(KINDS)[kind]),
+        "fits": each_channel((fit_levels(planner) >= FITS).astype(np.int8)),
+        "p_organic": each_channel(np.round(p_organic, 6)),
+        "p_unsubscribe": each_channel(np.round(p_unsubscribe, 6)),
+        "channel": np.tile(np.array(CONTACT_CHANNELS), planner.pop.n * n_of),
+        "effect": np.round(effect.ravel(), 6) + 0.0,    # + 0.0: no "-0.000000"
+    })
+
+
+def expected_effects(planner: Planner, seed: int, draws: int = 32) -> np.ndarray:
+    """Each subscriber's expected effect per offer type and channel (subscribers x OFFER_TYPES x CONTACT_CHANNELS)
+    over the draws `planted_outcomes` makes (the temper, the kind, the sizes) and the preferred channel's (a trait
+    no tag shows: the pipeline learns it from responses alone), everything else as planted: the most any targeting
+    could know of a subscriber from their attributes (validation only). The mean of `draws` fresh draws, each
+    independent of the planted ones."""
+    total = np.zeros((planner.pop.n, len(OFFER_TYPES), len(CONTACT_CHANNELS)))
+    for d in range(draws):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 6, 1 + d]))
+        total += _outcomes(planner, rng, planner.draw_preference(rng))[3]
+    return total / draws
+
+
+def _outcomes(planner: Planner, rng: np.random.Generator, pref: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """(kind, p_organic, p_unsubscribe, effect) of every subscriber x offer type (x channel, for effect), the noise
+    drawn from `rng`; `pref` in place of the planted preferred channels."""
     pop = planner.pop
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 6]))
     n, n_of, n_ch, n_k = pop.n, len(OFFER_TYPES), len(CONTACT_CHANNELS), len(KINDS)
     fit = fit_levels(planner)
     who = observable(planner)
@@ -188,27 +222,13 @@ def planted_outcomes(planner: Planner, seed: int) -> pd.DataFrame:
     p_unsubscribe = np.minimum(np.array(_UNSUBSCRIBE)[kind] * rng.lognormal(0.0, 0.3, (n, n_of)), 0.6)
     effect = (_EFFECT[kind] * scale[:, :, None] * rng.lognormal(0.0, 0.3, (n, n_of, 1))
               * rng.lognormal(0.0, 0.15, (n, n_of, n_ch)))
-    pref = planner.pref_channel
+    pref = planner.pref_channel if pref is None else pref
     rows = np.flatnonzero(pref >= 0)
     on_pref = effect[rows, :, pref[rows]]
     effect[rows, :, pref[rows]] = np.where(on_pref > 0, PREFERRED_BONUS * on_pref, 0.5 * on_pref)
     effect[planner.vip == 0, :, CONTACT_CHANNELS.index("manager")] *= MANAGER_WITHOUT_VIP
     # A contact can put off at most what the subscriber would have ordered anyway.
-    effect = np.maximum(effect, -0.9 * p_organic[:, :, None])
-
-    def each_channel(values: np.ndarray) -> np.ndarray:
-        return np.repeat(values.ravel(), n_ch)
-
-    return pd.DataFrame({
-        "msisdn": np.repeat(pop.msisdn.astype("U11"), n_of * n_ch),
-        "offer_type": np.tile(np.repeat(np.array(OFFER_TYPES), n_ch), n),
-        "kind": each_channel(np.array(KINDS)[kind]),
-        "fits": each_channel((fit >= FITS).astype(np.int8)),
-        "p_organic": each_channel(np.round(p_organic, 6)),
-        "p_unsubscribe": each_channel(np.round(p_unsubscribe, 6)),
-        "channel": np.tile(np.array(CONTACT_CHANNELS), n * n_of),
-        "effect": np.round(effect.ravel(), 6) + 0.0,    # + 0.0: no "-0.000000"
-    })
+    return kind, p_organic, p_unsubscribe, np.maximum(effect, -0.9 * p_organic[:, :, None])
 
 
 def write_propensities(truth: Path, planner: Planner, seed: int) -> None:
