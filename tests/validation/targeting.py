@@ -476,11 +476,13 @@ def summary(result: dict) -> str:
               "policy, with a 95% interval (the two runs taken as independent), against the planted difference; "
               "and the subscribers a run would need for that interval to exclude zero four times in five at the "
               "planted difference (its width shrinks with the square root of the subscribers)"]
-    for what, pick in (("every contact, per wave", lambda r: r["evaluated"].loc["per wave"]),
-                       ("pushed contacts", lambda r: r["by_mode"].loc["active"]),
-                       ("shown contacts", lambda r: r["by_mode"].loc["passive"])):
-        got = {k: pick(r) for k, r in result.items()}
-        mode = {"pushed contacts": "active", "shown contacts": "passive"}.get(what)
+    for what, mode in (("every contact, per wave", None), ("pushed contacts", "active"),
+                       ("shown contacts", "passive")):
+        got = {k: r["evaluated"].loc["per wave"] if mode is None else r["by_mode"].reindex([mode]).iloc[0]
+               for k, r in result.items()}
+        if any(pd.isna(g["incremental"]) for g in got.values()):
+            lines.append(f"  {what}: a policy made none with a comparison group")
+            continue
         planted = {k: (c if mode is None else c[c["mode"] == mode])["true_uplift"].sum() for k, c in by_weight.items()}
         lines.append(difference(what, got, planted, subscribers))
     lines += ["", "under tighter channel budgets (a share of the uplift policy's contacts per month and channel; "
