@@ -122,13 +122,14 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     return lake
 
 
-def contacts(ctx, raw: Path, measured: list[str], knowable: Propensities) -> pd.DataFrame:  # noqa: ANN001
+def contacts(ctx, measured: list[str], planted: Propensities, knowable: Propensities  # noqa: ANN001
+             ) -> pd.DataFrame:
     """Every contact of the measured months with its policy weight, its planted incremental conversion and its
     expected one (`knowable`)."""
     from pyspark.sql import functions as F
 
     from flowops.definitions import Definitions
-    from flowops.synth.response import Propensities, offer_type, true_uplift
+    from flowops.synth.response import offer_type, true_uplift
 
     lake = ctx.lake
     keys = lake.read("restricted/subscriber_keys").select("sub_id", "msisdn").dropDuplicates(["sub_id"])
@@ -141,8 +142,7 @@ def contacts(ctx, raw: Path, measured: list[str], knowable: Propensities) -> pd.
     types = {p.id: p.type for p in catalogue.products}
     targets["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(targets["product_id"], targets["stage"],
                                                                              strict=True)]
-    propensities = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
-    targets["true_uplift"] = true_uplift(targets, propensities)
+    targets["true_uplift"] = true_uplift(targets, planted)
     targets["expected_uplift"] = expected_uplift(targets, knowable)
     # What the planted incremental orders are worth (the margin targeting values an order by), before any cost; and
     # the planted incremental value, what targeting maximises: that margin less the channel's cost and the incentive
@@ -150,7 +150,7 @@ def contacts(ctx, raw: Path, measured: list[str], knowable: Propensities) -> pd.
     # everyone contacted).
     margins = {p.id: catalogue.margin(p) for p in catalogue.products}
     targets["true_margin"] = targets["true_uplift"] * targets["product_id"].map(margins).fillna(0.0)
-    ordering = propensities.organic(targets["msisdn"], targets["offer_type"]) + targets["true_uplift"]
+    ordering = planted.organic(targets["msisdn"], targets["offer_type"]) + targets["true_uplift"]
     incentive = targets["incentive_cost"].fillna(0.0).to_numpy(float)
     paid = np.where(targets["incentive_on_order"].fillna(False).to_numpy(bool), ordering * incentive, incentive)
     channel_cost = targets["channel"].map({c.id: c.cost_yuan for c in conf.channels.channels}).fillna(0.0)
@@ -170,7 +170,7 @@ def by_own_weight(frame: pd.DataFrame, key: str = "weight") -> pd.DataFrame:
     return frame.sort_values([key, "tie"], ascending=False)
 
 
-def ranking(ctx, raw: Path, measured: list[str], knowable: Propensities,  # noqa: ANN001
+def ranking(ctx, measured: list[str], planted: Propensities, knowable: Propensities,  # noqa: ANN001
             depths=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:
     """Planted incremental conversions of the best N eligible candidates by learnt uplift and by learnt response."""
     from pyspark.sql import functions as F
@@ -178,7 +178,7 @@ def ranking(ctx, raw: Path, measured: list[str], knowable: Propensities,  # noqa
     from flowops.definitions import Definitions
     from flowops.scenarios.estimates import estimate
     from flowops.steps.target import read_cells
-    from flowops.synth.response import Propensities, offer_type, true_uplift
+    from flowops.synth.response import offer_type, true_uplift
 
     conf = Definitions.load(ctx.settings.conf_dir)
     types = {p.id: p.type for p in conf.catalogue.products}
@@ -199,8 +199,7 @@ def ranking(ctx, raw: Path, measured: list[str], knowable: Propensities,  # noqa
     units = pd.concat(frames, ignore_index=True)
     units["offer_type"] = [offer_type(types.get(p, ""), s) for p, s in zip(units["product_id"], units["stage"],
                                                                            strict=True)]
-    units["true_uplift"] = true_uplift(units, Propensities.from_frame(
-        pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str)))
+    units["true_uplift"] = true_uplift(units, planted)
     units["tie"] = drawn_ties(units[["month", "msisdn", "scenario", "channel"]])
     # The ceilings: per scenario x channel estimates that were exactly right (the planted mean of the cell); scores
     # exactly right in expectation (what the generator planted each subscriber from, short of its draws: the most any
@@ -339,7 +338,9 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         generate(raw, subscribers=subscribers, start_month=months[0], months=len(months), seed=seed, bad_rate=0.0,
                  records_per_day=records_per_day)
     measured = months[3:5]   # the third and fourth campaigns; the first two taught the estimates
-    knowable = knowable_propensities(raw)
+    # The world's planted outcomes (the same in both policies' copies), and their expectation over its draws.
+    planted = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
+    knowable = knowable_propensities(raw, planted)
     result = {"subscribers": subscribers}
     for objective in OBJECTIVES:
         started = time.perf_counter()
@@ -347,11 +348,11 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         if not (reuse and (lake / DONE).is_file()):
             lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000, every_per_1000)
         ctx = context(out / f"conf-{objective}", lake)
-        result[objective] = {"contacts": contacts(ctx, out / f"raw-{objective}", measured, knowable),
+        result[objective] = {"contacts": contacts(ctx, measured, planted, knowable),
                              "evaluated": evaluated(ctx, measured), "by_mode": evaluated_by_mode(ctx, measured),
                              "seconds": time.perf_counter() - started}
         if objective == "uplift":   # the ranking comparison on the uplift policy's candidates and what it learnt
-            result["ranking"] = ranking(ctx, out / f"raw-{objective}", measured, knowable)
+            result["ranking"] = ranking(ctx, measured, planted, knowable)
             result["cells"] = cells(ctx, measured)
         result[f"calibration-{objective}"] = calibration(ctx, measured)
     return result
@@ -392,14 +393,13 @@ def exact_cells(frame: pd.DataFrame) -> pd.Series:
     return frame.groupby(["month", "scenario", "channel"])["true_uplift"].transform("mean")
 
 
-def knowable_propensities(raw: Path) -> Propensities:
-    """The world's planted propensities with each effect replaced by its expectation over the generator's draws
-    (`synth.truth.expected_effects`): what exactly right scores of a subscriber could know at best."""
+def knowable_propensities(raw: Path, planted: Propensities) -> Propensities:
+    """The world's planted propensities (`planted`, of RAW) with each effect replaced by its expectation over the
+    generator's draws (`synth.truth.expected_effects`): what exactly right scores of a subscriber could know at
+    best."""
     from flowops.synth.generator import planner_of
-    from flowops.synth.response import Propensities
     from flowops.synth.truth import expected_effects
 
-    planted = Propensities.from_frame(pd.read_csv(raw / "_truth" / "propensities.csv", dtype=str))
     planner = planner_of(raw)
     order = pd.Series(planner.pop.msisdn.astype(str)).map(planted.index).to_numpy()
     effects = np.zeros_like(planted.effects)
