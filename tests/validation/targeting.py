@@ -233,10 +233,7 @@ def cells(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
 
     members = experiment_rows(ctx.lake.read("gold/campaign_members").where(
         F.col("month").isin(measured) & (F.col("wave") == 1)))
-    counts = members.groupBy("scenario", "channel").agg(
-        F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
-        F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
-    ).toPandas()
+    counts = arm_counts(members, ["scenario", "channel"])
     rows = []
     for r in counts.itertuples(index=False):
         u = Uplift(int(r.nt), int(r.kt), int(r.nc), int(r.kc))
@@ -270,6 +267,17 @@ def evaluated(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     return pd.DataFrame(out).set_index("sum")
 
 
+def arm_counts(members, keys: list[str]) -> pd.DataFrame:  # noqa: ANN001
+    """Per `keys` of experiment rows (`steps.target.experiment_rows`): nt and kt, the treated arm and its converted;
+    nc and kc, the held arm and its converted."""
+    from pyspark.sql import functions as F
+
+    treated, converted = F.col("treated"), F.col("converted")
+    return members.groupBy(*keys).agg(
+        F.sum(treated).alias("nt"), F.sum(treated * converted).alias("kt"),
+        F.sum(1 - treated).alias("nc"), F.sum((1 - treated) * converted).alias("kc")).toPandas()
+
+
 def evaluated_by_mode(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     """The evaluation's like-with-like comparison split into pushed (SMS, calls, managers) and shown (at a login)
     contacts: per month, wave, scenario and intended channel (active first: the same rule in both arms), the chosen
@@ -285,10 +293,7 @@ def evaluated_by_mode(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
     modes = {c.id: c.mode for c in Definitions.load(ctx.settings.conf_dir).channels.channels}
     chosen = experiment_rows(ctx.lake.read("gold/campaign_members").where(F.col("month").isin(measured))).where(
         F.col("chosen") == 1)
-    counts = chosen.groupBy("month", "wave", "scenario", "channel").agg(
-        F.sum("treated").alias("nt"), F.sum(F.col("treated") * F.col("converted")).alias("kt"),
-        F.sum(1 - F.col("treated")).alias("nc"), F.sum((1 - F.col("treated")) * F.col("converted")).alias("kc"),
-    ).toPandas()
+    counts = arm_counts(chosen, ["month", "wave", "scenario", "channel"])
     counts["mode"] = counts["channel"].map(modes)
     rows = []
     for mode, strata in counts.groupby("mode"):
