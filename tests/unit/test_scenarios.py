@@ -267,6 +267,33 @@ def test_one_active_contact_per_cycle_goes_to_the_scenario_worth_most(spark, tag
     assert plan.planned_later == 1
 
 
+def maximising(conf, maximise: str):
+    """The conf's channels with `policy.maximise` set."""
+    return replace(conf.channels, policy=conf.channels.policy.model_copy(update={"maximise": maximise}))
+
+
+def test_maximising_orders_gives_the_slot_to_the_contact_that_adds_most_orders_not_most_yuan(spark, tag_schema,
+                                                                                             conf):
+    # One active slot, two scenarios worth making: the data plan's SMS adds fewer orders (2 points) but each is
+    # worth far more than an idle pack's (6 points).
+    both = subscriber(sub_id="both", stage="order", dou_mb=250.0, payperuse_yuan=60.0, idle_mb=120.0)
+    uplift = {("data_no_plan", "sms"): 0.02, ("idle_no_pack", "sms"): 0.06}
+
+    def kept(maximise: str) -> dict:
+        plan = target(spark, tag_schema, conf, [both], only={"data_no_plan", "idle_no_pack"},
+                      channels=maximising(conf, maximise), uplift=uplift)
+        active = [r for r in rows_of(plan) if r["mode"] == "active"]
+        assert sorted(r["reason"] for r in active) == ["cap", "targeted"]
+        return {r["scenario"]: r for r in active}
+
+    by_value, by_orders = kept("value"), kept("orders")
+    assert by_value["data_no_plan"]["reason"] == "targeted"
+    assert by_orders["idle_no_pack"]["reason"] == "targeted"
+    # Both contacts are worth making either way; the yuan are what the value policy gives up.
+    assert by_orders["idle_no_pack"]["expected_value"] > 0
+    assert by_value["data_no_plan"]["expected_value"] > by_orders["idle_no_pack"]["expected_value"]
+
+
 def test_opted_out_churned_and_immune_subscribers_are_suppressed(spark, tag_schema, conf):
     rows = [subscriber(sub_id=s, **NO_PLAN) for s in ("out", "gone", "immune", "twice", "other_family", "ok")]
     rows[1]["churned_this_month"] = True
@@ -313,15 +340,17 @@ def test_a_budget_goes_to_the_most_value_per_yuan_and_counts_what_earlier_waves_
     assert {r["reason"] for r in second} <= {"budget", "targeted"}
 
 
-def test_no_contact_is_worth_less_than_nothing_unless_the_scenario_is_care(spark, tag_schema, conf):
+@pytest.mark.parametrize("maximise", ["value", "orders"])
+def test_no_contact_is_worth_less_than_nothing_unless_the_scenario_is_care(spark, tag_schema, conf, maximise):
     # Measured: an SMS for data_no_plan changes nothing, and these subscribers order on their own anyway: the
     # credit would be paid for orders that would have come regardless. high_value_care is care: a gift at a loss.
+    # Maximising orders changes which contacts worth making come first, never which are worth making.
     rows = [subscriber(sub_id="sure", **NO_PLAN),
             subscriber(sub_id="vip", stage="retain", reason="steady_usage", value_tier="vip",
                        churn_risk_level="low", arpu_yuan=150.0)]
     plan = target(spark, tag_schema, conf, rows, only={"data_no_plan", "high_value_care"},
                   uplift={("data_no_plan", "sms"): 0.0, ("high_value_care", "sms"): 0.0},
-                  organic={"data_no_plan": 0.3})
+                  organic={"data_no_plan": 0.3}, channels=maximising(conf, maximise))
     out = {r["sub_id"]: r for r in rows_of(plan)}
     assert out["sure"]["reason"] == "no_value"
     assert out["vip"]["decision"] == "targeted" and out["vip"]["expected_value"] < 0

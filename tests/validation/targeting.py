@@ -60,9 +60,10 @@ SMS_PER_DAY_PER_1000 = 15
 
 
 def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float = SMS_PER_DAY_PER_1000,
-                every_per_1000: float | None = None) -> Path:
-    """The repo's conf with `policy.objective` set, the SMS gateway's daily quota and, with `every_per_1000`, a daily
-    budget on every other channel that has none (the shown ones included): a campaign sized by its contact budget."""
+                every_per_1000: float | None = None, maximise: str = "value") -> Path:
+    """The repo's conf with `policy.objective` and `policy.maximise` set, the SMS gateway's daily quota and, with
+    `every_per_1000`, a daily budget on every other channel that has none (the shown ones included): a campaign sized
+    by its contact budget."""
     from tests.conftest import CONF
 
     conf = out / f"conf-{objective}"
@@ -73,6 +74,9 @@ def policy_conf(out: Path, objective: str, subscribers: int, sms_per_1000: float
     text, n = re.subn(r"^(\s*objective:\s*)\w+", rf"\g<1>{objective}", path.read_text(encoding="utf-8"), flags=re.M)
     if n != 1:
         raise RuntimeError(f"{path}: no policy.objective line to set")
+    text, n = re.subn(r"^(\s*maximise:\s*)\w+", rf"\g<1>{maximise}", text, flags=re.M)
+    if n != 1:
+        raise RuntimeError(f"{path}: no policy.maximise line to set")
     quota = round(sms_per_1000 * subscribers / 1000)
     text, n = re.subn(r"(\{id: sms, [^}]*?)(reach: any)", rf"\g<1>daily_capacity: {quota}, \g<2>", text)
     if n != 1:
@@ -98,7 +102,8 @@ def context(conf: Path, lake: Path, driver_memory: str = "4g"):  # noqa: ANN201
 
 
 def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: int, subscribers: int,
-               sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None) -> Path:
+               sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None,
+               maximise: str = "value") -> Path:
     """Every month of the world through the pipeline with one objective; the lake's path."""
     from flowops.definitions import Definitions
     from flowops.demo import run_months
@@ -112,7 +117,8 @@ def run_policy(out: Path, raw: Path, objective: str, months: list[str], seed: in
     lake = out / f"lake-{objective}"
     if lake.exists():
         shutil.rmtree(lake)
-    ctx = context(policy_conf(out, objective, subscribers, sms_per_1000, every_per_1000), lake, driver_memory="8g")
+    ctx = context(policy_conf(out, objective, subscribers, sms_per_1000, every_per_1000, maximise), lake,
+                  driver_memory="8g")
     definitions = Definitions.load(ctx.settings.conf_dir)
     reference = Reference.load(ctx, definitions)
     ingest_days(ctx, mine, [d for m in months[:-1] for d in month_days(m)], reference)
@@ -329,9 +335,10 @@ def calibration(ctx, measured: list[str]) -> pd.DataFrame:  # noqa: ANN001
 
 
 def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, reuse: bool = False,
-            sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None) -> dict:
-    """Both policies on one world; with `reuse`, the world and any lake that finished are kept from an earlier
-    run with the same arguments."""
+            sms_per_1000: float = SMS_PER_DAY_PER_1000, every_per_1000: float | None = None,
+            maximise: str = "value") -> dict:
+    """Both policies on one world, each maximising `maximise` (value or orders); with `reuse`, the world and any
+    lake that finished are kept from an earlier run with the same arguments."""
     from flowops.synth import generate
 
     os.environ.setdefault("FLOWOPS_PII_KEY", "validation-key")
@@ -351,7 +358,8 @@ def compare(out: Path, subscribers: int, seed: int, records_per_day: float = 3, 
         started = time.perf_counter()
         lake = out / f"lake-{objective}"
         if not (reuse and (lake / DONE).is_file()):
-            lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000, every_per_1000)
+            lake = run_policy(out, raw, objective, months, seed, subscribers, sms_per_1000, every_per_1000,
+                              maximise)
         ctx = context(out / f"conf-{objective}", lake)
         result[objective] = {"contacts": contacts(ctx, measured, planted, knowable),
                              "evaluated": evaluated(ctx, measured), "by_mode": evaluated_by_mode(ctx, measured),
@@ -530,11 +538,13 @@ def main() -> None:
                         help="the SMS gateway's daily quota per 1,000 subscribers, in both runs")
     parser.add_argument("--every-channel-per-1000", type=float, default=None,
                         help="a daily budget per 1,000 subscribers on every other channel without one, in both runs")
+    parser.add_argument("--maximise", choices=("value", "orders"), default="value",
+                        help="what both policies maximise over the contacts worth making (policy.maximise)")
     args = parser.parse_args()
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     result = compare(args.out, args.subscribers, args.seed, args.records_per_day, args.reuse, args.sms_per_1000,
-                     args.every_channel_per_1000)
+                     args.every_channel_per_1000, args.maximise)
     for objective, r in result.items():
         if objective not in OBJECTIVES:
             continue

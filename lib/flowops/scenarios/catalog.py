@@ -54,8 +54,11 @@ def catalog_markdown(scenarios: list[Scenario], channels: Channels) -> str:
     out += ["", "## Contact policy", "",
             f"- per subscriber and campaign month (the contact cycle), across every scenario and wave: at most "
             f"{policy.contacts_per_cycle.active} active and {policy.contacts_per_cycle.passive} passive contact(s), "
-            "chosen by one optimisation of expected incremental value (uplift x margin - channel and incentive cost) "
-            "under the caps, each scenario's attempts, the channels' daily capacity and the budgets over all waves",
+            "chosen by one optimisation of "
+            + ("the incremental conversions of the contacts worth making (uplift x margin above channel and "
+               "incentive cost)" if policy.maximise == "orders" else
+               "expected incremental value (uplift x margin - channel and incentive cost)")
+            + " under the caps, each scenario's attempts, the channels' daily capacity and the budgets over all waves",
             f"- immune to an offer family after {policy.immunity_rounds} cycles with a delivered, unconverted contact "
             "of it",
             f"- at most {policy.max_offers} products per contact; credit gifts at most "

@@ -88,7 +88,7 @@ def plan_wave(tagged: DataFrame, conf: Definitions, month: str, campaign_month: 
     opts = options(frame[frame["reason"] == PENDING])
     if scorer.model is not None and len(opts):
         opts = _scored(opts, tagged, scorer)
-    opts = with_values(opts, conf.channels, estimates, wave, policy.objective)
+    opts = with_values(opts, conf.channels, estimates, wave, policy.objective, policy.maximise)
     opts["message"] = pd.Series(Renderer(conf.scenarios, conf.channels, conf.catalogue).render(opts),
                                 index=opts.index, dtype=object)
     frame = _with_value_reasons(frame, opts)

@@ -88,6 +88,10 @@ class PolicyModel(StrictModel):
     # "response" = conversions of the contacted (organic buyers included) x margin: the old ranking, kept as the
     # baseline the validation compares with.
     objective: Literal["uplift", "response"] = "uplift"
+    # What the allocation maximises over the contacts worth making (a positive value under the objective, or care):
+    # "value" = their expected value in yuan; "orders" = the conversions they add (the campaign's order count, the
+    # KPI many marketing teams are set), so a cheap offer that changes behaviour beats a dear one that changes less.
+    maximise: Literal["value", "orders"] = "value"
     exploration_share: float = Field(0.05, ge=0, le=0.5)   # treated-arm units given a random worthwhile channel
     uplift_model: UpliftModelSettings = UpliftModelSettings()
     vip_tiers: list[str] = Field(default_factory=lambda: ["vip"])

@@ -11,7 +11,10 @@
 `cost_yuan` (what the scenario's budget counts) is the channel cost plus the expected incentive cost.
 
 The allocator maximises `weight`: the expected value under the policy's objective `uplift`; under `response`
-(the old ranking, kept as a baseline) conversion of the contacted x margin - costs, organic buyers included. A
+(the old ranking, kept as a baseline) conversion of the contacted x margin - costs, organic buyers included. With
+`policy.maximise: orders` the weight of a contact worth making (a positive value under the objective) is instead
+the conversions it is expected to add, in orders per ORDERS_PER contacts: its uplift (the conversion of the
+contacted under `response`); one worth nothing stays out either way. A
 care scenario's contact is worth making at a loss within its cost ceiling: its weight is then a token
 CARE_WEIGHT, so it only takes slots nothing of positive value wants. Options of a later wave, valued when the
 first wave is planned, are discounted by the chance that the subscriber orders before it.
@@ -27,6 +30,9 @@ from flowops.scenarios.policy import uniform
 from flowops.scenarios.templates import Channels
 
 CARE_WEIGHT = 0.001
+# The orders weight's unit (orders per this many contacts): a contact's weight stays far above CARE_WEIGHT and
+# keeps its figures at the six decimals weights are rounded to.
+ORDERS_PER = 1000
 UNIT = ["sub_id", "scenario", "wave", "mode"]
 
 
@@ -39,8 +45,8 @@ def options(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def with_values(rows: pd.DataFrame, channels: Channels, estimates: Estimates, wave: int, objective: str
-                ) -> pd.DataFrame:
+def with_values(rows: pd.DataFrame, channels: Channels, estimates: Estimates, wave: int, objective: str,
+                maximise: str = "value") -> pd.DataFrame:
     """organic, uplift, response, conversion, channel_cost, incentive_expected, expected_value, cost_yuan and
     weight of each option (see the module text). Rows carrying `model_organic` and `model_uplift` (the uplift
     model's scores) use them instead of the estimates."""
@@ -63,8 +69,11 @@ def with_values(rows: pd.DataFrame, channels: Channels, estimates: Estimates, wa
     out["incentive_expected"] = incentive(out["conversion"]).round(4)
     out["expected_value"] = (out["uplift"] * margin - out["channel_cost"] - out["incentive_expected"]).round(4)
     cost = out["channel_cost"] + out["incentive_expected"]
-    score = (out["expected_value"] if objective == "uplift"
+    by_uplift = objective == "uplift"
+    score = (out["expected_value"] if by_uplift
              else out["response"] * margin - out["channel_cost"] - incentive(out["response"]))
+    if maximise == "orders":
+        score = np.where(score > 0, ORDERS_PER * (out["uplift"] if by_uplift else out["response"]), 0.0)
     is_care = out["care_max_cost"].notna() & (cost <= out["care_max_cost"])
     weight = np.where(score > 0, score, np.where(is_care, CARE_WEIGHT, 0.0))
     # A later wave's option only happens if the subscriber has not ordered before it.
