@@ -5,7 +5,8 @@ campaign), copied twice; each copy runs every month of the pipeline with the cha
 campaign — once with `policy.objective: uplift`, once with `response` (the ranking quantity targeting used before:
 the conversion of the contacted, organic buyers included; the same optimiser, estimates, rules and exploration).
 Both runs send at most SMS_PER_DAY_PER_1000 SMS a day per 1,000 subscribers (a gateway quota): the same number of
-contacts, so what differs is whom each policy gives them to.
+contacts, so what differs is whom each policy gives them to. Both maximise the value of their contacts (margin x
+conversions less costs) or, with `--maximise orders`, the conversions they add (`policy.maximise`).
 The first two campaigns teach the estimates (and the uplift model, from the third); the last two are measured:
 
 - the ranking quantity on its own: every eligible candidate of the measured months (scenario x channel of its
