@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from flowops.scenarios.value import CARE_WEIGHT
-from tests.validation.targeting import at_equal_contacts, by_own_weight
+from tests.validation.targeting import at_equal_contacts, by_own_weight, made_for_value
 
 
 def compare(first: pd.DataFrame, second: pd.DataFrame) -> str:
     lines = []
-    kinds = (("every contact", lambda f: f), ("care contacts left out", lambda f: f[f["weight"] > CARE_WEIGHT]))
+    kinds = (("every contact", lambda f: f), ("care contacts left out", made_for_value))
     for label, keep in kinds:
         frames = {"first": by_own_weight(keep(first)), "second": by_own_weight(keep(second))}
         n, got = at_equal_contacts(frames, "true_uplift")

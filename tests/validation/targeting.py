@@ -172,6 +172,11 @@ def drawn_ties(keys: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(keys, index=False).to_numpy() / np.float64(2 ** 64)
 
 
+def made_for_value(frame: pd.DataFrame) -> pd.DataFrame:
+    """The contacts made for their value: care contacts (made at a loss by rule, CARE_WEIGHT each) left out."""
+    return frame[frame["weight"] > CARE_WEIGHT]
+
+
 def by_own_weight(frame: pd.DataFrame, key: str = "weight") -> pd.DataFrame:
     """The contacts best first by `key`, equal ones in their drawn order."""
     return frame.sort_values([key, "tie"], ascending=False)
@@ -469,7 +474,7 @@ def summary(result: dict) -> str:
                  f"{best['uplift'] / best['response']:.2f}x the planted incremental conversions")
     # Care contacts (a thank-you, an apology: made at a loss by rule, the same in both runs, CARE_WEIGHT each) are
     # not chosen by either ranking; compared without them, each policy's contacts chosen for their value.
-    chosen = {k: by_own_weight(r["contacts"][r["contacts"]["weight"] > CARE_WEIGHT]) for k, r in result.items()}
+    chosen = {k: by_own_weight(made_for_value(r["contacts"])) for k, r in result.items()}
     m, valued = at_equal_contacts(chosen, "true_uplift")
     _, worth = at_equal_contacts(chosen, "true_margin")
     lines.append(f"at an equal number of contacts made for their value ({m:,}; care contacts left out: "
